@@ -1,0 +1,273 @@
+"""Resolve a collection name (bundled default, ir_datasets id, or local path) to a :class:`Collection`.
+
+Resolution never touches the network: a name that is neither a known id nor an existing path fails
+at once with the closest known names. Documents, queries and qrels are read only when asked for.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .readers import CorpusStats, iter_jsonl_corpus, load_qrels_file, load_queries_file
+from .types import DataError, Doc
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "resources" / "scifact"
+DEFAULT_NAME = "default"
+
+# The 18 BEIR collections of the DupMAE paper's table (cqadupstack = the mean of its 12 forums).
+BEIR_DATASETS = (
+    "trec-covid", "bioasq", "nfcorpus", "nq", "hotpotqa", "fiqa", "signal1m", "trec-news", "robust04",
+    "arguana", "webis-touche2020", "cqadupstack", "quora", "dbpedia-entity", "scidocs", "fever",
+    "climate-fever", "scifact",
+)
+CQADUPSTACK_FORUMS = (
+    "android", "english", "gaming", "gis", "mathematica", "physics", "programmers", "stats", "tex",
+    "unix", "webmasters", "wordpress",
+)
+# BEIR sets that ir_datasets does not distribute (licensing): they need a local folder (--data-dir).
+BEIR_LOCAL_ONLY = ("bioasq", "signal1m", "trec-news", "robust04")
+# ir_datasets sub-ids that hold each BEIR set's evaluation queries and qrels.
+BEIR_EVAL_IDS = {
+    "nfcorpus": "beir/nfcorpus/test", "hotpotqa": "beir/hotpotqa/test", "fiqa": "beir/fiqa/test",
+    "quora": "beir/quora/test", "dbpedia-entity": "beir/dbpedia-entity/test", "fever": "beir/fever/test",
+    "scifact": "beir/scifact/test", "webis-touche2020": "beir/webis-touche2020/v2",
+}
+# Short split names for MS MARCO passage -> ir_datasets ids.
+MSMARCO_SPLITS = {
+    "dev": "msmarco-passage/dev/small", "dev-small": "msmarco-passage/dev/small",
+    "dl19": "msmarco-passage/trec-dl-2019/judged", "dl20": "msmarco-passage/trec-dl-2020/judged",
+    "train": "msmarco-passage/train/judged",
+}
+
+
+def beir_ir_ids() -> list[str]:
+    """ir_datasets ids of the BEIR collections (cqadupstack expanded into its forums)."""
+    ids = []
+    for name in BEIR_DATASETS:
+        if name in BEIR_LOCAL_ONLY:
+            continue
+        if name == "cqadupstack":
+            ids += [f"beir/cqadupstack/{f}" for f in CQADUPSTACK_FORUMS]
+        else:
+            ids.append(f"beir/{name}")
+    return ids
+
+
+def known_names() -> list[str]:
+    """Names resolvable without a path: the bundled default, and the ids of ir_datasets' registry
+    for MS MARCO passage and BEIR (plus the local-only BEIR names, which need --data-dir)."""
+    names = {DEFAULT_NAME, "msmarco-passage", *MSMARCO_SPLITS.values(), *beir_ir_ids()}
+    names |= {f"beir/{n}" for n in BEIR_DATASETS}
+    try:
+        import ir_datasets
+
+        names |= {k for k in ir_datasets.registry._registered if k.startswith(("beir", "msmarco-passage"))}
+    except ImportError:  # pragma: no cover
+        pass
+    return sorted(names)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A resolved collection: where its documents, queries and qrels come from.
+
+    ``kind`` is ``beir`` (a local BEIR folder, the bundled default included), ``jsonl`` (a Pyserini
+    JSONL collection: documents only), ``topics`` (a queries file: queries only) or ``ir_datasets``.
+    """
+
+    name: str
+    kind: str
+    path: Path | None = None
+    ir_id: str | None = None
+    default_split: str | None = None
+
+    # --- documents -------------------------------------------------------------------------
+    def corpus_files(self) -> list[Path]:
+        if self.kind == "beir":
+            for fname in ("corpus.jsonl", "corpus.jsonl.gz"):
+                if (self.path / fname).is_file():
+                    return [self.path / fname]
+            return []
+        if self.kind == "jsonl":
+            if self.path.is_file():
+                return [self.path]
+            return sorted(p for p in self.path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz", ".json")))
+        return []
+
+    def has_corpus(self) -> bool:
+        """Whether documents are available (for ir_datasets: the id has docs; they may still need a download)."""
+        if self.kind == "ir_datasets":
+            return self.ir_id not in {f"beir/{n}" for n in BEIR_LOCAL_ONLY}
+        return bool(self.corpus_files())
+
+    def iter_docs(self, empty: str = "keep", stats: CorpusStats | None = None) -> Iterator[Doc]:
+        """Stream the documents (memory flat in corpus size, but for the duplicate-id check of local files)."""
+        if self.kind == "ir_datasets":
+            return _iter_ir_datasets_docs(self.ir_id, empty, stats)
+        files = self.corpus_files()
+        if not files:
+            raise DataError(f"{self.name}: no documents (expected corpus.jsonl[.gz] in {self.path}).")
+        return iter_jsonl_corpus(files, empty=empty, stats=stats)
+
+    def doc_count(self) -> int | None:
+        """Number of documents when cheaply known (for progress bars), else None."""
+        if self.kind == "ir_datasets":
+            try:
+                return _ir_load(self.ir_id).docs_count()
+            except Exception:  # noqa: BLE001 - a count is a nicety, never a failure
+                return None
+        return None
+
+    # --- queries and qrels -------------------------------------------------------------------
+    def splits(self) -> list[str]:
+        if self.kind == "beir":
+            return sorted(p.stem for p in (self.path / "qrels").glob("*.tsv")) if (self.path / "qrels").is_dir() else []
+        if self.kind == "ir_datasets" and self.ir_id.startswith("msmarco-passage"):
+            return ["dev", "dl19", "dl20"]
+        return [self.default_split] if self.default_split else []
+
+    def queries(self, split: str | None = None) -> dict[str, str]:
+        """``{qid: text}`` of ``split`` (default: the collection's evaluation split)."""
+        split = split or self.default_split
+        if self.kind == "topics":
+            return load_queries_file(self.path)
+        if self.kind == "beir":
+            per_split = self.path / f"queries.{split}.jsonl"
+            if split and per_split.is_file():
+                return load_queries_file(per_split)
+            all_queries = load_queries_file(self.path / "queries.jsonl")
+            if not split:
+                return all_queries
+            qrels = self.qrels(split)  # BEIR convention: a split's queries are those judged in it
+            return {qid: all_queries[qid] for qid in all_queries if qid in qrels}
+        if self.kind == "ir_datasets":
+            ds = _ir_load(_ir_split_id(self.ir_id, split))
+            return {q.query_id: _query_text(q) for q in ds.queries_iter()}
+        raise DataError(f"{self.name}: a JSONL document collection holds no queries; pass a queries file.")
+
+    def qrels(self, split: str | None = None) -> dict[str, dict[str, int]]:
+        """``{qid: {docid: rel}}`` of ``split`` (default: the collection's evaluation split)."""
+        split = split or self.default_split
+        if self.kind == "topics":
+            raise DataError(f"{self.name}: a queries file holds no qrels; pass a qrels file.")
+        if self.kind == "beir":
+            path = self.path / "qrels" / f"{split}.tsv"
+            if not path.is_file():
+                raise DataError(f"{path}: no qrels for split {split!r}; available: {self.splits()}.")
+            return load_qrels_file(path)
+        if self.kind == "ir_datasets":
+            ds = _ir_load(_ir_split_id(self.ir_id, split))
+            qrels: dict[str, dict[str, int]] = {}
+            for qr in ds.qrels_iter():
+                qrels.setdefault(qr.query_id, {})[qr.doc_id] = int(qr.relevance)
+            return qrels
+        raise DataError(f"{self.name}: a JSONL document collection holds no qrels; pass a qrels file.")
+
+
+def _query_text(q) -> str:
+    text = getattr(q, "text", None)
+    if text is None:  # e.g. TREC-style queries with title/description
+        text = getattr(q, "title", "") or getattr(q, "query", "")
+    return text
+
+
+def _ir_load(ir_id: str):
+    import ir_datasets
+
+    try:
+        return ir_datasets.load(ir_id)
+    except KeyError:
+        raise DataError(f"{ir_id}: not an ir_datasets id. Close matches: {close_matches(ir_id)}") from None
+
+
+def _ir_split_id(ir_id: str, split: str | None) -> str:
+    """The ir_datasets id that holds the queries/qrels of ``split`` for the collection ``ir_id``."""
+    import ir_datasets
+
+    registered = ir_datasets.registry._registered
+    if ir_id.startswith("msmarco-passage") and split in MSMARCO_SPLITS:
+        return MSMARCO_SPLITS[split]
+    if split and f"{ir_id}/{split}" in registered:
+        return f"{ir_id}/{split}"
+    name = ir_id[len("beir/"):] if ir_id.startswith("beir/") else None
+    if split in (None, "test") and name in BEIR_EVAL_IDS:
+        return BEIR_EVAL_IDS[name]
+    return ir_id
+
+
+def _iter_ir_datasets_docs(ir_id: str, empty: str, stats: CorpusStats | None) -> Iterator[Doc]:
+    stats = stats if stats is not None else CorpusStats()
+    ds = _ir_load(ir_id)
+    if not ds.has_docs():
+        raise DataError(f"{ir_id}: this ir_datasets id has no documents.")
+    try:
+        it = ds.docs_iter()
+        for d in it:
+            title = (getattr(d, "title", "") or "").strip()
+            text = (getattr(d, "text", "") or getattr(d, "body", "") or "").strip()
+            if not title and not text:
+                stats.empty += 1
+                if empty == "error":
+                    raise DataError(f"{ir_id}: document {d.doc_id!r} has empty title and text.")
+                if empty == "skip":
+                    stats.skipped_empty.append(d.doc_id)
+                    continue
+            stats.docs += 1
+            yield Doc(d.doc_id, title, text)
+    except OSError as e:  # ir_datasets downloads on first use; offline that fails here
+        raise DataError(
+            f"{ir_id}: ir_datasets could not provide the documents ({e}). Offline, place its files under "
+            f"IR_DATASETS_HOME (now {os.environ.get('IR_DATASETS_HOME', '~/.ir_datasets')}) or pass a local "
+            "BEIR folder / JSONL collection path instead."
+        ) from e
+
+
+def close_matches(name: str, n: int = 5) -> list[str]:
+    return difflib.get_close_matches(name, known_names(), n=n, cutoff=0.4)
+
+
+def resolve(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Collection:
+    """Resolve a collection name or path; see the module docstring of :mod:`dupmae_ir.data`.
+
+    With ``data_dir``, ``<data_dir>/<name>`` (``beir/`` prefix stripped) is tried first as a local
+    BEIR folder, so ``--data-dir ../shared/data/beir`` serves ``scifact`` and ``beir/scifact`` alike.
+    """
+    if isinstance(name, Collection):
+        return name
+    text = str(name)
+    if data_dir is not None:
+        short = text[len("beir/"):] if text.startswith("beir/") else text
+        local = Path(data_dir) / short
+        if local.is_dir():
+            return _local(local, text)
+    if text in (DEFAULT_NAME, "scifact-bundled"):
+        return Collection(DEFAULT_NAME, "beir", path=BUNDLED_DIR, default_split="test")
+    path = Path(text).expanduser()
+    if path.exists():
+        return _local(path, text)
+    if text in known_names():
+        default_split = "dev" if text.startswith("msmarco-passage") else "test"
+        return Collection(text, "ir_datasets", ir_id=text, default_split=default_split)
+    looks_like_path = os.sep in text and not text.startswith(("beir/", "msmarco"))
+    hint = "no such file or folder" if looks_like_path else "not a known collection id or an existing path"
+    raise DataError(f"{text!r}: {hint}. Close matches: {close_matches(text) or 'none'}. "
+                    f"Valid: '{DEFAULT_NAME}', an ir_datasets id such as 'msmarco-passage' or 'beir/scifact', "
+                    "or a path to a BEIR folder / JSONL collection / topics file.")
+
+
+def _local(path: Path, name: str) -> Collection:
+    if path.is_dir():
+        if any((path / f).is_file() for f in ("corpus.jsonl", "corpus.jsonl.gz", "queries.jsonl")) or (path / "qrels").is_dir():
+            return Collection(name, "beir", path=path, default_split="test" if (path / "qrels" / "test.tsv").is_file() else None)
+        if any(p.name.endswith((".jsonl", ".jsonl.gz")) for p in path.iterdir()):
+            return Collection(name, "jsonl", path=path)
+        raise DataError(f"{path}: folder is neither a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/) "
+                        "nor a JSONL collection (*.jsonl files).")
+    if path.name.endswith((".tsv", ".txt")) or "queries" in path.name or "topics" in path.name:
+        return Collection(name, "topics", path=path)
+    if path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
+        return Collection(name, "jsonl", path=path)
+    raise DataError(f"{path}: unknown file type; expected .jsonl[.gz] (documents or queries) or .tsv (topics).")

@@ -1,0 +1,1 @@
+"""Model pieces: backbone loading, the bag-of-words operations, the retrieval model, pre-training."""

@@ -1,0 +1,135 @@
+"""The DupMAE retrieval model (paper section 3.4): one forward pass gives both representations.
+
+- dense: ``h_hat = W^T h_cls`` ([CLS] of the last layer, optional learned projection D -> d');
+- lexical: ``mu`` = max-pooled MLM-head logits over ordinary tokens (:mod:`dupmae_ir.modeling.bow`),
+  a non-negative activation, special tokens zeroed;
+- score: ``<q, d> = h_hat_q . h_hat_d + sum_i mu_q[i] * mu_d[i]`` (top-k on documents at indexing).
+
+A checkpoint folder is a standard Hugging Face masked-LM checkpoint (``AutoModelForMaskedLM`` loads
+it; its encoder alone is what stock Pyserini's ``--encoder-class auto --pooling cls`` reads) plus
+``dupmae_config.json`` (:class:`RetrieverConfig`) and, when a projection exists,
+``dupmae_projection.safetensors``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbone import load_masked_lm, load_tokenizer, resolve_model_path
+from .bow import ACTIVATIONS, activate, max_pool_head
+
+CONFIG_NAME = "dupmae_config.json"
+PROJECTION_NAME = "dupmae_projection.safetensors"
+
+
+@dataclass
+class RetrieverConfig:
+    """How a checkpoint turns text into the two representations. Saved beside the weights."""
+
+    dense_dim: int | None = None  # None: no projection, h_cls as is (paper: 384 for BERT-base)
+    activation: str = "relu"  # non-negative weights for the inverted index; see bow.ACTIVATIONS
+    doc_topk: int = 384  # paper k = 384 on documents
+    query_topk: int | None = None  # None: queries keep every positive entry
+    doc_scale: float = 100.0  # integer impact = round(weight * scale)
+    query_scale: float = 100.0
+    query_max_length: int = 32
+    doc_max_length: int = 256
+    pretraining: dict | None = None  # provenance of the DupMAE pre-training, when there was one
+    finetuning: dict | None = None  # provenance of fine-tuning, when there was one
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r}; valid: {ACTIVATIONS}")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "RetrieverConfig":
+        path = Path(folder) / CONFIG_NAME
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known - {"dupmae_ir_version"}
+        if unknown:
+            raise ValueError(f"{path}: unknown fields {sorted(unknown)}; valid: {sorted(known)}")
+        data.pop("dupmae_ir_version", None)
+        return cls(**data)
+
+    def save(self, folder: str | Path) -> None:
+        from .. import __version__
+
+        data = {**asdict(self), "dupmae_ir_version": __version__}
+        tmp = Path(folder) / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(Path(folder) / CONFIG_NAME)
+
+
+class DupMAERetriever(nn.Module):
+    """A masked LM + optional projection producing ``(dense, bow)`` for a batch of token ids."""
+
+    def __init__(self, mlm: nn.Module, config: RetrieverConfig, chunk_size: int = 64):
+        super().__init__()
+        self.mlm = mlm
+        self.config = config
+        self.chunk_size = chunk_size
+        hidden = mlm.config.hidden_size
+        self.projection = None
+        if config.dense_dim and config.dense_dim != hidden:
+            self.projection = nn.Linear(hidden, config.dense_dim, bias=False)
+            nn.init.normal_(self.projection.weight, std=mlm.config.initializer_range)
+        special = torch.zeros(mlm.config.vocab_size, dtype=torch.bool)
+        self.register_buffer("special_mask", special, persistent=False)
+
+    def set_special_ids(self, ids: list[int]) -> None:
+        """Token ids whose bag-of-words weight is forced to 0 ([CLS], [SEP], [PAD], [MASK], [UNK])."""
+        self.special_mask.zero_()
+        self.special_mask[torch.tensor(sorted(set(ids)), dtype=torch.long)] = True
+
+    @property
+    def dense_dim(self) -> int:
+        return self.config.dense_dim or self.mlm.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask: (B, L) -> dense (B, d'), bow (B, V) activated, before top-k."""
+        out = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = out.last_hidden_state  # (B, L, D)
+        dense = hidden[:, 0]  # (B, D): h_cls
+        if self.projection is not None:
+            dense = self.projection(dense)  # (B, d')
+        mu = max_pool_head(hidden, attention_mask, self.mlm.cls, self.chunk_size)  # (B, V)
+        bow = activate(mu, self.config.activation).masked_fill(self.special_mask, 0.0)  # (B, V)
+        return dense, bow
+
+    # --- persistence ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str | Path, config: RetrieverConfig | None = None,
+                        mlm_head_init: str = "identity", **kwargs) -> tuple["DupMAERetriever", object]:
+        """Load ``(retriever, tokenizer)`` from a checkpoint folder, hub id or the default backbone."""
+        path = resolve_model_path(model_name_or_path)
+        config = config or RetrieverConfig.load(path) if Path(path).is_dir() else (config or RetrieverConfig())
+        mlm = load_masked_lm(path, mlm_head_init=mlm_head_init, **kwargs)
+        tokenizer = load_tokenizer(path)
+        model = cls(mlm, config)
+        proj = Path(path) / PROJECTION_NAME
+        if model.projection is not None and proj.is_file():
+            from safetensors.torch import load_file
+
+            model.projection.load_state_dict(load_file(str(proj)))
+        model.set_special_ids(list(tokenizer.all_special_ids))
+        return model, tokenizer
+
+    def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
+        """Write the HF masked-LM checkpoint (safetensors), tokenizer, projection and config."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.mlm.save_pretrained(folder, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        if self.projection is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in self.projection.state_dict().items()}, str(folder / PROJECTION_NAME))
+        self.config.save(folder)

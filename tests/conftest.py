@@ -1,0 +1,53 @@
+"""Shared fixtures. Unit tiers use tiny random BERTs built here; pipeline tiers read real data from
+``../shared/data`` (override with DUPMAE_SHARED_DATA)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("DUPMAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: pipeline tests on real data (minutes)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("OPENAI_API_KEY", "unused")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real test data not found at {SHARED_DATA}; set DUPMAE_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def scifact_dir(shared_data) -> Path:
+    return shared_data / "beir" / "scifact"
+
+
+def build_tiny_checkpoint(folder: Path, seed: int = 0, dense_dim: int | None = None) -> Path:
+    """A tiny random BERT masked LM (hidden 32, 2 layers, real 30,522-piece uncased vocab) saved as a
+    DupMAE checkpoint folder, with the default backbone's real tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from dupmae_ir.modeling.backbone import load_tokenizer
+    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=37, max_position_embeddings=512)
+    model = DupMAERetriever(BertForMaskedLM(cfg), RetrieverConfig(dense_dim=dense_dim))
+    model.save_pretrained(folder, tokenizer=load_tokenizer("default"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
