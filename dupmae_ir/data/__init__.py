@@ -7,7 +7,14 @@ A *collection name* is one of
   ``msmarco-passage/trec-dl-2019/judged``, ``beir/<name>[/<split>]``, ``beir/cqadupstack/<forum>``);
 - a path: a local BEIR folder (``corpus.jsonl[.gz]``, ``queries.jsonl``, ``qrels/<split>.tsv``), a
   Pyserini JSONL collection (a ``.jsonl[.gz]`` file or a folder of them, lines ``{"id", "contents"}``),
-  or, for queries, a TSV topics file (``qid<TAB>text``) or a JSONL queries file.
+  or, for queries, a TSV topics file (``qid<TAB>text``) or a JSONL queries file, or a qrels file
+  (BEIR ``query-id corpus-id score`` TSV or TREC ``qid 0 docid rel``). A local folder may also hold
+  per-split queries ``queries.<split>.jsonl`` next to ``qrels/<split>.tsv`` (the MS MARCO layout of
+  ``../shared/data/msmarco-passage``: splits ``dev-small``, ``dl19``, ``dl20``).
+
+Empty documents (title and text both empty) follow one counted policy, ``empty=`` of
+:meth:`Collection.iter_docs`: ``keep`` (default), ``skip`` or ``error``. Bad input raises
+:class:`DataError` naming file, line and field, and the fix.
 
 Contracts (plain data at module boundaries, as BEIR and ir-measures use them):
 ``Doc(id, title, text)`` streamed from :func:`iter_corpus`; queries ``{qid: text}``;
@@ -16,9 +23,9 @@ are joined (``"title text"``; the title is dropped when empty).
 """
 from .types import DataError, Doc, doc_text
 from .resolve import Collection, resolve, known_names
-from .readers import iter_corpus, load_queries, load_qrels
+from .readers import CorpusStats, iter_corpus, load_queries, load_qrels
 
 __all__ = [
     "DataError", "Doc", "doc_text", "Collection", "resolve", "known_names",
-    "iter_corpus", "load_queries", "load_qrels",
+    "iter_corpus", "load_queries", "load_qrels", "CorpusStats",
 ]

@@ -34,6 +34,19 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def _field_of_bad_byte(raw: bytes) -> str:
+    """`` in field 'x'`` when ``raw`` is a JSON object line whose field ``x`` holds the bad byte, else ``""``."""
+    try:
+        obj = json.loads(raw.decode("utf-8", errors="replace"))
+    except ValueError:
+        return ""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if "\ufffd" in str(value):
+                return f" in field '{key}'"
+    return ""
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each non-blank line; line numbers start at 1.
 
@@ -47,10 +60,13 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(
-                    f"{path}:{lineno}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8. "
+                    f"{path}:{lineno}: byte 0x{raw[e.start]:02x} at column {e.start + 1}{_field_of_bad_byte(raw)} "
+                    "is not UTF-8. "
                     "Fix: re-encode the file as UTF-8 (for example `iconv -f latin1 -t utf-8`)."
                 ) from None
             line = line.rstrip("\r\n")
+            if lineno == 1:
+                line = line.lstrip("\ufeff")  # a UTF-8 byte-order mark is not data
             if line.strip():
                 yield lineno, line
 
@@ -62,7 +78,8 @@ def _parse_json(path: Path, lineno: int, line: str) -> dict:
         raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}). "
                         "Fix: each line must be one JSON object.") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}. "
+                        "Fix: each line must be one JSON object such as {\"id\": ..., \"contents\": ...}.")
     return obj
 
 
@@ -73,32 +90,45 @@ def _field(obj: dict, path: Path, lineno: int, names: tuple[str, ...], what: str
             if value is None:
                 value = ""
             if not isinstance(value, (str, int)):
-                raise DataError(f"{path}:{lineno}: field '{name}' must be a string, got {type(value).__name__}.")
+                raise DataError(f"{path}:{lineno}: field '{name}' must be a string, got {type(value).__name__}. "
+                                "Fix: write it as a JSON string.")
             return str(value)
     raise DataError(f"{path}:{lineno}: missing {what} field (expected one of {', '.join(repr(n) for n in names)}). "
-                    f"Fields present: {sorted(obj)}.")
+                    f"Fields present: {sorted(obj)}. Fix: add the field to every line.")
 
 
 def parse_doc(obj: dict, path: Path, lineno: int) -> Doc:
     """A BEIR (``_id``/``title``/``text``) or Pyserini (``id``/``contents``) corpus line as a :class:`Doc`."""
     doc_id = _field(obj, path, lineno, ("_id", "id", "docid"), "id")
     if not doc_id.strip():
-        raise DataError(f"{path}:{lineno}: empty document id. Fix: give every document a non-empty id.")
+        raise DataError(f"{path}:{lineno}: field 'id': empty document id. Fix: give every document a non-empty id.")
     if any(ch.isspace() for ch in doc_id):
-        raise DataError(f"{path}:{lineno}: document id {doc_id!r} contains whitespace, which TREC run files "
+        raise DataError(f"{path}:{lineno}: field 'id': document id {doc_id!r} contains whitespace, which TREC run files "
                         "cannot hold. Fix: remove whitespace from ids.")
     if "text" in obj or "title" in obj:
         text = _field(obj, path, lineno, ("text",), "text")
         title = str(obj.get("title") or "")
     else:
-        text = _field(obj, path, lineno, ("contents", "text"), "text ('text' or 'contents')")
+        text = _field(obj, path, lineno, ("contents", "text"), "text")
         title = ""
     return Doc(doc_id, title.strip(), text.strip())
 
 
+def _first_location(paths: list[Path], doc_id: str) -> str:
+    """``file:line`` of the first document with ``doc_id`` (error path only: rescans the files)."""
+    for path in paths:
+        for lineno, line in iter_lines(path):
+            if doc_id in line and parse_doc(_parse_json(path, lineno, line), path, lineno).id == doc_id:
+                return f"{path}:{lineno}"
+    return "?"  # pragma: no cover
+
+
 def iter_jsonl_corpus(paths: list[Path], empty: str = "keep", stats: CorpusStats | None = None,
                       check_duplicates: bool = True) -> Iterator[Doc]:
-    """Stream documents from JSONL files; memory holds only the seen ids (for the duplicate check).
+    """Stream documents from JSONL files, one line at a time.
+
+    Memory holds only the set of ids seen so far, for the duplicate-id check (about 60 bytes per
+    document); ``check_duplicates=False`` streams in constant memory.
 
     ``empty`` decides what happens to a document whose title and text are both empty: ``keep`` (it is
     yielded and counted; the default, so that every id reaches the indexes), ``skip`` (counted and
@@ -107,21 +137,21 @@ def iter_jsonl_corpus(paths: list[Path], empty: str = "keep", stats: CorpusStats
     if empty not in EMPTY_POLICIES:
         raise ValueError(f"empty={empty!r}; valid: {EMPTY_POLICIES}")
     stats = stats if stats is not None else CorpusStats()
-    seen: dict[str, tuple[Path, int]] = {}
+    seen: set[str] = set()  # ids only (~60 B each); the first location is looked up on error
     for path in paths:
         for lineno, line in iter_lines(path):
             doc = parse_doc(_parse_json(path, lineno, line), path, lineno)
             if check_duplicates:
                 if doc.id in seen:
-                    first = seen[doc.id]
-                    raise DataError(f"{path}:{lineno}: duplicate document id {doc.id!r} (first at {first[0]}:{first[1]}). "
-                                    "Fix: make ids unique.")
-                seen[doc.id] = (path, lineno)
+                    first = _first_location(paths, doc.id)
+                    raise DataError(f"{path}:{lineno}: field 'id': duplicate document id {doc.id!r} "
+                                    f"(first at {first}). Fix: make ids unique.")
+                seen.add(doc.id)
             if not doc.title and not doc.text:
                 stats.empty += 1
                 if empty == "error":
-                    raise DataError(f"{path}:{lineno}: document {doc.id!r} has empty title and text. "
-                                    "Fix: remove it, or pass empty='keep'/'skip'.")
+                    raise DataError(f"{path}:{lineno}: fields 'title'/'text': document {doc.id!r} is empty. "
+                                    "Fix: remove it, or pass empty='keep' (index it) or empty='skip' (drop it, counted).")
                 if empty == "skip":
                     stats.skipped_empty.append(doc.id)
                     continue
@@ -151,9 +181,12 @@ def load_queries_file(path: str | Path) -> dict[str, str]:
             qid, text = parts[0], " ".join(parts[1:])
         qid, text = qid.strip(), text.strip()
         if qid in queries:
-            raise DataError(f"{path}:{lineno}: duplicate query id {qid!r}. Fix: make query ids unique.")
+            raise DataError(f"{path}:{lineno}: field 'id': duplicate query id {qid!r}. Fix: make query ids unique.")
+        if not qid:
+            raise DataError(f"{path}:{lineno}: field 'id': empty query id. Fix: give every query an id.")
         if not text:
-            raise DataError(f"{path}:{lineno}: query {qid!r} has empty text.")
+            raise DataError(f"{path}:{lineno}: field 'text': query {qid!r} has empty text. Fix: remove the query "
+                            "or give it text.")
         queries[qid] = text
     return queries
 
@@ -173,12 +206,16 @@ def load_qrels_file(path: str | Path) -> dict[str, dict[str, int]]:
         elif len(parts) == 4:
             qid, _, docid, rel = parts
         else:
-            raise DataError(f"{path}:{lineno}: expected 'qid docid rel' (BEIR) or 'qid 0 docid rel' (TREC), "
-                            f"found {len(parts)} fields.")
+            raise DataError(f"{path}:{lineno}: expected 'qid docid rel' (BEIR, tab-separated) or 'qid 0 docid rel' "
+                            f"(TREC), found {len(parts)} field(s): {line[:80]!r}. Fix: one judgement per line.")
         try:
-            qrels.setdefault(qid, {})[docid] = int(float(rel))
+            grade = float(rel)
+            if not grade.is_integer():
+                raise ValueError(rel)
         except ValueError:
-            raise DataError(f"{path}:{lineno}: relevance {rel!r} is not a number.") from None
+            raise DataError(f"{path}:{lineno}: field 'relevance' (last column): {rel!r} is not an integer. "
+                            "Fix: relevance grades are integers (0, 1, 2, ...).") from None
+        qrels.setdefault(qid, {})[docid] = int(grade)
     return qrels
 
 

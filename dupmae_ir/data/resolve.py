@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import difflib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .readers import CorpusStats, iter_jsonl_corpus, load_qrels_file, load_queries_file
+from .readers import EMPTY_POLICIES, CorpusStats, iter_jsonl_corpus, load_qrels_file, load_queries_file
 from .types import DataError, Doc
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "resources" / "scifact"
@@ -75,7 +76,8 @@ class Collection:
     """A resolved collection: where its documents, queries and qrels come from.
 
     ``kind`` is ``beir`` (a local BEIR folder, the bundled default included), ``jsonl`` (a Pyserini
-    JSONL collection: documents only), ``topics`` (a queries file: queries only) or ``ir_datasets``.
+    JSONL collection: documents only), ``topics`` (a queries file: queries only), ``qrels`` (a qrels
+    file: qrels only; a file named ``*qrels*`` or inside a ``qrels/`` folder) or ``ir_datasets``.
     """
 
     name: str
@@ -103,14 +105,25 @@ class Collection:
             return self.ir_id not in {f"beir/{n}" for n in BEIR_LOCAL_ONLY}
         return bool(self.corpus_files())
 
-    def iter_docs(self, empty: str = "keep", stats: CorpusStats | None = None) -> Iterator[Doc]:
-        """Stream the documents (memory flat in corpus size, but for the duplicate-id check of local files)."""
+    def iter_docs(self, empty: str = "keep", stats: CorpusStats | None = None,
+                  check_duplicates: bool = True) -> Iterator[Doc]:
+        """Stream the documents as :class:`Doc` (a generator: nothing is read before the first ``next``).
+
+        ``empty``: what to do with a document whose title and text are both empty: ``keep`` (default;
+        yielded and counted in ``stats.empty``), ``skip`` (dropped, counted, ids in
+        ``stats.skipped_empty``) or ``error``. ``stats`` (a :class:`CorpusStats`) is filled while
+        streaming. Memory is flat in corpus size but for the duplicate-id check of local files (the
+        set of ids; ``check_duplicates=False`` turns it off).
+        """
+        if empty not in EMPTY_POLICIES:
+            raise ValueError(f"empty={empty!r}; valid: {EMPTY_POLICIES}")
         if self.kind == "ir_datasets":
             return _iter_ir_datasets_docs(self.ir_id, empty, stats)
         files = self.corpus_files()
         if not files:
-            raise DataError(f"{self.name}: no documents (expected corpus.jsonl[.gz] in {self.path}).")
-        return iter_jsonl_corpus(files, empty=empty, stats=stats)
+            raise DataError(f"{self.name}: no documents (expected corpus.jsonl[.gz] in {self.path}). "
+                            "Fix: pass a collection that has documents (this one holds only queries/qrels).")
+        return iter_jsonl_corpus(files, empty=empty, stats=stats, check_duplicates=check_duplicates)
 
     def doc_count(self) -> int | None:
         """Number of documents when cheaply known (for progress bars), else None."""
@@ -124,7 +137,7 @@ class Collection:
     # --- queries and qrels -------------------------------------------------------------------
     def splits(self) -> list[str]:
         if self.kind == "beir":
-            return sorted(p.stem for p in (self.path / "qrels").glob("*.tsv")) if (self.path / "qrels").is_dir() else []
+            return _beir_splits(self.path)
         if self.kind == "ir_datasets" and self.ir_id.startswith("msmarco-passage"):
             return ["dev", "dl19", "dl20"]
         return [self.default_split] if self.default_split else []
@@ -134,23 +147,35 @@ class Collection:
         split = split or self.default_split
         if self.kind == "topics":
             return load_queries_file(self.path)
+        if self.kind == "qrels":
+            raise DataError(f"{self.name}: a qrels file holds no queries; pass a queries/topics file.")
         if self.kind == "beir":
             per_split = self.path / f"queries.{split}.jsonl"
             if split and per_split.is_file():
                 return load_queries_file(per_split)
+            if not (self.path / "queries.jsonl").is_file():
+                raise DataError(f"{self.path}: no queries for split {split!r} (neither queries.{split}.jsonl nor "
+                                f"queries.jsonl). Fix: pass one of the splits {self.splits()}.")
             all_queries = load_queries_file(self.path / "queries.jsonl")
             if not split:
                 return all_queries
             qrels = self.qrels(split)  # BEIR convention: a split's queries are those judged in it
             return {qid: all_queries[qid] for qid in all_queries if qid in qrels}
         if self.kind == "ir_datasets":
-            ds = _ir_load(_ir_split_id(self.ir_id, split))
-            return {q.query_id: _query_text(q) for q in ds.queries_iter()}
+            ir_id = _ir_split_id(self.ir_id, split)
+            ds = _ir_load(ir_id)
+            if not ds.has_queries():
+                raise DataError(f"{ir_id}: this ir_datasets id has no queries. Fix: name a split "
+                                f"(for example '{self.ir_id}/test').")
+            with _ir_guard(ir_id, "queries"):
+                return {q.query_id: _query_text(q) for q in ds.queries_iter()}
         raise DataError(f"{self.name}: a JSONL document collection holds no queries; pass a queries file.")
 
     def qrels(self, split: str | None = None) -> dict[str, dict[str, int]]:
         """``{qid: {docid: rel}}`` of ``split`` (default: the collection's evaluation split)."""
         split = split or self.default_split
+        if self.kind == "qrels":
+            return load_qrels_file(self.path)
         if self.kind == "topics":
             raise DataError(f"{self.name}: a queries file holds no qrels; pass a qrels file.")
         if self.kind == "beir":
@@ -159,12 +184,24 @@ class Collection:
                 raise DataError(f"{path}: no qrels for split {split!r}; available: {self.splits()}.")
             return load_qrels_file(path)
         if self.kind == "ir_datasets":
-            ds = _ir_load(_ir_split_id(self.ir_id, split))
+            ir_id = _ir_split_id(self.ir_id, split)
+            ds = _ir_load(ir_id)
+            if not ds.has_qrels():
+                raise DataError(f"{ir_id}: this ir_datasets id has no qrels. Fix: name a split "
+                                f"(for example '{self.ir_id}/test').")
             qrels: dict[str, dict[str, int]] = {}
-            for qr in ds.qrels_iter():
-                qrels.setdefault(qr.query_id, {})[qr.doc_id] = int(qr.relevance)
+            with _ir_guard(ir_id, "qrels"):
+                for qr in ds.qrels_iter():
+                    qrels.setdefault(qr.query_id, {})[qr.doc_id] = int(qr.relevance)
             return qrels
         raise DataError(f"{self.name}: a JSONL document collection holds no qrels; pass a qrels file.")
+
+
+def _beir_splits(path: Path) -> list[str]:
+    """Splits of a local BEIR folder: ``qrels/<split>.tsv`` and ``queries.<split>.jsonl`` names."""
+    names = {p.stem for p in (path / "qrels").glob("*.tsv")} if (path / "qrels").is_dir() else set()
+    names |= {p.name[len("queries."):-len(".jsonl")] for p in path.glob("queries.*.jsonl")}
+    return sorted(names)
 
 
 def _query_text(q) -> str:
@@ -198,31 +235,43 @@ def _ir_split_id(ir_id: str, split: str | None) -> str:
     return ir_id
 
 
+@contextmanager
+def _ir_guard(ir_id: str, what: str):
+    """Turn ir_datasets' download failures (it fetches files on first use) into a :class:`DataError`."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (OSError, RuntimeError) as e:  # requests' errors are OSErrors; "All download sources failed"
+        home = os.environ.get("IR_DATASETS_HOME", "~/.ir_datasets")
+        raise DataError(
+            f"{ir_id}: ir_datasets could not provide the {what}: it downloads them on first use and the "
+            f"download failed ({type(e).__name__}: {str(e)[:300]}). Fix: run once with network access, or "
+            f"place the files ir_datasets expects under IR_DATASETS_HOME (now {home}; for BEIR sets: "
+            f"{home}/beir/<name>/source.zip, the BEIR zip), or pass a local BEIR folder / JSONL collection "
+            "path instead of the id."
+        ) from e
+
+
 def _iter_ir_datasets_docs(ir_id: str, empty: str, stats: CorpusStats | None) -> Iterator[Doc]:
     stats = stats if stats is not None else CorpusStats()
     ds = _ir_load(ir_id)
     if not ds.has_docs():
         raise DataError(f"{ir_id}: this ir_datasets id has no documents.")
-    try:
-        it = ds.docs_iter()
-        for d in it:
+    with _ir_guard(ir_id, "documents"):
+        for d in ds.docs_iter():
             title = (getattr(d, "title", "") or "").strip()
             text = (getattr(d, "text", "") or getattr(d, "body", "") or "").strip()
             if not title and not text:
                 stats.empty += 1
                 if empty == "error":
-                    raise DataError(f"{ir_id}: document {d.doc_id!r} has empty title and text.")
+                    raise DataError(f"{ir_id}: document {d.doc_id!r} has empty title and text. "
+                                    "Fix: pass empty='keep' (index it) or 'skip' (drop it, counted).")
                 if empty == "skip":
                     stats.skipped_empty.append(d.doc_id)
                     continue
             stats.docs += 1
             yield Doc(d.doc_id, title, text)
-    except OSError as e:  # ir_datasets downloads on first use; offline that fails here
-        raise DataError(
-            f"{ir_id}: ir_datasets could not provide the documents ({e}). Offline, place its files under "
-            f"IR_DATASETS_HOME (now {os.environ.get('IR_DATASETS_HOME', '~/.ir_datasets')}) or pass a local "
-            "BEIR folder / JSONL collection path instead."
-        ) from e
 
 
 def close_matches(name: str, n: int = 5) -> list[str]:
@@ -248,6 +297,11 @@ def resolve(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) 
     path = Path(text).expanduser()
     if path.exists():
         return _local(path, text)
+    if text in {f"beir/{n}" for n in BEIR_LOCAL_ONLY} | set(BEIR_LOCAL_ONLY):
+        short = text[len("beir/"):] if text.startswith("beir/") else text
+        raise DataError(f"{text!r}: ir_datasets does not distribute this BEIR set (licence). Fix: build its BEIR "
+                        f"folder yourself and pass data_dir (--data-dir DIR, with DIR/{short}/corpus.jsonl) "
+                        "or the folder's path.")
     if text in known_names():
         default_split = "dev" if text.startswith("msmarco-passage") else "test"
         return Collection(text, "ir_datasets", ir_id=text, default_split=default_split)
@@ -258,14 +312,27 @@ def resolve(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) 
                     "or a path to a BEIR folder / JSONL collection / topics file.")
 
 
+def _default_split(splits: list[str]) -> str | None:
+    """The evaluation split of a local folder: ``test``, else ``dev-small``/``dev``, else the only one."""
+    for split in ("test", "dev-small", "dev"):
+        if split in splits:
+            return split
+    return splits[0] if len(splits) == 1 else None
+
+
 def _local(path: Path, name: str) -> Collection:
     if path.is_dir():
-        if any((path / f).is_file() for f in ("corpus.jsonl", "corpus.jsonl.gz", "queries.jsonl")) or (path / "qrels").is_dir():
-            return Collection(name, "beir", path=path, default_split="test" if (path / "qrels" / "test.tsv").is_file() else None)
+        beir_files = ("corpus.jsonl", "corpus.jsonl.gz", "queries.jsonl")
+        if (any((path / f).is_file() for f in beir_files) or (path / "qrels").is_dir()
+                or any(path.glob("queries.*.jsonl"))):
+            # BEIR layout; MS MARCO-style folders hold per-split queries.<split>.jsonl instead of queries.jsonl
+            return Collection(name, "beir", path=path, default_split=_default_split(_beir_splits(path)))
         if any(p.name.endswith((".jsonl", ".jsonl.gz")) for p in path.iterdir()):
             return Collection(name, "jsonl", path=path)
         raise DataError(f"{path}: folder is neither a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/) "
                         "nor a JSONL collection (*.jsonl files).")
+    if "qrels" in path.name or path.parent.name == "qrels":
+        return Collection(name, "qrels", path=path)
     if path.name.endswith((".tsv", ".txt")) or "queries" in path.name or "topics" in path.name:
         return Collection(name, "topics", path=path)
     if path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
