@@ -1,0 +1,105 @@
+"""Stock ``pyserini.search.hybrid`` with live DupMAE query encoding: ``python -m dupmae_ir.hybrid <args>``.
+
+The arguments are exactly those of ``python -m pyserini.search.hybrid`` (sub-commands ``dense``,
+``sparse``, ``fusion``, ``run``). This launcher only
+
+1. starts the JVM with a Java 21 (:func:`dupmae_ir.java.start_jvm`);
+2. registers the DupMAE encoders with Pyserini's own tables:
+   - dense: ``query_encoder_class_map["dupmae"]`` (and ``dupmae`` added to ``--encoder-class``'s
+     choices), so ``dense --encoder CKPT --encoder-class dupmae`` builds
+     :class:`dupmae_ir.pyserini_encoders.DupMAEQueryEncoder`;
+   - impact: ``sparse --impact --encoder dupmae:CKPT`` (or a checkpoint folder holding
+     ``dupmae_config.json``, or ``dupmae:default``) builds
+     :class:`dupmae_ir.pyserini_encoders.DupMAEImpactQueryEncoder`; every other ``--encoder`` value
+     keeps Pyserini's own meaning;
+3. runs Pyserini's module with ``runpy.run_module("pyserini.search.hybrid", run_name="__main__")``.
+
+DupMAE's score (dense + de-quantised sparse) is ``fusion --alpha 1/(s_q*s_d)`` without
+``--normalization``; with the default scales 100/100 that is ``--alpha 0.0001``. Example::
+
+    python -m dupmae_ir.hybrid \\
+      dense  --index IDX/dense --encoder CKPT --encoder-class dupmae \\
+      sparse --index IDX/impact --impact --encoder dupmae:CKPT --min-idf -1 \\
+      fusion --alpha 0.0001 --hits 1000 \\
+      run    --topics queries.tsv --output runs/hybrid.trec --hits 1000 --batch-size 64 --threads 2
+"""
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+ENCODER_CLASS = "dupmae"
+IMPACT_PREFIX = "dupmae:"
+
+
+def _is_dupmae_checkpoint(name: str) -> bool:
+    from .modeling.retriever import CONFIG_NAME
+
+    return (Path(name) / CONFIG_NAME).is_file()
+
+
+def dense_query_encoder(encoder_dir: str, tokenizer_name: str | None = None, device: str = "cpu",
+                        prefix: str | None = None, fp16: bool = False, **pyserini_extras):
+    """Factory with the keyword arguments Pyserini's ``init_query_encoder`` passes to a class from
+    ``query_encoder_class_map``. ``pyserini_extras`` are options Pyserini adds when the *path*
+    contains words such as 'sentence' or 'clip' (pooling, l2_norm...): DupMAE's pooling is fixed
+    ([CLS]), so they are ignored on purpose."""
+    from .pyserini_encoders import DupMAEQueryEncoder
+
+    if prefix:
+        raise ValueError("--query-prefix is not supported by the DupMAE query encoder.")
+    return DupMAEQueryEncoder(encoder_dir, device=device)
+
+
+def register() -> None:
+    """Register the DupMAE encoders with Pyserini's CLI tables (idempotent). Starts the JVM first."""
+    from .java import start_jvm
+
+    start_jvm()
+    import pyserini.encode as pencode
+    import pyserini.search.faiss.__main__ as faiss_main
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    pencode.query_encoder_class_map[ENCODER_CLASS] = dense_query_encoder
+    faiss_main.query_encoder_class_map[ENCODER_CLASS] = dense_query_encoder  # same dict; explicit anyway
+
+    if not getattr(faiss_main.define_dsearch_args, "_dupmae", False):
+        original_define = faiss_main.define_dsearch_args
+
+        def define_dsearch_args(parser):
+            original_define(parser)
+            for action in parser._actions:
+                if "--encoder-class" in action.option_strings and ENCODER_CLASS not in action.choices:
+                    action.choices = [*action.choices, ENCODER_CLASS]
+
+        define_dsearch_args._dupmae = True
+        faiss_main.define_dsearch_args = define_dsearch_args
+
+    original_init = LuceneImpactSearcher._init_query_encoder_from_str
+    if not getattr(original_init, "_dupmae", False):
+        def init_query_encoder_from_str(query_encoder):
+            if isinstance(query_encoder, str) and (query_encoder.startswith(IMPACT_PREFIX)
+                                                    or _is_dupmae_checkpoint(query_encoder)):
+                from .pyserini_encoders import DupMAEImpactQueryEncoder
+
+                name = query_encoder[len(IMPACT_PREFIX):] if query_encoder.startswith(IMPACT_PREFIX) else query_encoder
+                return DupMAEImpactQueryEncoder(name)
+            return original_init(query_encoder)
+
+        init_query_encoder_from_str._dupmae = True
+        LuceneImpactSearcher._init_query_encoder_from_str = staticmethod(init_query_encoder_from_str)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") and len(argv) == 1:
+        print(__doc__)
+        print("Pyserini's own help follows.\n")
+    register()
+    sys.argv = ["pyserini.search.hybrid", *argv]
+    runpy.run_module("pyserini.search.hybrid", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
