@@ -1,0 +1,158 @@
+"""dupmae_ir.search on a real SciFact slice (300 docs) encoded by a tiny random DupMAE checkpoint:
+dense scores equal brute-force inner products, impact scores equal exact integer dot products, the
+hybrid score is dense + de-quantised sparse, and the CLI writes runs with provenance (~1 minute).
+
+The slice index is built here in the layout of ``dupmae_ir.encode`` (FAISS ``dense/``, Lucene
+``impact/``, ``dupmae_index.json``) so that these checks do not depend on the encoder's own code.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+QUERY_TOPK = 64  # recorded in the index: the searcher must use it (not the checkpoint's None)
+
+
+def build_reference_index(docs, checkpoint: Path, out: Path, query_topk: int | None = QUERY_TOPK) -> dict:
+    """Encode ``docs`` with DupMAEEncoder and write ``out/{dense,impact,dupmae_index.json}``; returns
+    ``{docid: {token: int}}`` (the document impacts)."""
+    import faiss
+
+    from dupmae_ir.data import doc_text
+    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.java import java_env
+
+    enc = DupMAEEncoder(str(checkpoint))
+    (out / "dense").mkdir(parents=True)
+    vectors = out.parent / f"{out.name}_vectors"
+    vectors.mkdir()
+    dense, impacts = [], {}
+    with open(vectors / "docs.jsonl", "w") as fh:
+        for start in range(0, len(docs), 50):
+            chunk = docs[start:start + 50]
+            batch = enc.encode_docs([doc_text(d) for d in chunk])
+            dense.append(batch.dense)
+            for d, imp in zip(chunk, batch.impacts):
+                impacts[d.id] = imp
+                fh.write(json.dumps({"id": d.id, "contents": "", "vector": imp}) + "\n")
+    matrix = np.concatenate(dense).astype(np.float32)  # (N, d)
+    index = faiss.IndexFlatIP(matrix.shape[1])
+    index.add(matrix)
+    faiss.write_index(index, str(out / "dense" / "index"))
+    (out / "dense" / "docid").write_text("".join(d.id + "\n" for d in docs))
+    subprocess.run([sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonVectorCollection",
+                    "--input", str(vectors), "--index", str(out / "impact"), "--generator",
+                    "DefaultLuceneDocumentGenerator", "--threads", "1", "--impact", "--pretokenized"],
+                   env=java_env(), check=True, capture_output=True)
+    c = enc.config
+    (out / "dupmae_index.json").write_text(json.dumps({
+        "encoder": str(checkpoint), "config": {"doc_scale": c.doc_scale, "query_scale": c.query_scale,
+                                               "doc_topk": c.doc_topk, "query_topk": query_topk,
+                                               "activation": c.activation}}))
+    return impacts
+
+
+@pytest.fixture(scope="module")
+def slice_index(tmp_path_factory, tiny_checkpoint, scifact_dir):
+    from dupmae_ir.data import resolve
+
+    coll = resolve(scifact_dir)
+    docs = []
+    for d in coll.iter_docs():
+        docs.append(d)
+        if len(docs) == 300:
+            break
+    out = tmp_path_factory.mktemp("search") / "index"
+    impacts = build_reference_index(docs, tiny_checkpoint, out)
+    queries = dict(list(coll.queries("test").items())[:24])
+    return out, impacts, queries
+
+
+@pytest.fixture(scope="module")
+def searcher(slice_index):
+    from dupmae_ir.search import DupMAESearcher
+
+    return DupMAESearcher(slice_index[0], threads=2)
+
+
+def test_searcher_uses_the_index_config(searcher):
+    assert searcher.encoder.config.query_topk == QUERY_TOPK
+    assert searcher.alpha == pytest.approx(1 / (100.0 * 100.0))
+
+
+def test_dense_impact_hybrid_scores_are_exact(searcher, slice_index):
+    import faiss
+
+    index_dir, doc_impacts, queries = slice_index
+    qids, texts = list(queries), list(queries.values())
+    runs = searcher.search_batch(qids, texts, hits=300)  # the whole slice: both sides overlap
+    enc = searcher.encoder.encode_queries(texts)
+    index = faiss.read_index(str(index_dir / "dense" / "index"))
+    docids = (index_dir / "dense" / "docid").read_text().split()
+    matrix = index.reconstruct_n(0, index.ntotal)  # (N, d)
+    for i, q in enumerate(qids):
+        # dense: brute-force inner products
+        exact = matrix @ enc.dense[i]  # (N,)
+        for docid, score in runs["dense"][q]:
+            assert score == pytest.approx(float(exact[docids.index(docid)]), rel=1e-5, abs=1e-4)
+        assert runs["dense"][q][0][1] == pytest.approx(float(exact.max()), rel=1e-5)
+        # impact: exact integer dot product of query and document impacts
+        qimp = enc.impacts[i]
+        assert 0 < len(qimp) <= QUERY_TOPK
+        dots = {d: sum(w * imp.get(t, 0) for t, w in qimp.items()) for d, imp in doc_impacts.items()}
+        for docid, score in runs["impact"][q]:
+            assert score == dots[docid]
+        assert runs["impact"][q][0][1] == max(dots.values())
+        # hybrid: dense + de-quantised sparse for every hit found by both sides
+        dense, sparse = dict(runs["dense"][q]), dict(runs["impact"][q])
+        both = [(d, s) for d, s in runs["hybrid"][q] if d in dense and d in sparse]
+        assert both
+        for docid, score in both:
+            assert score == pytest.approx(dense[docid] + sparse[docid] / (100.0 * 100.0), rel=1e-9)
+        for mode in runs:  # deterministic order: score desc, docid asc
+            assert runs[mode][q] == sorted(runs[mode][q], key=lambda h: (-h[1], h[0]))
+
+
+def test_threads_do_not_change_runs(searcher, slice_index):
+    queries = slice_index[2]
+    searcher.threads = 1
+    one = searcher.search_all(queries, hits=10, batch_size=8, progress=False)
+    searcher.threads = 2
+    two = searcher.search_all(queries, hits=10, batch_size=8, progress=False)
+    assert one == two
+
+
+def test_drop_query_id(searcher, slice_index):
+    index_dir, doc_impacts, _ = slice_index
+    docid = next(iter(doc_impacts))
+    from dupmae_ir.data import doc_text, resolve  # noqa: F401
+
+    text = "cerebral white matter development in the human brain"
+    kept = searcher.search_batch([docid], [text], ("dense",), hits=300)["dense"][docid]
+    dropped = searcher.search_batch([docid], [text], ("dense",), hits=299, drop_query_id=True)["dense"][docid]
+    assert docid in [d for d, _ in kept] and docid not in [d for d, _ in dropped]
+    assert dropped == [h for h in kept if h[0] != docid]
+
+
+def test_cli_writes_runs_and_provenance(slice_index, tmp_path, monkeypatch):
+    from dupmae_ir.search import main, read_trec
+
+    index_dir, _, queries = slice_index
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("".join(f"{q}\t{t}\n" for q, t in queries.items()))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--index", str(index_dir), "--topics", str(topics), "--mode", "dense", "impact", "hybrid",
+                 "--hits", "10", "--fusion", "rrf", "--output", "runs/slice.{mode}.trec"]) == 0
+    for mode in ("dense", "impact", "hybrid"):
+        run = read_trec(tmp_path / "runs" / f"slice.{mode}.trec")
+        assert set(run) == set(queries) and all(len(h) == 10 for h in run.values())
+        prov = json.loads((tmp_path / "runs" / f"slice.{mode}.trec.json").read_text())
+        assert prov["mode"] == mode and prov["index"] == str(index_dir.resolve())
+    assert prov["fusion"]["fusion"] == "rrf"
+    assert main(["--index", str(index_dir), "--topics", str(topics), "--hits", "5"]) == 0  # default output
+    assert list((tmp_path / "runs").glob("index.topics.hybrid.trec"))
