@@ -1,0 +1,238 @@
+"""Fine-tuning (issue 5): the three stages on tiny random models and a small synthetic BEIR folder;
+the loss values against hand computations; resume; negatives shared across 2 gloo processes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import build_tiny_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+         "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor",
+         "whiskey", "xray", "yankee", "zulu", "apple", "banana", "cherry", "grape", "lemon", "mango"]
+
+
+def make_collection(folder: Path, n_docs: int = 32, n_queries: int = 16, seed: int = 0) -> Path:
+    """A BEIR folder: doc i mentions its key word three times among filler; query i asks for key i."""
+    rng = random.Random(seed)
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w") as fh:
+        for i in range(n_docs):
+            filler = rng.sample(WORDS, 6)
+            text = f"{WORDS[i % len(WORDS)]} " + " ".join(filler) + f" {WORDS[i % len(WORDS)]} number {i}"
+            fh.write(json.dumps({"_id": f"d{i}", "title": f"about {WORDS[i % len(WORDS)]}", "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as fh:
+        for i in range(n_queries):
+            fh.write(json.dumps({"_id": f"q{i}", "text": f"what about {WORDS[i % len(WORDS)]}"}) + "\n")
+    with open(folder / "qrels" / "train.tsv", "w") as fh:
+        fh.write("query-id\tcorpus-id\tscore\r\n")
+        for i in range(n_queries):
+            fh.write(f"q{i}\td{i}\t1\r\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return make_collection(tmp_path_factory.mktemp("toy") / "beir")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tinyft") / "ckpt", seed=1)
+
+
+def _args(tiny, toy, out, **kw):
+    from dupmae_ir.train.finetune import FinetuneArguments
+
+    base = dict(model_name_or_path=str(tiny), train=str(toy), output_dir=str(out), batch_size=4, group_size=2,
+                query_max_length=16, doc_max_length=32, learning_rate=1e-3, num_train_epochs=1,
+                logging_steps=1, disable_tqdm=True, warmup_ratio=0.0, mine_depth=10)
+    base.update(kw)
+    return FinetuneArguments(**base)
+
+
+def _losses(out: Path, key: str = "loss") -> list[float]:
+    prov = json.loads((out / "dupmae_finetune.json").read_text())
+    return [h[key] for h in prov["log_history"] if key in h]
+
+
+# ----------------------------------------------------------------------------------------------
+# losses against hand computations
+# ----------------------------------------------------------------------------------------------
+def test_distillation_loss_equals_hand_computed_value():
+    from dupmae_ir.modeling.losses import distillation_loss
+
+    student = torch.tensor([[2.0, 1.0, 0.0]])
+    teacher = torch.tensor([[0.0, math.log(3.0), 0.0]])  # teacher softmax = (1/5, 3/5, 1/5)
+    pt = [0.2, 0.6, 0.2]
+    z = math.exp(2) + math.exp(1) + 1.0
+    log_ps = [2 - math.log(z), 1 - math.log(z), -math.log(z)]
+    kl = sum(p * (math.log(p) - lp) for p, lp in zip(pt, log_ps))
+    ce = -sum(p * lp for p, lp in zip(pt, log_ps))
+    assert distillation_loss(student, teacher, kind="kl").item() == pytest.approx(kl, rel=1e-6)
+    assert distillation_loss(student, teacher, kind="ce").item() == pytest.approx(ce, rel=1e-6)
+    # temperatures divide the scores: T=2 on the student equals halving its scores
+    assert distillation_loss(student, teacher, temperature=2.0).item() == pytest.approx(
+        distillation_loss(student / 2, teacher).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="valid"):
+        distillation_loss(student, teacher, kind="mse")
+
+
+def test_contrastive_loss_and_combined_score_by_hand():
+    from dupmae_ir.modeling.losses import combined_scores, contrastive_loss, flops_regularizer
+
+    qd, dd = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    qb, db = torch.tensor([[0.0, 2.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
+    s = combined_scores(qd, qb, dd, db, dense_weight=1.0, sparse_weight=0.5)
+    assert s.tolist() == [[2.0, 0.0]]
+    assert combined_scores(qd, qb, dd, db, sparse_weight=0.0).tolist() == [[1.0, 0.0]]
+    assert contrastive_loss(s, group_size=2).item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 1)))
+    # the positive of query 0 at offset 1 (second process) is column 1 * group_size
+    s2 = torch.tensor([[0.0, 0.0, 3.0, 0.0]])
+    assert contrastive_loss(s2, group_size=2, offset=1).item() == pytest.approx(
+        -math.log(math.exp(3) / (math.exp(3) + 3)))
+    w = torch.tensor([[1.0, 0.0], [3.0, 2.0]])
+    assert flops_regularizer(w).item() == pytest.approx(2.0 ** 2 + 1.0 ** 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# stages
+# ----------------------------------------------------------------------------------------------
+def test_stage1_bm25_negatives_loss_falls_and_checkpoint_loads(tiny, toy, tmp_path):
+    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
+    from dupmae_ir.train.finetune import run_finetuning
+
+    out = run_finetuning(_args(tiny, toy, tmp_path / "s1", num_train_epochs=12, sparse_weight=0.01))
+    losses = _losses(out)
+    assert len(losses) >= 40
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.6 * first, losses
+    # BM25 negatives were mined, never positives
+    negs = [line.split("\t") for line in (out / "negatives.tsv").read_text().splitlines()]
+    assert negs and all(d != "d" + q[1:] for q, d in negs)
+    cfg = RetrieverConfig.load(out)
+    assert cfg.finetuning["stage"] == 1 and cfg.finetuning["negatives"] == "bm25"
+    assert cfg.doc_max_length == 32 and cfg.query_max_length == 16
+    model, tok = DupMAERetriever.from_pretrained(out)
+    enc = tok(["what about alpha"], return_tensors="pt")
+    dense, bow = model(enc["input_ids"], enc["attention_mask"])
+    assert dense.shape == (1, 32) and bow.shape == (1, 30522)
+    # the encoder alone is a plain HF checkpoint (what stock Pyserini's AutoDocumentEncoder reads)
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(out)
+
+
+def test_stage2_negatives_mined_by_the_model_exclude_positives(tiny, toy, tmp_path):
+    from dupmae_ir.data import resolve
+    from dupmae_ir.train.finetune import mine_with_model, run_finetuning
+
+    out = run_finetuning(_args(tiny, toy, tmp_path / "s2", stage=2, mine_depth=5, group_size=3))
+    pairs = [line.split("\t") for line in (out / "negatives.tsv").read_text().splitlines()]
+    by_q: dict[str, list[str]] = {}
+    for q, d in pairs:
+        by_q.setdefault(q, []).append(d)
+    coll = resolve(str(toy))
+    run = mine_with_model(str(tiny), coll, coll.queries("train"), depth=6, doc_max_length=32, query_max_length=16,
+                          progress=False)
+    for q, negs in by_q.items():
+        pos = "d" + q[1:]
+        assert pos not in negs
+        expected = [d for d, _ in run[q] if d != pos][:5]
+        assert negs == expected  # the model's own top-N, positive removed
+    assert json.loads((out / "dupmae_config.json").read_text())["finetuning"]["negatives"] == "model"
+
+
+def test_stage3_distillation_runs(tiny, toy, tmp_path):
+    from dupmae_ir.train.finetune import run_finetuning
+
+    teacher = tmp_path / "teacher.tsv"
+    with open(teacher, "w") as fh:
+        for i in range(16):
+            fh.write(f"q{i}\td{i}\t5.0\n")
+            for j in (i + 1, i + 2, i + 3):
+                fh.write(f"q{i}\td{j % 32}\t{-float(j - i)}\n")
+    out = run_finetuning(_args(tiny, toy, tmp_path / "s3", stage=3, teacher_scores=str(teacher), group_size=3,
+                               num_train_epochs=6))
+    losses = _losses(out, "distill_loss")
+    assert losses and all(x >= 0 for x in losses)
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
+def test_bad_input_errors(tiny, toy, tmp_path):
+    from dupmae_ir.data import DataError
+    from dupmae_ir.train.finetune import FinetuneArguments, run_finetuning
+
+    with pytest.raises(ValueError, match="teacher-scores"):
+        FinetuneArguments(stage=3)
+    with pytest.raises(ValueError, match="valid"):
+        FinetuneArguments(mine="dense")
+    bad = tmp_path / "neg.txt"
+    bad.write_text("q1 d2 x y\n")
+    with pytest.raises(DataError, match="neg.txt:1"):
+        run_finetuning(_args(tiny, toy, tmp_path / "bad", negatives=str(bad)))
+
+
+def test_resume_gives_the_same_model(tiny, toy, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from dupmae_ir.train.finetune import run_finetuning
+
+    kw = dict(max_steps=6, save_steps=3, mine="none", group_size=2)
+    full = run_finetuning(_args(tiny, toy, tmp_path / "full", **kw))
+
+    class StopAt3(TrainerCallback):
+        def on_step_end(self, args, state, control, **k):
+            if state.global_step == 3:
+                control.should_training_stop = True
+                control.should_save = True
+
+    part = tmp_path / "part"
+    run_finetuning(_args(tiny, toy, part, **kw), callbacks=[StopAt3()])
+    assert (part / "checkpoints" / "checkpoint-3").is_dir()
+    run_finetuning(_args(tiny, toy, part, resume=True, **kw))
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    prov = json.loads((part / "dupmae_finetune.json").read_text())
+    assert prov["resumed_from"].endswith("checkpoint-3")
+
+
+def test_cli_help_has_groups():
+    out = subprocess.run([sys.executable, "-m", "dupmae_ir.finetune", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    for section in ("model:", "data:", "loss:", "optimisation:", "run control:", "--stage", "--group-size",
+                    "--teacher-scores", "--flops-doc"):
+        assert section in out
+
+
+def test_torchrun_two_gloo_processes_share_negatives(tiny, toy, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    common = ["--model-name-or-path", str(tiny), "--train", str(toy), "--batch-size", "2", "--group-size", "2",
+              "--query-max-length", "16", "--doc-max-length", "32", "--max-steps", "2", "--mine", "none",
+              "--logging-steps", "1", "--disable-tqdm", "--use-cpu"]
+    outs = {}
+    for share in ("true", "false"):
+        out = tmp_path / f"ddp-{share}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(29500 + random.randrange(1000)), "-m", "dupmae_ir.finetune", *common,
+               "--share-negatives", share, "--output-dir", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[share] = json.loads((out / "dupmae_finetune.json").read_text())
+    assert outs["true"]["finetuning"]["world_size"] == 2
+    cand = [h["candidates"] for h in outs["true"]["log_history"] if "candidates" in h]
+    solo = [h["candidates"] for h in outs["false"]["log_history"] if "candidates" in h]
+    assert cand and all(c == 2 * 2 * 2 for c in cand)  # world x batch x group documents per query
+    assert solo and all(c == 2 * 2 for c in solo)
