@@ -26,6 +26,21 @@ def max_pool_logits(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return (logits[:, 1:] - penalty).max(dim=1).values  # (B, V)
 
 
+def max_pool_logits_(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """:func:`max_pool_logits` without a second (B, L, V) tensor: the -1000 penalty is subtracted
+    *in place* at the excluded positions only, then the max runs over a view.
+
+    Same values as :func:`max_pool_logits` (real positions are untouched, excluded ones get exactly
+    ``x - 1000``). ``logits`` is modified: read anything else you need from it first. Autograd-safe
+    when ``logits`` comes from a linear layer (its backward needs no output) -- the pre-training case.
+    """
+    excluded = attention_mask[:, 1:] == 0  # (B, L-1)
+    if bool(excluded.any()):
+        body = logits[:, 1:]  # (B, L-1, V) view
+        body[excluded] -= PAD_PENALTY  # in place on the excluded rows only
+    return logits[:, 1:].max(dim=1).values  # (B, V)
+
+
 def max_pool_head(hidden: torch.Tensor, attention_mask: torch.Tensor,
                   head: Callable[[torch.Tensor], torch.Tensor], chunk_size: int = 64) -> torch.Tensor:
     """:func:`max_pool_logits` of ``head(hidden)`` without materialising (B, L, V) at once.
