@@ -1,0 +1,102 @@
+"""``python -m dupmae_ir.eval beir`` on a local data folder: a SciFact slice (300 docs, with its index
+pre-built so that it is reused), a collection without documents (NFCorpus from ../shared/data: queries
+and qrels only) and an absent one (ArguAna): SciFact is scored for BM25 and the three DupMAE systems,
+the others are reported missing; report, JSON and plots are written; a rerun keeps the finished
+collection (~1.5 minutes)."""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import pytest
+
+from test_search import build_reference_index
+
+
+@pytest.fixture(scope="module")
+def eval_setup(tmp_path_factory, scifact_dir, shared_data, tiny_checkpoint):
+    from dupmae_ir.data import resolve
+
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "beir"
+    (data / "scifact" / "qrels").mkdir(parents=True)
+    coll = resolve(scifact_dir)
+    docs = []
+    for d in coll.iter_docs():
+        docs.append(d)
+        if len(docs) == 300:
+            break
+    ids = {d.id for d in docs}
+    with gzip.open(data / "scifact" / "corpus.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for d in docs:
+            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    qrels = {q: r for q, r in coll.qrels("test").items() if set(r) & ids}
+    (data / "scifact" / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{v}\n" for q, r in qrels.items() for d, v in r.items()))
+    queries = coll.queries("test")
+    (data / "scifact" / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qrels))
+    shutil.copytree(shared_data / "beir" / "nfcorpus", data / "nfcorpus")
+    # the index `dupmae_ir.encode` would build, pre-built here: eval must reuse it
+    build_reference_index(docs, tiny_checkpoint, root / "indexes" / tiny_checkpoint.name / "scifact")
+    return root, data, tiny_checkpoint, len(qrels)
+
+
+def _args(root, data, ckpt, *extra):
+    return ["beir", "--datasets", "scifact", "nfcorpus", "arguana", "--data-dir", str(data), "--encoder", str(ckpt),
+            "--index-root", str(root / "indexes"), "--runs", str(root / "runs"), "--output", str(root / "eval"),
+            "--hits", "100", "--threads", "2", *extra]
+
+
+def test_eval_scores_scifact_and_reports_missing(eval_setup):
+    from dupmae_ir.eval import main
+
+    root, data, ckpt, n_queries = eval_setup
+    assert main(_args(root, data, ckpt)) == 0
+    out = root / "eval" / "beir" / ckpt.name
+    res = json.loads((out / "results" / "scifact.json").read_text())
+    assert res["status"] == "ok" and res["judged_queries"] == n_queries
+    assert set(res["scores"]) == {"bm25", "dense", "impact", "hybrid"}
+    for scores in res["scores"].values():
+        assert set(scores) == {"nDCG@10", "R@100", "R@1000"} and all(0 <= v <= 1 for v in scores.values())
+    assert res["scores"]["bm25"]["nDCG@10"] > 0.5  # BM25 on a 300-doc slice is easy
+    assert not (out / "results" / "nfcorpus.json").exists()  # missing ones are re-checked on every run
+    report = (out / "report.md").read_text()
+    assert "| scifact | 0.665 | 0.653 | 0.699 |" in report
+    nf = next(line for line in report.splitlines() if line.startswith("| nfcorpus"))
+    assert "missing" in nf and "no corpus" in nf
+    arg = next(line for line in report.splitlines() if line.startswith("| arguana"))
+    assert "missing" in arg and "no folder" in arg
+    rows = {r["collection"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    assert rows["scifact"]["status"] == "ok" and rows["nfcorpus"]["status"] == "missing"
+    assert (out / "plot.png").stat().st_size > 1000 and (out / "plots" / "scifact.png").is_file()
+    for system in ("dense", "impact", "hybrid"):
+        assert (root / "runs" / "beir" / ckpt.name / f"scifact.{system}.trec").is_file()
+    assert (root / "runs" / "beir" / "bm25" / "scifact.bm25.trec.json").is_file()
+
+
+def test_rerun_keeps_finished_collections(eval_setup):
+    from dupmae_ir.eval import main
+
+    root, data, ckpt, _ = eval_setup
+    result = root / "eval" / "beir" / ckpt.name / "results" / "scifact.json"
+    if not result.exists():
+        assert main(_args(root, data, ckpt)) == 0
+    before = result.read_text()
+    assert main(_args(root, data, ckpt)) == 0
+    assert result.read_text() == before  # not searched again
+    assert main(_args(root, data, ckpt, "--force-search", "--modes", "hybrid", "--no-bm25",
+                      "--measures", "nDCG@10", "RR@10")) == 0
+    again = json.loads(result.read_text())
+    assert set(again["scores"]) == {"hybrid"} and set(again["scores"]["hybrid"]) == {"nDCG@10", "RR@10"}
+
+
+def test_bad_measure_and_dataset_names_fail_clearly(eval_setup):
+    from dupmae_ir.eval import main
+
+    root, data, ckpt, _ = eval_setup
+    with pytest.raises(SystemExit, match="ir-measures"):
+        main(_args(root, data, ckpt, "--measures", "nDCG@@10"))
+    with pytest.raises(SystemExit, match="unknown BEIR collection"):
+        main(["beir", "--datasets", "scifacts", "--data-dir", str(data)])
