@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -77,6 +76,12 @@ class FusionConfig:
             raise ValueError(f"fusion={self.fusion!r}; valid: {FUSIONS}")
         if self.rrf_k < 0:
             raise ValueError(f"rrf_k={self.rrf_k} must be >= 0")
+
+    def alpha_for(self, index_alpha: float) -> float:
+        """The sparse weight in use: explicit ``alpha``, else ``1/(s_q*s_d)`` for ``sum``, else 1."""
+        if self.alpha is not None:
+            return self.alpha
+        return index_alpha if self.fusion == "sum" else 1.0
 
 
 def fuse(dense: Sequence[Hit], sparse: Sequence[Hit], k: int, fusion: str = "sum", alpha: float = 1.0,
@@ -276,7 +281,7 @@ class DupMAESearcher:
         if "impact" in modes:
             out["impact"] = {q: rank_hits(dict(sparse_run[q]), hits) for q in qids}
         if "hybrid" in modes:
-            alpha = fusion.alpha if fusion.alpha is not None else (self.alpha if fusion.fusion == "sum" else 1.0)
+            alpha = fusion.alpha_for(self.alpha)
             out["hybrid"] = {
                 q: fuse(dense_run[q][:depth], sparse_run[q][:depth], hits, fusion.fusion, alpha,
                         fusion.weight_on_dense, fusion.rrf_k)
@@ -399,9 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _default_output(index: Path, topics: str, mode: str) -> Path:
-    name = Path(topics).name.replace(".jsonl", "").replace(".tsv", "") or "topics"
-    return Path("runs") / f"{index.name}.{name.replace('/', '_')}.{mode}.trec"
+def _output_path(args, mode: str) -> Path:
+    """``--output`` with ``{mode}`` filled in (or ``.<mode>`` added when several modes share it);
+    default ``runs/<index>.<topics>.<mode>.trec``."""
+    if not args.output:
+        name = Path(args.topics).name.replace(".jsonl", "").replace(".tsv", "") or "topics"
+        return Path("runs") / f"{Path(args.index).name}.{name}.{mode}.trec"
+    if "{mode}" in args.output:
+        return Path(args.output.replace("{mode}", mode))
+    out = Path(args.output)
+    return out if len(args.mode) == 1 else out.with_name(f"{out.stem}.{mode}{out.suffix}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,14 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                                drop_query_id=args.drop_query_id)
     t2 = time.perf_counter()
     for mode, run in runs.items():
-        if args.output:
-            out = Path(args.output.replace("{mode}", mode)) if len(args.mode) > 1 or "{mode}" in args.output \
-                else Path(args.output)
-            if len(args.mode) > 1 and "{mode}" not in args.output:
-                out = out.with_name(f"{out.stem}.{mode}{out.suffix}")
-        else:
-            out = _default_output(Path(args.index), args.topics, mode)
-        alpha = fusion.alpha if fusion.alpha is not None else (searcher.alpha if fusion.fusion == "sum" else 1.0)
+        out = _output_path(args, mode)
+        alpha = fusion.alpha_for(searcher.alpha)
         write_trec(out, run, tag=f"dupmae-{mode}", provenance_info=dict(
             mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.encoder_name,
             topics=str(args.topics), split=args.split, hits=args.hits, depth=args.depth or args.hits,
