@@ -1,25 +1,23 @@
-"""The main job on the embedded default: ``python -m dupmae_ir.demo`` (README command a).
+"""The main job on the embedded default: ``python -m dupmae_ir.demo`` (README main command,
+``bash run.sh demo``).
 
-Placeholder until the recipe lands: loads the bundled SciFact and encodes a slice with the default
-backbone.
+Runs the CPU recipe of :mod:`dupmae_ir.recipe` on the bundled SciFact -- BM25, the zero-shot backbone
+(mean pooling), their fusion, DupMAE pre-training, fine-tuning stages 1-2 with and without
+pre-training, evaluation -- and prints one results table. ``--quick`` runs the shortened form (a
+smoke run of the whole path in a few minutes); every flag of ``python -m dupmae_ir.recipe`` is accepted.
 """
 from __future__ import annotations
 
-import itertools
-import time
+import sys
 
 
-def main() -> None:
-    from .data import doc_text, resolve
-    from .encoder import DupMAEEncoder
+def main(argv: list[str] | None = None) -> None:
+    from .recipe import main as recipe_main
 
-    coll = resolve("default")
-    docs = list(itertools.islice(coll.iter_docs(), 64))
-    enc = DupMAEEncoder("default")
-    t = time.time()
-    out = enc.encode_docs([doc_text(d) for d in docs])
-    print(f"encoded {len(docs)} SciFact docs in {time.time() - t:.1f}s: dense {out.dense.shape}, "
-          f"mean {sum(map(len, out.impacts)) / len(docs):.0f} impact terms/doc")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--output" not in argv:
+        argv = [*argv, "--output", "encoders/demo-quick" if "--quick" in argv else "encoders/demo"]
+    recipe_main(argv)
 
 
 if __name__ == "__main__":

@@ -635,7 +635,7 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
         retriever.set_special_ids(list(tokenizer.all_special_ids))
     retriever.config = replace(retriever.config, **overrides)
     if args.sparse_calibration and not resume_from:
-        sample = sorted(docs)[:512]
+        sample = sorted(docs)[:256]
         calibrate_sparse(retriever, tokenizer, [docs[d] for d in sample], args.sparse_calibration,
                          args.doc_max_length)
     if len(examples) < args.batch_size * world:
