@@ -29,8 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .search import (DROP_QUERY_ID_DATASETS, MODES, FusionConfig, add_search_args, fusion_from_args,
-                     to_ir_measures, write_trec)
+from .search import DROP_QUERY_ID_DATASETS, MODES, fusion_from_args, to_ir_measures, write_trec
 
 BEIR_MEASURES = ("nDCG@10", "R@100", "R@1000")
 MSMARCO_SPLITS = ("dev-small", "dl19", "dl20")
@@ -174,8 +173,8 @@ class Evaluator:
             cache_key = (unit.name, "searcher")
             from .search import DupMAESearcher
 
-            searcher = queries_cache.get(cache_key) or DupMAESearcher(index, encoder=self.args.encoder_query,
-                                                                      threads=self.args.threads)
+            # the query encoder is the one recorded in the index (dupmae_index.json)
+            searcher = queries_cache.get(cache_key) or DupMAESearcher(index, threads=self.args.threads)
             queries_cache.clear()
             queries_cache[cache_key] = searcher  # msmarco: one searcher for its three splits
             runs.update(searcher.search_all(queries, self.args.modes, self.args.hits, self.args.depth,
@@ -258,11 +257,11 @@ def beir_rows(results: list[dict], datasets: list[str], measures: tuple[str, ...
 
 
 def write_report(out: Path, suite: str, rows: list[dict], measures: tuple[str, ...], paper: dict,
-                 meta: dict) -> None:
-    from .provenance import atomic_write_text, provenance, write_json
+                 meta: dict, requested: list[str]) -> None:
+    from .provenance import atomic_write_text, write_json
 
     primary = measures[0]
-    systems = [s for s in SYSTEMS if any(r.get("scores") and s in r["scores"] for r in rows)]
+    systems = [s for s in SYSTEMS if s in requested or any(r.get("scores") and s in r["scores"] for r in rows)]
     lines = [f"# DupMAE evaluation: {suite} (encoder `{meta['encoder']}`)", ""]
     lines.append(("Each row names its measure" if suite == "msmarco" else primary) + "; 'paper' columns are published numbers (DUPMAE.md section 5"
                  + ("; BM25 from Pyserini's published regressions" if suite == "msmarco" else "") + ").")
@@ -410,7 +409,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.encoder_query = None  # the query encoder is the one recorded in each index
     measures = tuple(args.measures) if args.measures else None
     if measures:
         import ir_measures
@@ -449,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         paper_vals = paper["values"]
         paper["values"] = lambda c, m: paper_vals(c.split(" ")[0], c.split(" ")[1]) if " " in c else (None, None)
         all_measures = ("score",)
-    write_report(ev.out, args.suite, rows, all_measures, paper, meta)
+    requested = ([] if args.no_bm25 else ["bm25"]) + list(args.modes)
+    write_report(ev.out, args.suite, rows, all_measures, paper, meta, requested)
     plots = write_plots(ev.out, rows, all_measures[0], paper)
     print(f"report: {ev.out / 'report.md'}; plots: {len(plots)}; {meta['seconds']} s", file=sys.stderr)
     return 0

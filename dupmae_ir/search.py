@@ -191,6 +191,53 @@ def raise_max_clause_count(n: int = MAX_CLAUSES) -> None:
         searcher_class.setMaxClauseCount(n)
 
 
+@dataclass
+class EncodedQueries:
+    """Pre-encoded queries keyed by query text (as Pyserini looks them up): ``dense[text]`` (d,),
+    ``impacts[text]`` ``{token: int}``. Read with :func:`load_encoded_queries`."""
+
+    dense: dict
+    impacts: dict
+    folder: Path
+
+    def batch(self, texts: Sequence[str]):
+        """The representations of ``texts``, in the shape of :class:`dupmae_ir.encoder.EncodedBatch`."""
+        import numpy as np
+
+        from .encoder import EncodedBatch
+
+        missing = [t for t in texts if t.strip() not in self.dense or t.strip() not in self.impacts]
+        if missing:
+            raise KeyError(f"{self.folder}: {len(missing)} query text(s) not pre-encoded, e.g. {missing[0]!r}. "
+                           "Fix: encode these topics with `dupmae_ir.encode.encode_queries` (or drop --encoded-queries).")
+        dense = np.stack([self.dense[t.strip()] for t in texts]).astype(np.float32)  # (B, d)
+        return EncodedBatch(dense, [self.impacts[t.strip()] for t in texts])
+
+
+def load_encoded_queries(folder: str | os.PathLike) -> EncodedQueries:
+    """Read the output of :func:`dupmae_ir.encode.encode_queries`: ``dense/embedding.pkl`` (pandas,
+    ``text``/``embedding``, what Pyserini's ``--encoded-queries`` reads) and ``impact.jsonl``
+    (``contents``/``vector``, what Pyserini's impact ``--encoder *.jsonl`` reads)."""
+    import numpy as np
+    import pandas as pd
+
+    folder = Path(folder)
+    pkl, jsonl = folder / "dense" / "embedding.pkl", folder / "impact.jsonl"
+    for p in (pkl, jsonl):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing; --encoded-queries expects the folder written by "
+                                    "`dupmae_ir.encode.encode_queries` (dense/embedding.pkl, impact.jsonl).")
+    frame = pd.read_pickle(pkl)
+    dense = {str(t).strip(): np.asarray(e, dtype=np.float32) for t, e in zip(frame["text"], frame["embedding"])}
+    impacts = {}
+    with open(jsonl, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                obj = json.loads(line)
+                impacts[obj["contents"].strip()] = {k: int(v) for k, v in obj["vector"].items()}
+    return EncodedQueries(dense, impacts, folder)
+
+
 class _LookupImpactEncoder:
     """Pyserini impact query encoder answering from impacts computed in a batch (``{text: {tok: int}}``)."""
 
@@ -211,7 +258,8 @@ class DupMAESearcher:
     """
 
     def __init__(self, index_dir: str | os.PathLike, encoder: str | None = None, threads: int = 1,
-                 device: str = "cpu", dtype: str = "fp32", min_idf: float = -1):
+                 device: str = "cpu", dtype: str = "fp32", min_idf: float = -1,
+                 encoded_queries: str | os.PathLike | None = None):
         from .java import start_jvm
 
         start_jvm()
@@ -230,6 +278,9 @@ class DupMAESearcher:
         self.encoder = DupMAEEncoder(self.encoder_name, device=device, dtype=dtype, config=config)
         self.threads = threads
         self.min_idf = min_idf
+        # pre-encoded queries (encode_queries' folder) replace live encoding: the same inputs as stock
+        # Pyserini's --encoded-queries / impact --encoder *.jsonl, so runs match bit for bit
+        self.encoded = load_encoded_queries(encoded_queries) if encoded_queries else None
         self._impact_queries = _LookupImpactEncoder()
         self.dense_searcher = FaissSearcher(str(self.info.dense), query_encoder=None)
         # min_idf=-1 keeps every query token the index holds: the exact dot product. Pyserini's
@@ -258,7 +309,8 @@ class DupMAESearcher:
         depth = depth or hits
         extra = 1 if drop_query_id else 0
         qids, texts = [str(q) for q in qids], list(texts)
-        enc = self.encoder.encode_queries(texts)  # dense (B, d), impacts [{tok: int}]
+        # dense (B, d), impacts [{tok: int}]
+        enc = self.encoded.batch(texts) if self.encoded else self.encoder.encode_queries(texts)
         need_dense = "dense" in modes or "hybrid" in modes
         need_sparse = "impact" in modes or "hybrid" in modes
         k_dense = max(hits if "dense" in modes else 0, depth if "hybrid" in modes else 0) + extra
@@ -363,6 +415,9 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--encoder", default=None,
                    help="query encoder checkpoint (default: the encoder recorded in the index's dupmae_index.json)")
     g.add_argument("--device", default="cpu", help="query encoder device")
+    g.add_argument("--encoded-queries", default=None,
+                   help="folder from `dupmae_ir.encode.encode_queries` (dense/embedding.pkl, impact.jsonl): use these "
+                        "query representations instead of encoding (as Pyserini's --encoded-queries)")
     g.add_argument("--min-idf", type=float, default=-1,
                    help="impact side: drop query tokens with idf <= this (default -1 keeps all: exact dot product; "
                         "Pyserini's default 0 drops tokens present in every document)")
@@ -424,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = collection.queries(args.split)
     t0 = time.perf_counter()
     searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device,
-                              min_idf=args.min_idf)
+                              min_idf=args.min_idf, encoded_queries=args.encoded_queries)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
     runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
@@ -438,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             topics=str(args.topics), split=args.split, hits=args.hits, depth=args.depth or args.hits,
             fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,
                         rrf_k=fusion.rrf_k) if mode == "hybrid" else None,
-            min_idf=args.min_idf, drop_query_id=args.drop_query_id, index_meta=searcher.info.meta))
+            min_idf=args.min_idf, drop_query_id=args.drop_query_id, encoded_queries=args.encoded_queries,
+            index_meta=searcher.info.meta))
         print(f"{mode}: {len(run)} queries -> {out}", file=sys.stderr)
     print(f"searched {len(queries)} queries in {t2 - t1:.1f} s ({len(queries) / max(t2 - t1, 1e-9):.1f} q/s; "
           f"set-up {t1 - t0:.1f} s)", file=sys.stderr)
