@@ -12,7 +12,9 @@ The arguments are exactly those of ``python -m pyserini.search.hybrid`` (sub-com
      ``dupmae_config.json``, or ``dupmae:default``) builds
      :class:`dupmae_ir.pyserini_encoders.DupMAEImpactQueryEncoder`; every other ``--encoder`` value
      keeps Pyserini's own meaning;
-3. runs Pyserini's module with ``runpy.run_module("pyserini.search.hybrid", run_name="__main__")``.
+3. lifts Lucene's 1024-term query limit in this JVM (a DupMAE query keeps every positive
+   vocabulary weight unless ``query_topk`` is set);
+4. runs Pyserini's module with ``runpy.run_module("pyserini.search.hybrid", run_name="__main__")``.
 
 DupMAE's score (dense + de-quantised sparse) is ``fusion --alpha 1/(s_q*s_d)`` without
 ``--normalization``; with the default scales 100/100 that is ``--alpha 0.0001``. Example::
@@ -61,6 +63,10 @@ def register() -> None:
     import pyserini.search.faiss.__main__ as faiss_main
     from pyserini.search.lucene import LuceneImpactSearcher
 
+    from .search import raise_max_clause_count
+
+    # DupMAE queries may hold thousands of terms (no query_topk): lift Lucene's 1024-clause limit
+    raise_max_clause_count()
     pencode.query_encoder_class_map[ENCODER_CLASS] = dense_query_encoder
     faiss_main.query_encoder_class_map[ENCODER_CLASS] = dense_query_encoder  # same dict; explicit anyway
 

@@ -156,3 +156,22 @@ def test_cli_writes_runs_and_provenance(slice_index, tmp_path, monkeypatch):
     assert prov["fusion"]["fusion"] == "rrf"
     assert main(["--index", str(index_dir), "--topics", str(topics), "--hits", "5"]) == 0  # default output
     assert list((tmp_path / "runs").glob("index.topics.hybrid.trec"))
+
+
+def test_pre_encoded_queries_are_used_as_given(slice_index, tiny_checkpoint, tmp_path):
+    """``encoded_queries``: the folder of ``dupmae_ir.encode.encode_queries`` replaces live encoding
+    (what stock Pyserini reads), and the impact scores are exact dot products with those weights."""
+    from dupmae_ir.encode import encode_queries
+    from dupmae_ir.search import DupMAESearcher, load_encoded_queries
+
+    index_dir, doc_impacts, queries = slice_index
+    folder = encode_queries(queries, str(tiny_checkpoint), tmp_path / "q")
+    pre = load_encoded_queries(folder)
+    searcher = DupMAESearcher(index_dir, encoded_queries=folder)
+    runs = searcher.search_all(queries, ("impact",), hits=5, progress=False)["impact"]
+    for q, text in queries.items():
+        qimp = pre.impacts[text.strip()]
+        for docid, score in runs[q]:
+            assert score == sum(w * doc_impacts[docid].get(t, 0) for t, w in qimp.items())
+    with pytest.raises(KeyError, match="not pre-encoded"):
+        searcher.search_batch(["x"], ["a query nobody encoded"])
