@@ -64,14 +64,65 @@ def test_paper_options_change_the_right_terms(case):
     assert torch.equal(excluded.mlm_loss, code.mlm_loss)
 
 
-def test_inplace_max_pool_matches_reference_pool():
-    from dupmae_ir.modeling.bow import max_pool_logits, max_pool_logits_
+def test_fused_encoder_head_matches_autograd_reference():
+    """max_pool_linear_with_mlm == (max_pool_logits, cross_entropy) of the plain logits, values and
+    gradients, over several position blocks (float64)."""
+    import torch.nn.functional as F
+
+    from dupmae_ir.modeling.bow import max_pool_linear_with_mlm, max_pool_logits
 
     torch.manual_seed(0)
-    logits = torch.randn(3, 7, 50)  # (B, L, V)
-    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1, 1] + [0] * 5])
-    expected = max_pool_logits(logits, mask)
-    assert torch.equal(max_pool_logits_(logits.clone(), mask), expected)
+    B, L, D, V = 3, 9, 8, 40
+    x = torch.randn(B, L, D, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, D, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(V, dtype=torch.float64, requires_grad=True)
+    attention = torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 3 + [0] * 6])
+    labels = torch.full((B, L), -100)
+    labels[0, 2], labels[0, 5], labels[1, 1], labels[1, 4], labels[2, 1] = 3, 7, 11, 3, 39
+    pool = attention * (labels == -100)  # the paper option: masked positions excluded
+    probe = torch.randn(B, V, dtype=torch.float64)  # weights the gradient of mu
+
+    def grads(mu, mlm):
+        (mu * probe).sum().backward(retain_graph=True)
+        (2.5 * mlm).backward()
+        out = [t.grad.clone() for t in (x, w, b)]
+        for t in (x, w, b):
+            t.grad = None
+        return out
+
+    for pool_mask in (attention, pool):
+        for chunk_elements in (B * V * 2, 2**26):  # blocks of 2 positions, then one block
+            mu, mlm = max_pool_linear_with_mlm(x, w, b, pool_mask, labels, chunk_elements)
+            got = grads(mu, mlm)
+            logits = x @ w.T + b  # (B, L, V)
+            ref_mu = max_pool_logits(logits, pool_mask)
+            sel = labels != -100
+            ref_mlm = F.cross_entropy(logits[sel], labels[sel])
+            assert torch.allclose(mu, ref_mu, atol=1e-12) and torch.allclose(mlm, ref_mlm, atol=1e-12)
+            for g, r in zip(got, grads(ref_mu, ref_mlm)):
+                assert torch.allclose(g, r, atol=1e-10)
+
+
+def test_fused_linear_cross_entropy_matches_autograd_reference():
+    import torch.nn.functional as F
+
+    from dupmae_ir.modeling.dupmae import fused_linear_cross_entropy
+
+    torch.manual_seed(0)
+    x = torch.randn(13, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(40, 8, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(40, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 40, (13,))
+    loss = fused_linear_cross_entropy(x, w, b, y, chunk_rows=4)
+    (3.0 * loss).backward()
+    got = [t.grad.clone() for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    ref = F.cross_entropy(x @ w.T + b, y)
+    (3.0 * ref).backward()
+    assert torch.allclose(loss, ref, atol=1e-12)
+    for g, t in zip(got, (x, w, b)):
+        assert torch.allclose(g, t.grad, atol=1e-10)
 
 
 def test_forward_backward_tiny_bert_every_param_gets_grad(tiny_checkpoint):

@@ -26,19 +26,101 @@ def max_pool_logits(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return (logits[:, 1:] - penalty).max(dim=1).values  # (B, V)
 
 
-def max_pool_logits_(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """:func:`max_pool_logits` without a second (B, L, V) tensor: the -1000 penalty is subtracted
-    *in place* at the excluded positions only, then the max runs over a view.
+def max_pool_linear_with_mlm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool_mask: torch.Tensor,
+                             mlm_labels: torch.Tensor, chunk_elements: int = 2**26) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pre-training hot spot, fused: logits ``Z = x @ weight.T + bias`` (B, L, V) feed both
+    ``mu = max_{t >= 1, pool_mask} Z[:, t]`` (eq. 7, exactly :func:`max_pool_logits`) and the MLM
+    cross-entropy on the positions with a label (eq. 3, a token mean over the batch).
 
-    Same values as :func:`max_pool_logits` (real positions are untouched, excluded ones get exactly
-    ``x - 1000``). ``logits`` is modified: read anything else you need from it first. Autograd-safe
-    when ``logits`` comes from a linear layer (its backward needs no output) -- the pre-training case.
+    x: (B, L, D) the MLM-head-transformed hidden states; weight: (V, D); bias: (V,); pool_mask: (B, L),
+    1 = may enter the max; mlm_labels: (B, L), -100 = no label. Returns ``(mu (B, V), mlm_loss ())``.
+
+    Z is formed a block of positions at a time (at most ``chunk_elements`` logits alive) and never
+    stored: the forward keeps only the arg-max position of every (b, v) and the softmax gradient of
+    the labelled rows; the backward rebuilds each block's logit gradient (MLM rows + one entry per
+    (b, v) from the max) and runs the same two matrix products as plain autograd would, once for both
+    losses. Respects autocast (products in the autocast dtype, softmax in fp32).
     """
-    excluded = attention_mask[:, 1:] == 0  # (B, L-1)
-    if bool(excluded.any()):
-        body = logits[:, 1:]  # (B, L-1, V) view
-        body[excluded] -= PAD_PENALTY  # in place on the excluded rows only
-    return logits[:, 1:].max(dim=1).values  # (B, V)
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)
+    B, _, _ = x.shape
+    chunk = max(1, chunk_elements // max(1, B * weight.shape[0]))
+    return _MaxPoolLinearWithMLM.apply(x, weight, bias, pool_mask, mlm_labels, chunk, dtype, needs_grad)
+
+
+class _MaxPoolLinearWithMLM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, pool_mask, labels, chunk, dtype, needs_grad):
+        B, L, D = x.shape
+        V = weight.shape[0]
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        mu = torch.full((B, V), float("-inf"), dtype=acc, device=x.device)  # (B, V) running max
+        arg = torch.zeros((B, V), dtype=torch.long, device=x.device)  # (B, V) its position
+        n_labelled = int((labels != -100).sum())
+        total = torch.zeros((), dtype=acc, device=x.device)
+        softmax_grads = []  # per block: (selected (B, c) bool, d(sum CE)/dZ rows (k, V))
+        with torch.autocast(x.device.type, enabled=False):
+            w, b = weight.to(dtype), bias.to(dtype)
+            for start in range(0, L, chunk):
+                end = min(start + chunk, L)
+                xc = x[:, start:end].to(dtype)  # (B, c, D)
+                logits = torch.addmm(b, xc.reshape(-1, D), w.t()).view(B, end - start, V).to(acc)  # (B, c, V)
+                sel = labels[:, start:end] != -100  # (B, c)
+                if bool(sel.any()):
+                    rows = logits[sel]  # (k, V) copy, taken before the pool penalty below
+                    target = labels[:, start:end][sel]  # (k,)
+                    lse = torch.logsumexp(rows, dim=-1)  # (k,)
+                    total += (lse - rows.gather(1, target[:, None]).squeeze(1)).sum()
+                    if needs_grad:
+                        rows = rows.sub_(lse[:, None]).exp_()  # softmax, in place
+                        rows[torch.arange(len(target), device=x.device), target] -= 1.0
+                        softmax_grads.append((start, sel, rows))
+                lo = max(start, 1)  # [CLS] (position 0) never pooled
+                if lo < end:
+                    part = logits[:, lo - start:]  # (B, c', V) view
+                    excluded = pool_mask[:, lo:end] == 0  # (B, c')
+                    if bool(excluded.any()):
+                        part[excluded] -= PAD_PENALTY  # as max_pool_logits: -1000 where not pooled
+                    values, index = part.max(dim=1)  # (B, V)
+                    better = values > mu
+                    mu = torch.where(better, values, mu)
+                    arg = torch.where(better, index + lo, arg)
+                del logits
+        if needs_grad:
+            ctx.save_for_backward(x, weight, bias, arg)
+            ctx.softmax_grads, ctx.chunk, ctx.dtype, ctx.n_labelled = softmax_grads, chunk, dtype, n_labelled
+        mlm_loss = total / max(n_labelled, 1)
+        return mu, mlm_loss
+
+    @staticmethod
+    def backward(ctx, grad_mu, grad_mlm):
+        x, weight, bias, arg = ctx.saved_tensors
+        B, L, D = x.shape
+        V = weight.shape[0]
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        w = weight.to(ctx.dtype)
+        grad_x = torch.zeros_like(x)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=x.device)
+        grad_b = torch.zeros(V, dtype=acc, device=x.device)
+        mlm_scale = (grad_mlm / max(ctx.n_labelled, 1)).to(acc) if grad_mlm is not None else None
+        blocks = {start: (sel, rows) for start, sel, rows in ctx.softmax_grads}
+        with torch.autocast(x.device.type, enabled=False):
+            for start in range(0, L, ctx.chunk):
+                end = min(start + ctx.chunk, L)
+                grad = torch.zeros((B, end - start, V), dtype=acc, device=x.device)  # (B, c, V) dL/dZ block
+                if mlm_scale is not None and start in blocks:
+                    sel, rows = blocks[start]
+                    grad[sel] = rows * mlm_scale
+                if grad_mu is not None:
+                    inside = (arg >= start) & (arg < end)  # (B, V): the max of (b, v) lies in this block
+                    where = (arg - start).clamp(0, end - start - 1)[:, None]  # (B, 1, V)
+                    grad.scatter_add_(1, where, (grad_mu.to(acc) * inside)[:, None])  # one entry per (b, v)
+                flat = grad.view(-1, V).to(ctx.dtype)  # (B*c, V)
+                grad_x[:, start:end] = (flat @ w).view(B, end - start, D).to(x.dtype)
+                grad_w += (flat.t() @ x[:, start:end].reshape(-1, D).to(ctx.dtype)).to(acc)  # (V, D)
+                grad_b += grad.sum(dim=(0, 1))
+        return grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype), None, None, None, None, None
 
 
 def max_pool_head(hidden: torch.Tensor, attention_mask: torch.Tensor,
@@ -59,6 +141,31 @@ def max_pool_head(hidden: torch.Tensor, attention_mask: torch.Tensor,
     if mu is None:  # length 1: only [CLS]
         raise ValueError("max_pool_head needs at least one position after [CLS]")
     return mu
+
+
+def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
+                         head: Callable[[torch.Tensor], torch.Tensor], rows: int = 256) -> torch.Tensor:
+    """:func:`max_pool_head` for inference: same values, no work on padding, less memory traffic.
+
+    hidden: (B, L, D) -> (B, V). Each text's real positions ``1..len-1`` (ordinary tokens and [SEP];
+    [CLS] and padding excluded) go through ``head`` ``rows`` at a time and are reduced with a running
+    max over contiguous rows. Why: the padded version writes, penalises and reduces (B, c, V) tensors
+    including padding, which costs as much as the head matmul itself on a CPU; here the only large
+    tensor is one (rows, V) block that stays in cache. The max over real positions equals the -1000
+    padding penalty's result (a padded logit never wins by 1000).
+    """
+    lengths = attention_mask.sum(dim=1).tolist()  # (B,) real tokens per text, [CLS] included
+    out = []
+    for b, length in enumerate(lengths):
+        if length < 2:
+            raise ValueError("max_pool_head_packed needs at least one position after [CLS]")
+        mu = None
+        for start in range(1, int(length), rows):
+            block = hidden[b, start:min(start + rows, int(length))]  # (r, D), real positions only
+            part = head(block).amax(dim=0)  # (r, V) -> (V,)
+            mu = part if mu is None else torch.maximum(mu, part)
+        out.append(mu)
+    return torch.stack(out)  # (B, V)
 
 
 def activate(mu: torch.Tensor, activation: str) -> torch.Tensor:

@@ -9,16 +9,18 @@ One forward pass of a BERT-style masked LM on the encoder-masked input gives the
   under the collator's per-row visibility matrix, predicting every content token through the shared
   MLM head;
 - ``L_bow`` (eqs. 7-8, "ordinary-token decoding"): ``mu = max_t Z[:, t]`` over ordinary tokens
-  (:func:`dupmae_ir.modeling.bow.max_pool_logits_`), one vocabulary softmax, cross-entropy against
+  (:func:`dupmae_ir.modeling.bow.max_pool_linear_with_mlm`), one vocabulary softmax, cross-entropy against
   the bag-of-words target.
 
 Total (authors' code): ``L = L_dec + 0.1 * L_bow + L_mlm``; the paper writes ``L_mlm + L_dec + L_bow``.
 :class:`DupMAEOptions` selects between the documented paper-vs-code differences; the code's behaviour
 is the default. Only the masked LM (encoder + MLM head) is kept after pre-training.
 
-Cost: ``Z`` is computed once and shared by ``L_mlm`` and ``L_bow``; the padding penalty is applied
-in place (no second (B, L, V) tensor) and ``Z`` itself is not kept for backward (only the rows of the
-masked positions and the arg-max indices are). The decoder's head runs only on content positions.
+Cost: ``Z`` is computed once, block by block, and shared by ``L_mlm`` and ``L_bow``; it is never
+stored (only the softmax gradient of the masked rows and the max-pool's arg-max positions are), and
+one pair of matrix products serves both losses in the backward pass
+(:func:`~dupmae_ir.modeling.bow.max_pool_linear_with_mlm`). The decoder's head runs only on content
+positions, with the loss fused into it (:func:`fused_linear_cross_entropy`): no (N, V) logits kept.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bow import max_pool_logits_
+from .bow import max_pool_linear_with_mlm
 
 PRESETS = ("code", "paper")
 
@@ -131,6 +133,8 @@ class DupMAEForPretraining(nn.Module):
         self.mlm = mlm
         self.options = options or DupMAEOptions()
         self.decoder = EnhancedDecoderLayer(mlm.config, self.options.decoder_init_std)
+        self.chunk_rows = 1024  # rows of (rows, V) logits alive at once in the decoder's fused head + loss
+        self.chunk_elements = 2**26  # logits alive at once in the encoder's fused head (256 MB in fp32)
 
     @property
     def config(self):
@@ -142,17 +146,17 @@ class DupMAEForPretraining(nn.Module):
         opts = self.options
         hidden = self.mlm.bert(input_ids=encoder_input_ids, attention_mask=encoder_attention_mask).last_hidden_state  # (B, L, D)
         h_cls = hidden[:, 0]  # (B, D)
-        logits = self.mlm.cls(hidden)  # (B, L, V): computed once, shared by L_mlm and L_bow
+        head = self.mlm.cls.predictions
+        transformed = head.transform(hidden)  # (B, L, D)
 
-        # L_mlm (eq. 3): batch-level token mean over encoder-masked positions
+        # L_mlm (eq. 3) and L_bow (eqs. 7-8) share one computation of the logits Z (B, L, V):
+        # mu = max over ordinary tokens of the raw logits; L_mlm = token mean over encoder-masked positions
         masked = encoder_labels != -100  # (B, L)
-        mlm_loss = _token_mean_ce(logits[masked], encoder_labels[masked])  # rows copied before the in-place pool
-
-        # L_bow (eqs. 7-8): mu = max over ordinary tokens of the raw logits, one softmax over V
         pool_mask = encoder_attention_mask if opts.bow_pool_masked else encoder_attention_mask * (~masked)  # (B, L)
-        mu = max_pool_logits_(logits, pool_mask)  # (B, V); logits modified in place at excluded positions
+        mu, mlm_loss = max_pool_linear_with_mlm(transformed, head.decoder.weight, head.decoder.bias, pool_mask,
+                                                encoder_labels, self.chunk_elements)  # (B, V), ()
         target = bag_word_weight if opts.bow_normalize else (bag_word_weight > 0).to(mu.dtype)  # (B, V)
-        bow_loss = -(target * torch.log_softmax(_upcast(mu), dim=-1)).sum(-1).mean()
+        bow_loss = -(target * torch.log_softmax(_upcast(mu), dim=-1)).sum(-1).mean()  # one softmax over V
 
         # L_dec (eqs. 4-6): query stream from h_cls + positions, key/value stream from the unmasked text
         B, L = decoder_input_ids.shape
@@ -162,18 +166,69 @@ class DupMAEForPretraining(nn.Module):
         key_value = torch.cat([h_cls[:, None].to(key_value.dtype), key_value[:, 1:]], dim=1)  # slot 0 = raw h_cls
         decoded = self.decoder(query, key_value, decoder_attention_mask)  # (B, L, D)
         content = decoder_labels != -100  # (B, L)
-        dec_logits = self.mlm.cls(decoded[content])  # (N, V): the head only where there is a label
-        dec_loss = _token_mean_ce(dec_logits, decoder_labels[content])
+        head = self.mlm.cls.predictions
+        transformed = head.transform(decoded[content])  # (N, D): the head only where there is a label
+        dec_loss = fused_linear_cross_entropy(transformed, head.decoder.weight, head.decoder.bias,
+                                              decoder_labels[content], self.chunk_rows)
 
         loss = dec_loss + opts.bow_loss_weight * bow_loss + mlm_loss
         return DupMAEOutput(loss=loss, mlm_loss=mlm_loss.detach(), dec_loss=dec_loss.detach(), bow_loss=bow_loss.detach())
 
 
-def _token_mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy averaged over rows (N, V) x (N,); 0 (still differentiable) when N = 0."""
+def fused_linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor,
+                               chunk_rows: int = 1024) -> torch.Tensor:
+    """``cross_entropy(x @ weight.T + bias, labels)`` (token mean) without keeping (N, V) logits.
+
+    x: (N, D); weight: (V, D); bias: (V,); labels: (N,) all valid. The logits are formed ``chunk_rows``
+    rows at a time; each chunk's softmax gradient is turned into the gradients of x, weight and bias
+    at once (the forward pass does the backward's two matrix products), so neither the logits nor a
+    log-softmax copy is stored and no (N, V) gradient is materialised. Same FLOPs as the plain
+    version, fewer passes over (N, V) memory; used for the [CLS] decoder's loss over all content
+    tokens (eq. 6). Respects autocast (matrix products in the autocast dtype, softmax in fp32).
+    """
     if labels.numel() == 0:
-        return logits.sum() * 0.0
-    return F.cross_entropy(_upcast(logits), labels)
+        return (x.sum() + weight.sum() + bias.sum()) * 0.0
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad)
+    return _FusedLinearCE.apply(x, weight, bias, labels, chunk_rows, dtype, needs_grad)
+
+
+class _FusedLinearCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, labels, chunk_rows, dtype, needs_grad):
+        N = x.shape[0]
+        with torch.autocast(x.device.type, enabled=False):
+            w, b = weight.to(dtype), bias.to(dtype)  # no copy in fp32
+            total = torch.zeros((), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device)
+            if needs_grad:
+                grad_x = torch.empty_like(x)
+                grad_w = torch.zeros_like(weight)
+                grad_b = torch.zeros_like(bias)
+            for start in range(0, N, chunk_rows):
+                xc = x[start:start + chunk_rows].to(dtype)  # (c, D)
+                yc = labels[start:start + chunk_rows]  # (c,)
+                logits = torch.addmm(b, xc, w.t())  # (c, V)
+                logits = _upcast(logits)
+                lse = torch.logsumexp(logits, dim=-1)  # (c,)
+                total += (lse - logits.gather(1, yc[:, None]).squeeze(1)).sum()
+                if not needs_grad:
+                    continue
+                probs = logits.sub_(lse[:, None]).exp_()  # (c, V) softmax, in place
+                probs[torch.arange(len(yc), device=x.device), yc] -= 1.0  # d(sum CE)/d logits
+                probs = probs.div_(N).to(dtype)  # d(mean CE)/d logits
+                grad_x[start:start + chunk_rows] = (probs @ w).to(x.dtype)  # (c, D)
+                grad_w += (probs.t() @ xc).to(weight.dtype)  # (V, D)
+                grad_b += probs.sum(0).to(bias.dtype)  # (V,)
+        if needs_grad:
+            ctx.save_for_backward(grad_x, grad_w, grad_b)
+        return total / N
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        g = grad_output.to(grad_x.dtype)
+        return grad_x * g, grad_w * g, grad_b * g, None, None, None, None
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
