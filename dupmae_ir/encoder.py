@@ -2,12 +2,26 @@
 
 ``DupMAEEncoder(model_name_or_path).encode_docs(texts)`` / ``.encode_queries(texts)`` return an
 :class:`EncodedBatch`. Documents are cut to ``doc_topk`` entries, queries to ``query_topk`` (if set);
-both are quantised with their stored scales (``RetrieverConfig``). Pyserini adapters build on this.
+both are quantised with their stored scales (``RetrieverConfig``). DupMAE paper section 3.4: the
+dense part is ``h_hat = W^T h_cls``, the lexical part ``mu`` (eq. 7) max-pooled over ordinary tokens.
+
+Speed (see ``bench/encode.py``): texts given with ``batch_size`` are tokenised once, sorted by length
+and cut into batches padded only to their own longest text (dynamic padding), run under
+``torch.inference_mode``, then returned in the caller's order. ``dtype``:
+
+- ``fp32``: exact reference;
+- ``bf16`` / ``fp16``: autocast (fp16 only on GPUs);
+- ``int8``: dynamic int8 quantisation of every linear layer (encoder and the 30,522-way MLM head),
+  CPU only: the fast CPU path where bf16 has no hardware support;
+- ``auto``: bf16 (or fp16) on GPUs; on CPUs a tiny micro-benchmark (cached per process) picks bf16
+  when its matmul is at least 1.5x faster than fp32, else fp32. ``/proc/cpuinfo`` flags are not
+  trusted (bf16 speed depends on the oneDNN kernels, not only on flags).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from pathlib import Path
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -15,7 +29,10 @@ import torch
 from .modeling.bow import quantize, to_impact_dicts, topk_sparsify
 from .modeling.retriever import DupMAERetriever, RetrieverConfig
 
-DTYPES = ("auto", "fp32", "bf16", "fp16")
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")
+INT8 = "int8"  # not a torch dtype: marks dynamic int8 quantisation of the linear layers
 
 
 @dataclass
@@ -28,27 +45,54 @@ class EncodedBatch:
     weights: torch.Tensor | None = None
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto``: bf16 on CPUs with native bf16 matmul or CUDA bf16, fp16 on other GPUs, else fp32."""
+def resolve_dtype(dtype: str, device: str):
+    """Map a ``--dtype`` name to a torch dtype (or :data:`INT8`); ``auto`` as in the module doc."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}; valid: {DTYPES}")
+    cuda = device.startswith("cuda")
+    if dtype == "int8":
+        if cuda:
+            raise ValueError("dtype='int8' (dynamic quantisation) runs on CPU only; use fp16/bf16 on GPUs.")
+        return INT8
     if dtype == "fp32":
         return torch.float32
     if dtype == "bf16":
         return torch.bfloat16
     if dtype == "fp16":
+        if not cuda:
+            raise ValueError("dtype='fp16' needs a GPU (CPU fp16 matmul is emulated and slow); use auto, fp32 or int8.")
         return torch.float16
-    if device.startswith("cuda"):
+    if cuda:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+    return torch.bfloat16 if cpu_bf16_speedup() >= 1.5 else torch.float32
 
 
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+@lru_cache(maxsize=1)
+def cpu_bf16_speedup() -> float:
+    """fp32 time / bf16 time of a small encoder-shaped matmul on this CPU (measured once per process).
+
+    Why a measurement: some CPUs without avx512_bf16/amx flags still run bf16 matmul fast through
+    oneDNN, others (AVX2 only) run it 100x slower than fp32. Costs well under a second.
+    """
+    import time
+
+    a = torch.randn(256, 384)
+    b = torch.randn(384, 1536)
+    times = {}
+    for dt in (torch.float32, torch.bfloat16):
+        x, y = a.to(dt), b.to(dt)
+        x @ y  # warm-up
+        start = time.perf_counter()
+        for _ in range(3):
+            x @ y
+        times[dt] = time.perf_counter() - start
+    speedup = times[torch.float32] / max(times[torch.bfloat16], 1e-9)
+    log.info("CPU bf16 matmul speed-up over fp32: %.2fx", speedup)
+    return speedup
+
+
+def dtype_name(dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", INT8: "int8"}[dtype]
 
 
 class DupMAEEncoder:
@@ -61,25 +105,77 @@ class DupMAEEncoder:
         self.device = device
         self.dtype = resolve_dtype(dtype, device)
         self.model.to(device).eval()
+        self.model.packed_pool = True  # inference: max-pool without padding (bow.max_pool_head_packed)
+        if self.dtype == INT8:
+            from torch.ao.quantization import quantize_dynamic
+
+            # every nn.Linear (attention, feed-forward, MLM transform and the D -> V decoder) -> int8
+            self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         self.config = self.model.config
         self.vocab = self.tokenizer.convert_ids_to_tokens(list(range(self.model.mlm.config.vocab_size)))
 
+    @property
+    def dtype_name(self) -> str:
+        return dtype_name(self.dtype)
+
+    # --- tokenisation --------------------------------------------------------------------------
+    def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """Token ids with [CLS] ... [SEP], truncated to ``max_length``, unpadded."""
+        return self.tokenizer(list(texts), max_length=max_length, truncation=True, padding=False,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+    def _pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dynamic padding to the longest sequence of this batch -> input_ids, attention_mask (B, L)."""
+        length = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), length), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, L)
+        mask = torch.zeros((len(ids), length), dtype=torch.long)  # (B, L)
+        for i, x in enumerate(ids):
+            input_ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[i, :len(x)] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
+    # --- forward -------------------------------------------------------------------------------
     @torch.inference_mode()
+    def forward_ids(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass over one batch of token ids -> dense (B, d) fp32, bow (B, V) fp32 (CPU)."""
+        input_ids, mask = self._pad(ids)
+        use_autocast = self.dtype in (torch.bfloat16, torch.float16)
+        with torch.autocast(device_type=self.device.split(":")[0], dtype=self.dtype if use_autocast else None,
+                            enabled=use_autocast):
+            dense, bow = self.model(input_ids, mask)  # (B, d), (B, V)
+        return dense.float().cpu(), bow.float().cpu()
+
     def _encode(self, texts: list[str], max_length: int, topk: int | None, scale: float,
-                keep_weights: bool) -> EncodedBatch:
-        enc = self.tokenizer(list(texts), max_length=max_length, truncation=True, padding=True,
-                             return_tensors="pt").to(self.device)
-        with torch.autocast(device_type=self.device.split(":")[0], dtype=self.dtype,
-                            enabled=self.dtype != torch.float32):
-            dense, bow = self.model(enc["input_ids"], enc["attention_mask"])  # (B, d), (B, V)
-        weights = topk_sparsify(bow.float(), topk)  # (B, V)
-        impacts = to_impact_dicts(quantize(weights, scale).cpu(), self.vocab)
-        return EncodedBatch(dense.float().cpu().numpy(), impacts, weights.cpu() if keep_weights else None)
+                keep_weights: bool, batch_size: int | None) -> EncodedBatch:
+        ids = self.tokenize(texts, max_length)
+        if not ids:
+            return EncodedBatch(np.zeros((0, self.model.dense_dim), dtype=np.float32), [],
+                                torch.zeros(0, len(self.vocab)) if keep_weights else None)
+        batch_size = batch_size or len(ids)
+        # longest first: the first batch shows the peak memory at once; batches are padded per batch
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        dense = np.zeros((len(ids), self.model.dense_dim), dtype=np.float32)  # (N, d)
+        impacts: list[dict[str, int] | None] = [None] * len(ids)
+        weights_all = torch.zeros(len(ids), len(self.vocab)) if keep_weights else None  # (N, V)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            d, bow = self.forward_ids([ids[i] for i in idx])  # (b, d), (b, V)
+            weights = topk_sparsify(bow, topk)  # (b, V)
+            rows = to_impact_dicts(quantize(weights, scale), self.vocab)
+            dense[idx] = d.numpy()
+            for i, row in zip(idx, rows):
+                impacts[i] = row
+            if weights_all is not None:
+                weights_all[idx] = weights
+        return EncodedBatch(dense, impacts, weights_all)
 
-    def encode_docs(self, texts: list[str], keep_weights: bool = False) -> EncodedBatch:
+    def encode_docs(self, texts: list[str], keep_weights: bool = False, batch_size: int | None = None) -> EncodedBatch:
+        """Documents: ``doc_max_length``, top ``doc_topk`` entries, scale ``doc_scale``. With
+        ``batch_size`` the texts are length-sorted into batches (results in the given order)."""
         c = self.config
-        return self._encode(texts, c.doc_max_length, c.doc_topk, c.doc_scale, keep_weights)
+        return self._encode(texts, c.doc_max_length, c.doc_topk, c.doc_scale, keep_weights, batch_size)
 
-    def encode_queries(self, texts: list[str], keep_weights: bool = False) -> EncodedBatch:
+    def encode_queries(self, texts: list[str], keep_weights: bool = False, batch_size: int | None = None) -> EncodedBatch:
+        """Queries: ``query_max_length``, ``query_topk`` (None keeps all), scale ``query_scale``."""
         c = self.config
-        return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights)
+        return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights, batch_size)

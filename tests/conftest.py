@@ -51,3 +51,22 @@ def build_tiny_checkpoint(folder: Path, seed: int = 0, dense_dim: int | None = N
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def scifact_index(scifact_dir, tmp_path_factory) -> Path:
+    """The full SciFact corpus (5,183 docs) encoded ONCE per test session with the default backbone
+    (``dupmae_ir.encode.encode_corpus``, dtype auto): ``dense/`` (FAISS flat IP), ``impact/`` (Lucene),
+    ``dupmae_index.json``; plus the test queries pre-encoded under ``queries/``
+    (``dense/embedding.pkl``, ``impact.jsonl``, ``topics.tsv``). Minutes of CPU: share it, never rebuild.
+    Set DUPMAE_SCIFACT_INDEX to a folder built earlier to reuse it across sessions."""
+    from dupmae_ir.data import resolve
+    from dupmae_ir.encode import encode_corpus, encode_queries
+
+    reuse = os.environ.get("DUPMAE_SCIFACT_INDEX")
+    if reuse and (Path(reuse) / "dupmae_index.json").is_file():
+        return Path(reuse)
+    out = tmp_path_factory.mktemp("scifact_index") / "index"
+    encode_corpus(scifact_dir, out, encoder="default", batch_size=32, dtype="auto", chunk_size=1024, progress=False)
+    encode_queries(resolve(scifact_dir).queries("test"), "default", out / "queries")
+    return out

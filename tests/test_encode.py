@@ -1,0 +1,285 @@
+"""Encoding and one-pass indexing on a SciFact slice with a tiny random checkpoint (fast tier).
+
+Real components throughout: the tokenizer, FAISS, Anserini (subprocess) and Pyserini's searchers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+SLICE = 160
+
+
+def _env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OPENAI_API_KEY="unused",
+               PYTHONPATH=str(ROOT))
+    return env
+
+
+@pytest.fixture(scope="module")
+def slice_corpus(scifact_dir, tmp_path_factory) -> Path:
+    """The first SLICE SciFact docs as a BEIR-style corpus file (title, text kept apart)."""
+    from dupmae_ir.data import resolve
+
+    path = tmp_path_factory.mktemp("slice") / "corpus.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i, d in enumerate(resolve(scifact_dir).iter_docs()):
+            if i == SLICE:
+                break
+            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def slice_texts(slice_corpus):
+    from dupmae_ir.data import doc_text, resolve
+
+    docs = list(resolve(slice_corpus).iter_docs())
+    return [d.id for d in docs], [doc_text(d) for d in docs]
+
+
+@pytest.fixture(scope="module")
+def slice_index(slice_corpus, tiny_checkpoint, tmp_path_factory) -> Path:
+    from dupmae_ir.encode import encode_corpus
+
+    out = tmp_path_factory.mktemp("idx") / "slice"
+    encode_corpus(slice_corpus, out, encoder=tiny_checkpoint, batch_size=16, dtype="fp32", chunk_size=50,
+                  progress=False)
+    return out
+
+
+def _cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "dupmae_ir.encode", *args, "--no-progress"], env=_env(),
+                          capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def _faiss(folder: Path):
+    import faiss
+
+    index = faiss.read_index(str(folder / "dense" / "index"))
+    return index.reconstruct_n(0, index.ntotal), (folder / "dense" / "docid").read_text().split()
+
+
+# ------------------------------------------------------------------------------------------------
+def test_encoder_sorted_batches_match_single_batch(tiny_checkpoint, slice_texts):
+    from dupmae_ir.encoder import DupMAEEncoder
+
+    enc = DupMAEEncoder(str(tiny_checkpoint))
+    texts = slice_texts[1][:24]
+    one = enc.encode_docs(texts)  # one padded batch
+    many = enc.encode_docs(texts, batch_size=5)  # length-sorted, dynamic padding
+    np.testing.assert_allclose(one.dense, many.dense, atol=1e-5)
+    assert one.impacts == many.impacts or all(
+        set(a) == set(b) and max(abs(a[k] - b[k]) for k in a) <= 1 for a, b in zip(one.impacts, many.impacts))
+
+
+def test_packed_pool_equals_padded_pool():
+    import torch
+
+    from dupmae_ir.modeling.bow import max_pool_head, max_pool_head_packed
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50)
+    hidden = torch.randn(3, 7, 8)  # (B, L, D)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1, 1] + [0] * 5])
+    with torch.no_grad():
+        a, b = max_pool_head(hidden, mask, head, 3), max_pool_head_packed(hidden, mask, head, 2)  # (B, V)
+        assert torch.allclose(a, b, atol=1e-6)  # matmul blocking differs: last-bit rounding only
+
+
+def test_dtype_auto_follows_measurement():
+    import torch
+
+    from dupmae_ir.encoder import cpu_bf16_speedup, resolve_dtype
+
+    expected = torch.bfloat16 if cpu_bf16_speedup() >= 1.5 else torch.float32
+    assert resolve_dtype("auto", "cpu") is expected
+    with pytest.raises(ValueError, match="valid"):
+        resolve_dtype("fp8", "cpu")
+
+
+def test_slice_index_layout_and_ids(slice_index, slice_texts):
+    ids, _ = slice_texts
+    meta = json.loads((slice_index / "dupmae_index.json").read_text())
+    assert meta["docs"] == SLICE and meta["corpus"].endswith("corpus.jsonl")
+    for key in ("doc_scale", "query_scale", "doc_topk", "query_topk", "activation", "encoder", "dtype",
+                "dupmae_ir_version", "created"):
+        assert key in meta
+    assert meta["retriever"]["doc_scale"] == meta["doc_scale"]
+    _, docids = _faiss(slice_index)
+    assert docids == ids  # corpus order
+    assert meta["impact"]["anserini_counters"]["indexed"] == SLICE
+    assert not list(slice_index.parent.glob(".slice*"))  # no work or temp folders left
+
+
+def test_pyserini_searchers_match_toolkit_scores(slice_index, slice_texts, tiny_checkpoint, scifact_dir):
+    """FaissSearcher: scores = q . d to 1e-4; LuceneImpactSearcher: scores = integer dot product."""
+    from dupmae_ir.data import resolve
+    from dupmae_ir.pyserini_encoders import DupMAEImpactQueryEncoder, DupMAEQueryEncoder
+    from dupmae_ir.search import raise_max_clause_count
+    from pyserini.search.faiss import FaissSearcher
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    raise_max_clause_count()  # queries keep every positive weight (query_topk None): > 1024 terms
+    ids, texts = slice_texts
+    qenc = DupMAEQueryEncoder(str(tiny_checkpoint))
+    docs = qenc.encoder.encode_docs(texts, batch_size=16)
+    queries = list(resolve(scifact_dir).queries("test").values())[:8]
+    dense_searcher = FaissSearcher(str(slice_index / "dense"), qenc)
+    impact_searcher = LuceneImpactSearcher(str(slice_index / "impact"), DupMAEImpactQueryEncoder(qenc.encoder),
+                                           min_idf=-1)
+    for q in queries:
+        expected = docs.dense @ qenc.encode(q)  # (N,)
+        hits = dense_searcher.search(q, k=10)
+        assert [h.docid for h in hits] == [ids[i] for i in np.argsort(-expected, kind="stable")[:10]] or \
+            np.allclose([h.score for h in hits], np.sort(expected)[::-1][:10], atol=1e-4)
+        for h in hits:
+            assert abs(h.score - expected[ids.index(h.docid)]) < 1e-4
+        qimp = qenc.encoder.encode_queries([q]).impacts[0]
+        exact = np.array([sum(w * d.get(t, 0) for t, w in qimp.items()) for d in docs.impacts])  # (N,)
+        hits = impact_searcher.search(q, k=10)
+        assert len(hits) == min(10, int((exact > 0).sum()))
+        for h in hits:
+            assert h.score == exact[ids.index(h.docid)]
+        assert min(h.score for h in hits) >= np.sort(exact)[::-1][len(hits) - 1]
+
+
+def test_stock_pyserini_encode_gives_same_dense_vectors(slice_corpus, slice_index, tiny_checkpoint, tmp_path):
+    """`python -m pyserini.encode ... --encoder-class auto --pooling cls` on the same checkpoint."""
+    from dupmae_ir.data import doc_text, resolve
+
+    n = 40
+    inp = tmp_path / "in"
+    inp.mkdir()
+    with open(inp / "docs.jsonl", "w", encoding="utf-8") as f:
+        for i, d in enumerate(resolve(slice_corpus).iter_docs()):
+            if i == n:
+                break
+            f.write(json.dumps({"id": d.id, "text": doc_text(d)}) + "\n")
+    cmd = [sys.executable, "-m", "dupmae_ir.pyserini", "encode",
+           "input", "--corpus", str(inp), "--fields", "text",
+           "output", "--embeddings", str(tmp_path / "emb"), "--to-faiss",
+           "encoder", "--encoder", str(tiny_checkpoint), "--encoder-class", "auto", "--pooling", "cls",
+           "--fields", "text", "--dimension", "32", "--device", "cpu", "--batch-size", "8", "--max-length", "256"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import faiss
+
+    index = faiss.read_index(str(tmp_path / "emb" / "index"))
+    theirs = index.reconstruct_n(0, index.ntotal)  # (n, 32)
+    their_ids = (tmp_path / "emb" / "docid").read_text().split()
+    ours, our_ids = _faiss(slice_index)
+    assert their_ids == our_ids[:n]
+    np.testing.assert_allclose(theirs, ours[:n], atol=1e-4)
+
+
+def test_empty_impact_vectors_keep_their_ids(tiny_checkpoint, tmp_path):
+    """A document whose impacts all quantise to 0 (here: every one, tiny doc_scale) stays in Lucene."""
+    from dupmae_ir.encode import EMPTY_TOKEN, encode_corpus
+    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.modeling.retriever import RetrieverConfig
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                              for i, t in enumerate(["alpha beta", "", "gamma"])))
+    enc = DupMAEEncoder(str(tiny_checkpoint), config=RetrieverConfig(doc_scale=1e-9))
+    out = encode_corpus(corpus, tmp_path / "out", encoder=enc, progress=False)
+    meta = json.loads((out / "dupmae_index.json").read_text())
+    assert meta["docs"] == 3 and meta["empty_text_docs"] == 1 and meta["empty_impact_docs"] == 3
+    assert meta["impact"]["anserini_counters"]["indexed"] == 3
+    assert meta["impact"]["empty_placeholder_token"] == EMPTY_TOKEN
+    assert _faiss(out)[1] == ["d0", "d1", "d2"]
+
+
+def test_failure_leaves_nothing_under_final_name(tiny_checkpoint, tmp_path):
+    from dupmae_ir.data import DataError
+    from dupmae_ir.encode import encode_corpus
+
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text(json.dumps({"_id": "a", "text": "fine"}) + "\n{not json\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:2"):
+        encode_corpus(corpus, tmp_path / "out", encoder=str(tiny_checkpoint), dtype="fp32", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_options_are_clear(tiny_checkpoint, tmp_path, slice_corpus):
+    from dupmae_ir.encode import encode_corpus
+
+    with pytest.raises(ValueError, match="shard-id"):
+        encode_corpus(slice_corpus, tmp_path / "o", encoder=str(tiny_checkpoint), shard_id=2, shard_num=2)
+    with pytest.raises(ValueError, match="valid"):
+        encode_corpus(slice_corpus, tmp_path / "o", encoder=str(tiny_checkpoint), faiss="ivf")
+    proc = _cli(["--output", str(tmp_path / "o")])
+    assert proc.returncode == 2 and "--corpus" in proc.stderr
+
+
+def test_resume_after_kill_gives_identical_indexes(slice_corpus, slice_index, tiny_checkpoint, tmp_path):
+    """Kill a CLI run after some chunks, restart the same command: same indexes as an uninterrupted run."""
+    out = tmp_path / "resumed"
+    args = ["--corpus", str(slice_corpus), "--encoder", str(tiny_checkpoint), "--output", str(out),
+            "--dtype", "fp32", "--batch-size", "16", "--chunk-size", "50"]
+    proc = subprocess.Popen([sys.executable, "-m", "dupmae_ir.encode", *args, "--no-progress"], env=_env(), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chunks = tmp_path / ".resumed.partial" / "chunks"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(chunks.glob("*.done"))) < 2 and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "run finished before it could be killed; lower --chunk-size"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing under the final name
+    finished_before = len(list(chunks.glob("*.done")))
+    assert finished_before >= 2
+    done = _cli(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((out / "dupmae_index.json").read_text())
+    assert meta["resumed_chunks"] >= 2 and meta["docs"] == SLICE
+    _assert_same_indexes(out, slice_index)
+
+
+def test_shards_then_merge_equal_single_run(slice_corpus, slice_index, tiny_checkpoint, tmp_path):
+    from dupmae_ir.encode import encode_corpus, merge_shards
+
+    shards = [encode_corpus(slice_corpus, tmp_path / f"s{i}", encoder=str(tiny_checkpoint), dtype="fp32",
+                            batch_size=16, chunk_size=50, shard_id=i, shard_num=2, progress=False) for i in (1, 0)]
+    with pytest.raises(ValueError, match="every id"):
+        merge_shards(shards[:1], tmp_path / "bad")
+    merged = subprocess.run([sys.executable, "-m", "dupmae_ir.encode", "merge", "--inputs", *map(str, shards),
+                             "--output", str(tmp_path / "merged")], env=_env(), capture_output=True, text=True, cwd=ROOT)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    _assert_same_indexes(tmp_path / "merged", slice_index)
+
+
+def _assert_same_indexes(a: Path, b: Path):
+    """Same FAISS vectors (bitwise) and docids; same Lucene impact postings (every doc's stored id and
+    every term's postings list with its impacts)."""
+    va, ia = _faiss(a)
+    vb, ib = _faiss(b)
+    assert ia == ib and np.array_equal(va, vb)
+    assert _impact_postings(a / "impact") == _impact_postings(b / "impact")
+
+
+def _impact_postings(index_dir: Path) -> dict:
+    """{term: sorted [(docid, impact)]} read through Pyserini's index reader."""
+    from dupmae_ir.java import start_jvm
+
+    start_jvm()
+    from pyserini.index.lucene import LuceneIndexReader
+
+    reader = LuceneIndexReader(str(index_dir))
+    out = {}
+    for term in reader.terms():
+        postings = reader.get_postings_list(term.term, analyzer=None)
+        out[term.term] = sorted((reader.convert_internal_docid_to_collection_docid(p.docid), p.tf) for p in postings)
+    assert sum(1 for _ in range(reader.stats()["documents"])) == SLICE
+    return out
