@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
             base = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
             base = base[0]
             conv = _parse_bool if base is bool else base
-            group.add_argument(flag, type=conv, default=f.default, help=help_text,
-                               metavar=name.upper() if base is not bool else "{true,false}")
+            choices = f.metadata.get("choices")
+            group.add_argument(flag, type=conv, default=f.default, help=help_text, choices=choices,
+                               metavar=None if choices else (name.upper() if base is not bool else "{true,false}"))
     return parser
 
 
@@ -66,10 +67,9 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        pargs = PretrainArguments(**vars(args))
-    except ValueError as e:
+        out = run_pretraining(PretrainArguments(**vars(args)))
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input: one clear line, no traceback
         sys.exit(f"error: {e}")
-    out = run_pretraining(pargs)
     print(f"pre-trained checkpoint: {out}")
 
 

@@ -106,3 +106,16 @@ def test_torchrun_two_processes_gloo(tiny_checkpoint, tmp_path):
     assert ranks[0]["sha256"] == ranks[1]["sha256"]
     prov = json.loads((out / "dupmae_pretrain.json").read_text())
     assert prov["pretraining"]["world_size"] == 2
+
+
+def test_cli_help_has_argument_groups_and_clear_errors(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--help"], env=env, cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    for section in ("model:", "data:", "method (DupMAE losses and masking):", "optimisation:", "run control:"):
+        assert section in out
+    for flag in ("--corpus", "--batch-size", "--max-seq-length", "--resume", "--method {code,paper}"):
+        assert flag in out
+    bad = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--resume", "--output-dir", str(tmp_path / "none")],
+                         env=env, cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and "no checkpoint under" in bad.stderr

@@ -43,16 +43,16 @@ class PretrainArguments:
 
     # model
     model_name_or_path: str = field(default="default", metadata={"help": "Backbone: 'default' (offline MiniLM-L6), a local HF checkpoint folder, or a cached hub id (e.g. bert-base-uncased)."})
-    mlm_head_init: str = field(default="identity", metadata={"help": "Init of a missing MLM head: identity | random (see dupmae_ir.modeling.backbone)."})
+    mlm_head_init: str = field(default="identity", metadata={"choices": ("identity", "random"), "help": "Init of a missing MLM head: identity | random (see dupmae_ir.modeling.backbone)."})
     # data
     corpus: str = field(default="default", metadata={"help": "Collection of the data layer: 'default' (bundled SciFact), a BEIR folder, a JSONL collection, msmarco-passage, beir/<name>."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of local BEIR collections tried first (e.g. ../shared/data/beir)."})
     max_seq_length: int = field(default=128, metadata={"help": "Pieces per example, [CLS] and [SEP] included (paper: 512 Wikipedia/BookCorpus, 150 MS MARCO)."})
-    layout: str = field(default="truncate", metadata={"help": "truncate: one example per document; pack: documents concatenated into full-length chunks."})
+    layout: str = field(default="truncate", metadata={"choices": ("truncate", "pack"), "help": "truncate: one example per document; pack: documents concatenated into full-length chunks."})
     max_docs: int | None = field(default=None, metadata={"help": "Use only the first N documents (smoke runs)."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where tokenised corpora are cached (default ~/.cache/dupmae_ir/pretrain or $DUPMAE_CACHE)."})
     # method
-    method: str = field(default="code", metadata={"help": "Loss preset: code (authors' code: L_dec + 0.1 L_bow + L_mlm, 1/m target, masked positions pooled) | paper (1:1:1, unnormalised target, masked positions excluded)."})
+    method: str = field(default="code", metadata={"choices": ("code", "paper"), "help": "Loss preset: code (authors' code: L_dec + 0.1 L_bow + L_mlm, 1/m target, masked positions pooled) | paper (1:1:1, unnormalised target, masked positions excluded)."})
     bow_loss_weight: float | None = field(default=None, metadata={"help": "Override the preset's L_bow weight."})
     bow_normalize: bool | None = field(default=None, metadata={"help": "Override: 1/m bag-of-words target (True) or unnormalised sum over set(X) (False)."})
     bow_pool_masked: bool | None = field(default=None, metadata={"help": "Override: encoder-masked positions enter the max-pool (True) or not (False)."})
@@ -68,7 +68,7 @@ class PretrainArguments:
     warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warm-up fraction (paper 0.1)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (paper 0.01)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
-    precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 (CPU or Ampere+ GPU) | fp16 (GPU)."})
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS, "help": "fp32 | bf16 (CPU or Ampere+ GPU) | fp16 (GPU)."})
     seed: int = field(default=42, metadata={"help": "Seed of init, data order and masks."})
     # run control
     logging_steps: int = field(default=10, metadata={"help": "Log the losses every N steps."})
