@@ -114,13 +114,15 @@ POOLINGS = ("cls", "mean")
 def dense_only(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
     """The dense part of :class:`DupMAERetriever` alone (skips the vocabulary projection): (B, d').
 
-    ``pooling="mean"`` (masked mean of the last layer, no projection) is not DupMAE's representation:
-    it is the native pooling of sentence-transformers backbones, used for their zero-shot baseline.
+    ``pooling="mean"`` (masked mean of the last layer, L2-normalised, no projection) is not DupMAE's
+    representation: it is the native pooling of sentence-transformers backbones such as
+    all-MiniLM-L6-v2 (Pooling(mean) + Normalize), used for their zero-shot baseline.
     """
     hidden = model.mlm.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
     if pooling == "mean":
         mask = attention_mask[..., None].to(hidden.dtype)  # (B, L, 1)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, D)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, D)
+        return torch.nn.functional.normalize(mean, dim=-1)  # (B, D): cosine, as the ST model scores
     if pooling != "cls":
         raise ValueError(f"pooling={pooling!r}; valid: {POOLINGS}")
     h_cls = hidden[:, 0]  # (B, D)
