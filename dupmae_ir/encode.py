@@ -387,8 +387,11 @@ def merge_shards(inputs: list, output, faiss: str = "flat", threads: int | None 
                           faiss, threads or _threads(), hnsw_m, pq_m, extra)
 
 
+LUCENE_MAX_CLAUSES = 1024  # Lucene's default IndexSearcher.maxClauseCount (stock Pyserini keeps it)
+
+
 def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int = 64,
-                   dtype: str = "fp32", device: str = "cpu") -> Path:
+                   dtype: str = "fp32", device: str = "cpu", max_impact_terms: int | None = LUCENE_MAX_CLAUSES) -> Path:
     """Pre-encode queries in the two formats stock Pyserini reads; returns ``output_dir``.
 
     - ``output_dir/dense/embedding.pkl``: pandas DataFrame (``id``, ``text``, ``embedding``), for
@@ -396,7 +399,10 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
     - ``output_dir/impact.jsonl``: ``{"id", "contents": query text, "vector": {token: int}}`` keyed by
       text, for the impact ``--encoder output_dir/impact.jsonl``;
     - ``output_dir/topics.tsv``: ``qid<TAB>text`` for ``--topics``; ``dupmae_queries.json``: provenance.
-    Weights use ``query_topk`` and ``query_scale`` of the encoder's ``RetrieverConfig``.
+    Weights use ``query_topk`` and ``query_scale`` of the encoder's ``RetrieverConfig``. Stock
+    Pyserini searches with Lucene's default limit of 1,024 query terms (``TooManyClauses`` beyond), so
+    the ``.jsonl`` keeps each query's ``max_impact_terms`` largest weights (None: all); the number of
+    queries cut is recorded in ``dupmae_queries.json``. ``dupmae_ir.search`` raises the limit instead.
     """
     import pandas as pd
 
@@ -407,6 +413,14 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
     qids = list(queries)
     texts = [queries[q] for q in qids]
     out = enc.encode_queries(texts, batch_size=batch_size)  # dense (Q, d), impacts [{tok: int}]
+    cut = 0
+    if max_impact_terms:
+        for i, vector in enumerate(out.impacts):
+            if len(vector) > max_impact_terms:
+                cut += 1
+                keep = sorted(vector.items(), key=lambda kv: (-kv[1], kv[0]))[:max_impact_terms]
+                kept = {token for token, _ in keep}
+                out.impacts[i] = {t: w for t, w in vector.items() if t in kept}  # vocabulary order kept
     rows = []  # (qid, key text, dense, vector); Pyserini looks queries up by their (stripped) text
     for i, (qid, text) in enumerate(zip(qids, texts)):
         rows.append((qid, text, out.dense[i], out.impacts[i]))
@@ -428,6 +442,7 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
         write_json(tmp / QUERIES_META_NAME, provenance(
             kind="dupmae_queries", encoder=enc.model_name_or_path, retriever=asdict(enc.config),
             query_scale=enc.config.query_scale, query_topk=enc.config.query_topk, queries=len(qids),
+            max_impact_terms=max_impact_terms, queries_cut_to_max_impact_terms=cut,
             dtype=enc.dtype_name, files={"dense": "dense/embedding.pkl", "impact": "impact.jsonl", "topics": "topics.tsv"}))
     return output_dir
 

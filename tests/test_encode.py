@@ -283,3 +283,40 @@ def _impact_postings(index_dir: Path) -> dict:
         out[term.term] = sorted((reader.convert_internal_docid_to_collection_docid(p.docid), p.tf) for p in postings)
     assert sum(1 for _ in range(reader.stats()["documents"])) == SLICE
     return out
+
+
+def test_encode_queries_formats_work_with_stock_pyserini(slice_index, tiny_checkpoint, scifact_dir, tmp_path):
+    """Pre-encoded queries: Pyserini's own QueryEncoder / CachedDataQueryEncoder read them, and stock
+    `python -m pyserini.search.hybrid` runs on them with no patching."""
+    from dupmae_ir.data import resolve
+    from dupmae_ir.encode import encode_queries
+    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.java import start_jvm
+
+    start_jvm()
+    from pyserini.encode import QueryEncoder
+    from pyserini.encode._cached_data import CachedDataQueryEncoder
+
+    queries = dict(list(resolve(scifact_dir).queries("test").items())[:6])
+    enc = DupMAEEncoder(str(tiny_checkpoint))
+    qdir = encode_queries(queries, enc, tmp_path / "q", max_impact_terms=300)
+    ref = enc.encode_queries(list(queries.values()))
+    dense, impact = QueryEncoder(str(qdir / "dense")), CachedDataQueryEncoder(str(qdir / "impact.jsonl"))
+    meta = json.loads((qdir / "dupmae_queries.json").read_text())
+    assert meta["queries"] == 6 and meta["max_impact_terms"] == 300
+    for i, text in enumerate(queries.values()):
+        np.testing.assert_array_equal(dense.encode(text), ref.dense[i])
+        vec = impact.encode(text)
+        assert len(vec) == min(300, len(ref.impacts[i])) and all(ref.impacts[i][t] == w for t, w in vec.items())
+        assert min(vec.values()) >= sorted(ref.impacts[i].values(), reverse=True)[len(vec) - 1]
+    run = tmp_path / "run.txt"
+    cmd = [sys.executable, "-m", "dupmae_ir.pyserini", "search.hybrid",
+           "dense", "--index", str(slice_index / "dense"), "--encoded-queries", str(qdir / "dense"),
+           "sparse", "--index", str(slice_index / "impact"), "--impact", "--encoder", str(qdir / "impact.jsonl"),
+           "--min-idf", "-1",
+           "fusion", "--alpha", "0.0001",
+           "run", "--topics", str(qdir / "topics.tsv"), "--output", str(run), "--hits", "5"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = run.read_text().splitlines()
+    assert {line.split()[0] for line in lines} == set(queries) and len(lines) == 30
