@@ -228,7 +228,9 @@ def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int) 
     log_text = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"Anserini impact indexing failed (exit {proc.returncode}): {' '.join(cmd)}\n{log_text[-3000:]}")
-    counters = {k: int(v) for k, v in re.findall(r"(indexed|unindexable|empty|skipped|errors):\s+(\d+)", log_text)}
+    # Anserini prints counters with thousands separators ("indexed: 5,183")
+    counters = {k: int(v.replace(",", "")) for k, v in
+                re.findall(r"(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)", log_text)}
     if counters.get("indexed") != expected:
         raise RuntimeError(f"Anserini indexed {counters.get('indexed')} documents, expected {expected} "
                            f"(counters {counters}); log tail:\n{log_text[-2000:]}")
