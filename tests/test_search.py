@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-QUERY_TOPK = 64  # recorded in the index: the searcher must use it (not the checkpoint's None)
+QUERY_TOPK = 64  # recorded in the index: the searcher must use it (not the checkpoint's default)
 
 
 def build_reference_index(docs, checkpoint: Path, out: Path, query_topk: int | None = QUERY_TOPK) -> dict:

@@ -46,6 +46,7 @@ def test_launcher_runs_stock_hybrid_with_live_dupmae_encoding(tmp_path_factory, 
     from test_search import build_reference_index
 
     from dupmae_ir.data import resolve
+    from dupmae_ir.modeling.retriever import RetrieverConfig
 
     coll = resolve(scifact_dir)
     docs = []
@@ -55,7 +56,8 @@ def test_launcher_runs_stock_hybrid_with_live_dupmae_encoding(tmp_path_factory, 
             break
     tmp = tmp_path_factory.mktemp("launcher")
     # the checkpoint's own config is what the live encoders use: keep the index's query_topk equal
-    build_reference_index(docs, tiny_checkpoint, tmp / "index", query_topk=None)
+    build_reference_index(docs, tiny_checkpoint, tmp / "index",
+                          query_topk=RetrieverConfig.load(tiny_checkpoint).query_topk)
     info = load_index(tmp / "index")
     queries = dict(list(coll.queries("test").items())[:16])
     topics = tmp / "topics.tsv"

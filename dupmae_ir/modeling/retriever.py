@@ -33,7 +33,9 @@ class RetrieverConfig:
     dense_dim: int | None = None  # None: no projection, h_cls as is (paper: 384 for BERT-base)
     activation: str = "relu"  # non-negative weights for the inverted index; see bow.ACTIVATIONS
     doc_topk: int = 384  # paper k = 384 on documents
-    query_topk: int | None = None  # None: queries keep every positive entry
+    # Queries keep their 1,024 largest weights: Lucene's default BooleanQuery limit, so stock Pyserini
+    # searches DupMAE queries unpatched (an untrimmed query holds ~30k positive entries). None: keep all.
+    query_topk: int | None = 1024
     doc_scale: float = 100.0  # integer impact = round(weight * scale)
     query_scale: float = 100.0
     query_max_length: int = 32
