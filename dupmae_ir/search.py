@@ -248,6 +248,21 @@ class _LookupImpactEncoder:
         return self.table[text]
 
 
+def _faiss_batch_search(searcher, vectors, qids, k, threads):
+    """``FaissSearcher.batch_search`` that leaves torch's thread count as it found it.
+
+    Pyserini calls ``faiss.omp_set_num_threads(threads)``; FAISS and torch share one OpenMP runtime,
+    so without the restore every later torch op (query/document encoding) runs on ``threads`` cores.
+    """
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    try:
+        return searcher.batch_search(vectors, qids, k=k, threads=threads)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
 class DupMAESearcher:
     """Dense, impact and hybrid search over one encode output folder, with Pyserini's searchers.
 
@@ -317,7 +332,7 @@ class DupMAESearcher:
         k_sparse = max(hits if "impact" in modes else 0, depth if "hybrid" in modes else 0) + extra
         dense_run = sparse_run = None
         if need_dense:
-            res = self.dense_searcher.batch_search(enc.dense, qids, k=k_dense, threads=self.threads)
+            res = _faiss_batch_search(self.dense_searcher, enc.dense, qids, k_dense, self.threads)
             dense_run = {q: [(h.docid, float(h.score)) for h in res[q]] for q in qids}
         if need_sparse:
             self._impact_queries.table = dict(zip(texts, enc.impacts))

@@ -70,3 +70,15 @@ def scifact_index(scifact_dir, tmp_path_factory) -> Path:
     encode_corpus(scifact_dir, out, encoder="default", batch_size=32, dtype="auto", chunk_size=1024, progress=False)
     encode_queries(resolve(scifact_dir).queries("test"), "default", out / "queries")
     return out
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """Restore torch's thread count after each test: Pyserini's FaissSearcher.search calls
+    ``faiss.omp_set_num_threads``, which FAISS and torch share, and a test calling it directly would
+    slow every later test in the session to one core."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

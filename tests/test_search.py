@@ -119,9 +119,14 @@ def test_dense_impact_hybrid_scores_are_exact(searcher, slice_index):
 
 
 def test_threads_do_not_change_runs(searcher, slice_index):
+    import torch
+
     queries = slice_index[2]
+    torch.set_num_threads(2)
     searcher.threads = 1
     one = searcher.search_all(queries, hits=10, batch_size=8, progress=False)
+    # FAISS and torch share OpenMP: a 1-thread search must not leave encoding on one core
+    assert torch.get_num_threads() == 2
     searcher.threads = 2
     two = searcher.search_all(queries, hits=10, batch_size=8, progress=False)
     assert one == two
