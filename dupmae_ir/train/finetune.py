@@ -34,12 +34,13 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from .common import CHECKPOINTS, last_checkpoint, resume_point, training_arguments  # noqa: F401
+
 log = logging.getLogger(__name__)
 
 STAGES = (1, 2, 3)
 MINE_SOURCES = ("auto", "bm25", "model", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
-CHECKPOINTS = "checkpoints"
 PROVENANCE_NAME = "dupmae_finetune.json"
 NEGATIVES_NAME = "negatives.tsv"
 
@@ -556,64 +557,19 @@ def _epoch_callback(dataset):
     return SetDatasetEpoch()
 
 
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest ``checkpoint-<step>`` folder under ``output_dir/checkpoints``, or None."""
-    folder = Path(output_dir) / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(steps)[1] if steps else None
-
-
 def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Path:
     """Fine-tune a DupMAE retriever (one stage) and return the folder of the saved checkpoint."""
-    import torch
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     from ..modeling.retriever import DupMAERetriever, RetrieverConfig
 
     out = Path(args.output_dir)
-    if (out / PROVENANCE_NAME).is_file() and not (args.resume or args.overwrite_output_dir):
-        raise FileExistsError(f"{out} already holds a finished fine-tuned model; pass --overwrite-output-dir "
-                              "to replace it, --resume to continue, or choose another --output-dir.")
-    resume_from = None
-    if args.resume:
-        resume_from = last_checkpoint(out)
-        if resume_from is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {out / CHECKPOINTS}; run without --resume "
-                                    "to start fresh.")
-    use_gpu = torch.cuda.is_available() and not args.use_cpu
-    if args.precision == "fp16" and not use_gpu:
-        raise ValueError("precision=fp16 needs a GPU; on CPU use bf16 or fp32.")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    training_args = TrainingArguments(
-        output_dir=str(out / CHECKPOINTS),
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        max_steps=args.max_steps if args.max_steps > 0 else -1,
-        num_train_epochs=args.num_train_epochs,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_ratio,  # transformers >= 5: a float < 1 is a ratio of the total steps
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        lr_scheduler_type="linear",
-        bf16=args.precision == "bf16",
-        fp16=args.precision == "fp16",
-        seed=args.seed,
-        logging_steps=args.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        report_to=[],
-        remove_unused_columns=False,
+    resume_from = resume_point(args, PROVENANCE_NAME, "fine-tuned")
+    training_args = training_arguments(
+        args,
         dataloader_drop_last=True,  # equal batches on every process: the gathered groups line up
-        ddp_backend=args.ddp_backend or (None if use_gpu or world == 1 else "gloo"),
-        ddp_find_unused_parameters=not (args.sparse_weight or args.flops_query or args.flops_doc),
-        use_cpu=not use_gpu,
-        disable_tqdm=args.disable_tqdm,
-    )
+        ddp_find_unused_parameters=not (args.sparse_weight or args.flops_query or args.flops_doc))
+    world = training_args.world_size
     progress = not args.disable_tqdm and training_args.process_index == 0
     t0 = time.time()
     with training_args.main_process_first(desc="training data"):

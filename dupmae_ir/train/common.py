@@ -1,0 +1,72 @@
+"""Set-up shared by pre-training and fine-tuning: output-folder and resume checks, and the Hugging
+Face ``TrainingArguments`` both build from their argument dataclasses (same field names)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CHECKPOINTS = "checkpoints"
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` folder under ``output_dir/checkpoints``, or None."""
+    folder = Path(output_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    steps = [(int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(steps)[1] if steps else None
+
+
+def resume_point(args, provenance_name: str, what: str) -> Path | None:
+    """Refuse to overwrite a finished run; with ``--resume`` return the checkpoint to continue from."""
+    out = Path(args.output_dir)
+    if (out / provenance_name).is_file() and not (args.resume or args.overwrite_output_dir):
+        raise FileExistsError(f"{out} already holds a finished {what} model; pass --overwrite-output-dir "
+                              "to replace it, --resume to continue, or choose another --output-dir.")
+    if not args.resume:
+        return None
+    found = last_checkpoint(out)
+    if found is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {out / CHECKPOINTS}; run without --resume "
+                                "to start fresh.")
+    return found
+
+
+def training_arguments(args, **overrides):
+    """``TrainingArguments`` from a pre-training/fine-tuning argument dataclass (CPU, torchrun with
+    gloo on CPU or NCCL on GPU, bf16/fp16), plus the caller's ``overrides``."""
+    import torch
+    from transformers import TrainingArguments
+
+    use_gpu = torch.cuda.is_available() and not args.use_cpu
+    if args.precision == "fp16" and not use_gpu:
+        raise ValueError("precision=fp16 needs a GPU; on CPU use bf16 or fp32.")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    kwargs = dict(
+        output_dir=str(Path(args.output_dir) / CHECKPOINTS),
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_steps=args.max_steps if args.max_steps > 0 else -1,
+        num_train_epochs=args.num_train_epochs,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_ratio,  # transformers >= 5: a float < 1 is a ratio of the total steps
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        lr_scheduler_type="linear",
+        bf16=args.precision == "bf16",
+        fp16=args.precision == "fp16",
+        seed=args.seed,
+        logging_steps=args.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        report_to=[],
+        remove_unused_columns=False,
+        ddp_backend=args.ddp_backend or (None if use_gpu or world == 1 else "gloo"),
+        use_cpu=not use_gpu,
+        disable_tqdm=args.disable_tqdm,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
