@@ -61,7 +61,10 @@ def test_pyserini_searchers_agree_with_toolkit_scores(scifact_index, scifact_dir
         hits = impact_searcher.search(q, k=10)
         enc = qenc.encoder.encode_docs([docs[h.docid] for h in hits], batch_size=16)
         exact = [sum(w * d.get(t, 0) for t, w in qi.items()) for d in enc.impacts]
-        assert [h.score for h in hits] == exact
+        # Lucene accumulates the integer products in float32: exact below 2**24, float32-rounded above
+        # (the default backbone's untrained head gives sums of ~2.5e7)
+        np.testing.assert_allclose([h.score for h in hits], exact, rtol=2e-7 * len(qi) ** 0.5, atol=0)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
 def test_session_queries_are_pre_encoded(scifact_index):
