@@ -120,11 +120,16 @@ def test_hybrid_score_is_dense_plus_dequantised_sparse(routes):
     checked = 0
     for q, hits in ours["hybrid"].items():
         dense, sparse = dict(ours["dense"][q]), dict(ours["impact"][q])
+        checked_q = 0
         for docid, score in hits:
             if docid in dense and docid in sparse:
                 assert score == pytest.approx(dense[docid] + alpha * sparse[docid], rel=1e-9)
-                checked += 1
-    assert checked > 0.5 * sum(len(h) for h in ours["hybrid"].values())
+                checked_q += 1
+        assert checked_q > 0, q  # every query's list holds documents found by both sides
+        checked += checked_q
+    # the rest were found by one side only (Pyserini's rule gives them the other side's lowest score);
+    # with the untrained default backbone about a third of the fused hits are found by both sides
+    assert checked > 0.2 * sum(len(h) for h in ours["hybrid"].values())
     # and the stock route's score for the same hits (float32 arithmetic there)
     stock = routes["a"]
     for q in list(stock)[:50]:
