@@ -20,25 +20,15 @@ Examples::
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
-import typing
 
 
-def _parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
+    from .cli import dataclass_parser
     from .train.finetune import FinetuneArguments, argument_groups
 
-    parser = argparse.ArgumentParser(
+    return dataclass_parser(
+        FinetuneArguments, argument_groups(),
         prog="python -m dupmae_ir.finetune",
         description="Fine-tune a DupMAE bi-encoder on its combined score (dense [CLS] inner product + "
                     "bag-of-words inner product). Stage 1: in-batch + BM25/file negatives; stage 2: hard "
@@ -47,26 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "dupmae_ir.encode/search/eval, and whose encoder stock Pyserini reads with "
                     "--encoder-class auto --pooling cls.",
         epilog="Run several processes with torchrun (gloo on CPU, NCCL on GPU): documents of every process "
-               "are shared as negatives. See README 'Fine-tuning'.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(FinetuneArguments)
-    by_name = {f.name: f for f in dataclasses.fields(FinetuneArguments)}
-    for title, names in argument_groups().items():
-        group = parser.add_argument_group(title)
-        for name in names:
-            f = by_name[name]
-            flag = "--" + name.replace("_", "-")
-            kind = hints[name]
-            help_text = f.metadata.get("help", "")
-            if kind is bool and f.default is False:
-                group.add_argument(flag, action="store_true", help=help_text)
-                continue
-            base = ([a for a in typing.get_args(kind) if a is not type(None)] or [kind])[0]
-            conv = _parse_bool if base is bool else base
-            kwargs = {"choices": [1, 2, 3]} if name == "stage" else {}
-            group.add_argument(flag, type=conv, default=f.default, help=help_text,
-                               metavar=name.upper() if base is not bool else "{true,false}", **kwargs)
-    return parser
+               "are shared as negatives. See README 'Fine-tuning'.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,50 +13,20 @@ Examples::
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
-import typing
 
 
-def _parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
+    from .cli import dataclass_parser
     from .train.pretrain import PretrainArguments, argument_groups
 
-    parser = argparse.ArgumentParser(
+    return dataclass_parser(
+        PretrainArguments, argument_groups(),
         prog="python -m dupmae_ir.pretrain",
         description="Pre-train a masked LM with DupMAE (duplex masked auto-encoding: [CLS] decoding + "
                     "ordinary-token bag-of-words decoding + MLM). Writes a Hugging Face masked-LM "
                     "checkpoint plus dupmae_config.json and dupmae_pretrain.json.",
-        epilog="Run several processes with torchrun (gloo on CPU, NCCL on GPU); see README 'Pre-training'.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(PretrainArguments)
-    by_name = {f.name: f for f in dataclasses.fields(PretrainArguments)}
-    for title, names in argument_groups().items():
-        group = parser.add_argument_group(title)
-        for name in names:
-            f = by_name[name]
-            flag = "--" + name.replace("_", "-")
-            kind = hints[name]
-            help_text = f.metadata.get("help", "")
-            if kind is bool:
-                group.add_argument(flag, action="store_true", help=help_text)
-                continue
-            base = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
-            base = base[0]
-            conv = _parse_bool if base is bool else base
-            choices = f.metadata.get("choices")
-            group.add_argument(flag, type=conv, default=f.default, help=help_text, choices=choices,
-                               metavar=None if choices else (name.upper() if base is not bool else "{true,false}"))
-    return parser
+        epilog="Run several processes with torchrun (gloo on CPU, NCCL on GPU); see README 'Pre-training'.")
 
 
 def main(argv: list[str] | None = None) -> None:

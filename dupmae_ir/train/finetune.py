@@ -51,7 +51,7 @@ class FinetuneArguments:
 
     # model
     model_name_or_path: str = field(default="default", metadata={"help": "Start checkpoint: 'default' (offline MiniLM-L6), a DupMAE pre-trained or stage-1/2 checkpoint folder, or a cached hub id."})
-    stage: int = field(default=1, metadata={"help": "1: in-batch + BM25/file negatives; 2: hard negatives mined by model_name_or_path; 3: distillation from --teacher-scores."})
+    stage: int = field(default=1, metadata={"choices": (1, 2, 3), "help": "1: in-batch + BM25/file negatives; 2: hard negatives mined by model_name_or_path; 3: distillation from --teacher-scores."})
     dense_dim: int | None = field(default=None, metadata={"help": "Add a learned projection D -> d' for the dense part (paper 384 for BERT-base); default: keep the checkpoint's."})
     activation: str | None = field(default=None, metadata={"help": "Bag-of-words activation: relu | log1p_relu | none (default: the checkpoint's)."})
     sparse_calibration: float | None = field(default=None, metadata={"help": "Before training, shift the MLM-head bias so that each vocabulary entry is active (mu > 0) in only this fraction of sampled documents (e.g. 0.05); makes the bag-of-words vector sparse from the start. Default: off."})
@@ -580,13 +580,11 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     data_seconds = time.time() - t0
 
     set_seed(args.seed)
-    start_cfg = None
     retriever, tokenizer = DupMAERetriever.from_pretrained(args.model_name_or_path)
     overrides = {"query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length}
     if args.activation:
         overrides["activation"] = args.activation
     if args.dense_dim and args.dense_dim != retriever.dense_dim:
-        start_cfg = retriever.config
         retriever = DupMAERetriever(retriever.mlm, replace(retriever.config, dense_dim=args.dense_dim))
         retriever.set_special_ids(list(tokenizer.all_special_ids))
     retriever.config = replace(retriever.config, **overrides)
