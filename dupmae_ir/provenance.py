@@ -18,11 +18,28 @@ def provenance(**info) -> dict:
     return {
         **info,
         "dupmae_ir_version": __version__,
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
         "host": platform.node(),
     }
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as a user would retype it: ``python -m dupmae_ir.eval beir ...`` for a module run with
+    ``-m`` (Python puts the module's file path in ``sys.argv[0]``), else ``python <argv...>``."""
+    argv = list(sys.argv if argv is None else argv)
+    head = [Path(sys.executable).name]
+    if argv and argv[0].endswith(".py"):
+        package = Path(__file__).resolve().parent
+        try:
+            rel = Path(argv[0]).resolve().relative_to(package.parent)
+        except ValueError:
+            rel = None
+        if rel is not None and rel.parts[0] == package.name:
+            module = ".".join(rel.with_suffix("").parts)
+            argv = ["-m", module.removesuffix(".__main__"), *argv[1:]]
+    return " ".join(shlex.quote(a) for a in [*head, *argv])
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
