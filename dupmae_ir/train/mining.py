@@ -30,6 +30,7 @@ class ExactRetriever:
                  doc_topk: int | None = None, query_topk: int | None = None, batch_size: int = 32,
                  need_sparse: bool = True, pooling: str = "cls"):
         self.model = model.eval()
+        self.model.packed_pool = True  # inference: max-pool over real tokens only (same values, faster)
         self.tokenizer = tokenizer
         cfg = model.config
         self.doc_max_length = doc_max_length or cfg.doc_max_length
