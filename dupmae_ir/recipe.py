@@ -36,7 +36,7 @@ BAR = 0.72
 
 @dataclass
 class RecipeConfig:
-    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; ~40 min on an idle 2-core
+    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; 35 min on an idle 2-core
     machine). Settings chosen by measurement on SciFact test (README 'The CPU recipe'): stronger
     pre-training of this sentence-embedding backbone on 5k documents costs nDCG, so it is short and
     gentle (80 steps at 2e-5)."""
@@ -72,7 +72,7 @@ class RecipeConfig:
 
     @classmethod
     def quick(cls, **kw) -> "RecipeConfig":
-        """The shortened form (``bash run.sh demo``, ~30 min idle): stage 1 only, with the ablation
+        """The shortened form (``bash run.sh demo``, ~26 min idle): stage 1 only, with the ablation
         (stage 1 without pre-training), so the table still has every system the comparison needs."""
         base = dict(stages=(1,))
         return cls(**{**base, **kw})
