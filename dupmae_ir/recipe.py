@@ -20,12 +20,10 @@ stdout and to ``OUTPUT/results.md`` + ``results.json`` with each step's wall tim
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:

@@ -34,13 +34,12 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .common import CHECKPOINTS, last_checkpoint, resume_point, training_arguments  # noqa: F401
+from .common import PRECISIONS, resume_point, training_arguments
 
 log = logging.getLogger(__name__)
 
 STAGES = (1, 2, 3)
 MINE_SOURCES = ("auto", "bm25", "model", "none")
-PRECISIONS = ("fp32", "bf16", "fp16")
 PROVENANCE_NAME = "dupmae_finetune.json"
 NEGATIVES_NAME = "negatives.tsv"
 
@@ -561,7 +560,7 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     """Fine-tune a DupMAE retriever (one stage) and return the folder of the saved checkpoint."""
     from transformers import set_seed
 
-    from ..modeling.retriever import DupMAERetriever, RetrieverConfig
+    from ..modeling.retriever import DupMAERetriever
 
     out = Path(args.output_dir)
     resume_from = resume_point(args, PROVENANCE_NAME, "fine-tuned")

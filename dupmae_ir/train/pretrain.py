@@ -21,7 +21,6 @@ checkpoint takes the same remaining steps on the same batches as an uninterrupte
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -30,11 +29,10 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .common import CHECKPOINTS, last_checkpoint, resume_point, training_arguments  # noqa: F401
+from .common import PRECISIONS, resume_point, training_arguments
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 PROVENANCE_NAME = "dupmae_pretrain.json"
 
 
