@@ -132,6 +132,24 @@ def test_stage1_bm25_negatives_loss_falls_and_checkpoint_loads(tiny, toy, tmp_pa
     AutoModel.from_pretrained(out)
 
 
+def test_head_learning_rate_trains_the_head_and_spares_the_encoder(tiny, toy, tmp_path):
+    """--head-learning-rate: with the encoder's learning rate at 0 only the MLM head moves."""
+    from safetensors.torch import load_file
+
+    from dupmae_ir.modeling.retriever import RetrieverConfig
+    from dupmae_ir.train.finetune import run_finetuning
+
+    out = run_finetuning(_args(tiny, toy, tmp_path / "h", max_steps=3, learning_rate=0.0,
+                               head_learning_rate=1e-2, warmup_ratio=0.0, sparse_weight=1.0))
+    start, end = load_file(str(tiny / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    body = [k for k in start if k.startswith("bert.")]
+    head = [k for k in start if k.startswith("cls.predictions.transform.")]
+    assert body and head
+    assert all(torch.equal(start[k], end[k]) for k in body)
+    assert all(not torch.equal(start[k], end[k]) for k in head)
+    assert RetrieverConfig.load(out).finetuning["head_learning_rate"] == 1e-2
+
+
 def test_stage2_negatives_mined_by_the_model_exclude_positives(tiny, toy, tmp_path):
     from dupmae_ir.data import resolve
     from dupmae_ir.train.finetune import mine_with_model, run_finetuning

@@ -119,3 +119,20 @@ def test_cli_help_has_argument_groups_and_clear_errors(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--resume", "--output-dir", str(tmp_path / "none")],
                          env=env, cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "no checkpoint under" in bad.stderr
+
+
+def test_head_learning_rate_trains_the_head_and_spares_the_encoder(tiny_checkpoint, tmp_path):
+    """--head-learning-rate: with the encoder's learning rate at 0 only the parameters outside the
+    backbone body (MLM-head transform/bias; the decoder layer is dropped at save) move."""
+    from dupmae_ir.train.pretrain import run_pretraining
+
+    start = _weights(tiny_checkpoint)
+    out = run_pretraining(_args(tiny_checkpoint, tmp_path / "out", tmp_path / "cache", max_steps=3,
+                                learning_rate=0.0, head_learning_rate=1e-2, warmup_ratio=0.0))
+    end = _weights(out)
+    body = [k for k in start if k.startswith("bert.")]
+    head = [k for k in start if k.startswith("cls.predictions.transform.")]
+    assert body and head
+    assert all(torch.equal(start[k], end[k]) for k in body)
+    assert all(not torch.equal(start[k], end[k]) for k in head)
+    assert json.loads((out / "dupmae_pretrain.json").read_text())["arguments"]["head_learning_rate"] == 1e-2

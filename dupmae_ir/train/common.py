@@ -71,3 +71,26 @@ def training_arguments(args, **overrides):
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def split_head_learning_rate(optimizer, encoder, head_lr: float | None) -> None:
+    """Give every trained parameter outside ``encoder`` (the backbone body: the MLM-head transform and
+    bias, the DupMAE decoder layer, a dense projection) its own peak learning rate ``head_lr``.
+
+    A backbone without an MLM head (the default MiniLM) starts with a freshly initialised head, whose
+    first losses are above log(V); at the encoder's small learning rate the head learns little in a
+    short run while its noisy gradients reshape the encoder. ``None`` keeps one learning rate for all
+    (the paper's setting). Called right after the Trainer builds its optimizer, so the scheduler's
+    warm-up and decay apply to both groups alike."""
+    if head_lr is None:
+        return
+    inside = {id(p) for p in encoder.parameters()}
+    groups = []
+    for group in optimizer.param_groups:
+        body = [p for p in group["params"] if id(p) in inside]
+        rest = [p for p in group["params"] if id(p) not in inside]
+        groups += [{**group, "params": body}] if body else []
+        groups += [{**group, "params": rest, "lr": head_lr}] if rest else []
+    optimizer.param_groups.clear()
+    for group in groups:
+        optimizer.add_param_group(group)

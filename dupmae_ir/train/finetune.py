@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .common import PRECISIONS, resume_point, training_arguments
+from .common import PRECISIONS, resume_point, split_head_learning_rate, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class FinetuneArguments:
     batch_size: int = field(default=16, metadata={"help": "Queries per device per step (paper 16)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step (negatives are shared within a micro-batch only)."})
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (paper 2e-5)."})
+    head_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of the parameters outside the backbone body (MLM-head transform and bias, dense projection). Default: --learning-rate for all (paper)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warm-up fraction."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
@@ -503,10 +504,19 @@ def _make_trainer_class():
     class FinetuneTrainer(Trainer):
         """Logs each loss term; saves/loads checkpoints of a module with tied weights."""
 
-        def __init__(self, *a, **kw):
+        def __init__(self, *a, head_learning_rate=None, **kw):
             super().__init__(*a, **kw)
             self._term_sums: dict = {}
             self._term_count = 0
+            self.head_learning_rate = head_learning_rate
+
+        def create_optimizer(self, model=None):
+            fresh = self.optimizer is None
+            optimizer = super().create_optimizer(model)
+            if fresh:  # encoder = the backbone body; MLM head and projection get head_learning_rate
+                encoder = self.accelerator.unwrap_model(self.model).retriever.mlm.base_model
+                split_head_learning_rate(optimizer, encoder, self.head_learning_rate)
+            return optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = model(**inputs)
@@ -598,7 +608,8 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     collator = GroupCollator(tokenizer, args.query_max_length, args.doc_max_length)
     model = _make_bi_encoder_class()(retriever, args)
     trainer = _make_trainer_class()(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
-                                    callbacks=[_epoch_callback(dataset), *(callbacks or [])])
+                                    callbacks=[_epoch_callback(dataset), *(callbacks or [])],
+                                    head_learning_rate=args.head_learning_rate)
     start = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - start
@@ -633,7 +644,7 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
         "query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length,
         "queries": len(examples), "steps": trainer.state.global_step, "batch_size": args.batch_size,
         "world_size": trainer.args.world_size, "share_negatives": args.share_negatives,
-        "learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "seed": args.seed,
+        "learning_rate": args.learning_rate, "head_learning_rate": args.head_learning_rate, "epochs": args.num_train_epochs, "seed": args.seed,
         "precision": args.precision, "dupmae_ir_version": __version__,
         "previous": retriever.config.finetuning,
     }

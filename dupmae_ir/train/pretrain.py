@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .common import PRECISIONS, resume_point, training_arguments
+from .common import PRECISIONS, resume_point, split_head_learning_rate, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class PretrainArguments:
     batch_size: int = field(default=16, metadata={"help": "Examples per device per micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (paper 1e-4)."})
+    head_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of the parameters outside the backbone body (MLM-head transform and bias, decoder layer); for a freshly initialised head. Default: --learning-rate for all (paper)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warm-up fraction (paper 0.1)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (paper 0.01)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
@@ -113,10 +114,19 @@ def _make_trainer_class():
     class DupMAETrainer(Trainer):
         """Logs the three loss terms; saves/loads checkpoints of a model with tied weights."""
 
-        def __init__(self, *a, **kw):
+        def __init__(self, *a, head_learning_rate=None, **kw):
             super().__init__(*a, **kw)
             self._term_sums = None
             self._term_count = 0
+            self.head_learning_rate = head_learning_rate
+
+        def create_optimizer(self, model=None):
+            fresh = self.optimizer is None
+            optimizer = super().create_optimizer(model)
+            if fresh:  # encoder = the backbone body; the head and the decoder layer get head_learning_rate
+                encoder = self.accelerator.unwrap_model(self.model).mlm.base_model
+                split_head_learning_rate(optimizer, encoder, self.head_learning_rate)
+            return optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = model(**inputs)
@@ -196,7 +206,8 @@ def run_pretraining(args: PretrainArguments, callbacks: list | None = None) -> P
     model = DupMAEForPretraining(load_masked_lm(args.model_name_or_path, mlm_head_init=args.mlm_head_init), options)
 
     trainer = _make_trainer_class()(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
-                                    callbacks=[_epoch_callback(collator), *(callbacks or [])])
+                                    callbacks=[_epoch_callback(collator), *(callbacks or [])],
+                                    head_learning_rate=args.head_learning_rate)
     start = time.time()
     first_step = trainer.state.global_step
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -225,7 +236,7 @@ def _save_final(trainer, tokenizer, out, args, options, dataset, seconds, steps_
         "max_seq_length": args.max_seq_length, "examples": len(dataset), "tokens": dataset.num_tokens,
         "steps": trainer.state.global_step, "batch_size": args.batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "world_size": trainer.args.world_size, "learning_rate": args.learning_rate, "seed": args.seed,
+        "world_size": trainer.args.world_size, "learning_rate": args.learning_rate, "head_learning_rate": args.head_learning_rate, "seed": args.seed,
         "precision": args.precision, "dupmae_ir_version": __version__,
     }
     tmp = out / f".final-tmp-{os.getpid()}"
@@ -256,7 +267,7 @@ def argument_groups() -> dict[str, list[str]]:
         "method (DupMAE losses and masking)": ["method", "bow_loss_weight", "bow_normalize", "bow_pool_masked",
                                               "encoder_mlm_probability", "decoder_mlm_probability"],
         "optimisation": ["output_dir", "max_steps", "num_train_epochs", "batch_size", "gradient_accumulation_steps",
-                         "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm", "precision", "seed"],
+                         "learning_rate", "head_learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm", "precision", "seed"],
         "run control": ["logging_steps", "save_steps", "save_total_limit", "resume", "overwrite_output_dir",
                         "dataloader_num_workers", "ddp_backend", "use_cpu", "disable_tqdm"],
     }
