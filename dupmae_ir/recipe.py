@@ -52,6 +52,7 @@ class RecipeConfig:
     pretrain_batch_size: int = 16
     pretrain_max_seq_length: int = 128
     pretrain_lr: float = 2e-5
+    head_learning_rate: float | None = None  # fresh MLM head/decoder layer lr in pre-training and fine-tuning (None: one lr)
     # fine-tuning
     stages: tuple[int, ...] = (1, 2)
     epochs: float = 1.0
@@ -179,7 +180,8 @@ class Recipe:
         args = PretrainArguments(model_name_or_path=cfg.backbone, corpus=cfg.corpus,
                                  max_seq_length=cfg.pretrain_max_seq_length, output_dir=str(out),
                                  max_steps=cfg.pretrain_steps, batch_size=cfg.pretrain_batch_size,
-                                 learning_rate=cfg.pretrain_lr, seed=cfg.seed, save_steps=10 ** 9,
+                                 learning_rate=cfg.pretrain_lr, head_learning_rate=cfg.head_learning_rate,
+                                 seed=cfg.seed, save_steps=10 ** 9,
                                  logging_steps=10, overwrite_output_dir=True, disable_tqdm=not self.progress)
         return run_pretraining(args)
 
@@ -205,7 +207,8 @@ class Recipe:
                 output_dir=str(out), group_size=cfg.group_size, temperature=cfg.temperature,
                 sparse_weight=cfg.sparse_weight, query_max_length=cfg.query_max_length,
                 doc_max_length=cfg.doc_max_length, num_train_epochs=cfg.epochs, batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate, mine_depth=cfg.mine_depth, mine_skip=cfg.mine_skip,
+                learning_rate=cfg.learning_rate, head_learning_rate=cfg.head_learning_rate,
+                mine_depth=cfg.mine_depth, mine_skip=cfg.mine_skip,
                 seed=cfg.seed, overwrite_output_dir=True, save_steps=10 ** 9, disable_tqdm=not self.progress,
                 **extra)
             with self.timed(f"{label}: fine-tune stage {stage}"):
@@ -279,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("pre-training")
     g.add_argument("--pretrain-steps", type=int, default=None, help=f"DupMAE pre-training steps (default {d.pretrain_steps}).")
     g.add_argument("--pretrain-lr", type=float, default=None, help=f"DupMAE pre-training learning rate (default {d.pretrain_lr}).")
+    g.add_argument("--head-learning-rate", type=float, default=None, help="Peak lr of the parameters outside the backbone body (the fresh MLM head, the decoder layer), in pre-training and fine-tuning (default: the stage's lr; 1e-3 measured in the README).")
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--stages", default=None, help="Comma-separated stages (default 1,2).")
     g.add_argument("--epochs", type=float, default=None, help=f"Epochs per stage (default {d.epochs}).")
@@ -294,7 +298,7 @@ def config_from_args(args) -> RecipeConfig:
     kw = {"output": args.output, "threads": args.threads, "backbone": args.backbone, "corpus": args.corpus}
     if args.no_ablation:
         kw["ablation"] = False
-    for name in ("doc_max_length", "eval_doc_max_length", "pretrain_steps", "pretrain_lr", "epochs", "group_size", "learning_rate",
+    for name in ("doc_max_length", "eval_doc_max_length", "pretrain_steps", "pretrain_lr", "head_learning_rate", "epochs", "group_size", "learning_rate",
                  "sparse_weight", "temperature"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)

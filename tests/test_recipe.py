@@ -20,7 +20,8 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=3)
     cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
-                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1,))
+                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1,),
+                       head_learning_rate=1e-3)
     result = Recipe(cfg, progress=False).run()
     systems = [r["system"] for r in result["rows"]]
     assert systems[:3] == ["BM25 (Pyserini, flat)", "backbone zero-shot, mean pooling (dense)",
@@ -38,5 +39,17 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     prov = json.loads((tmp_path / "out" / "results.json").read_text())
     assert prov["kind"] == "dupmae_ir.recipe" and prov["dupmae_ir_version"]
     # stage 2 trained on negatives mined by the stage-1 model, positives removed
+    from dupmae_ir.modeling.retriever import RetrieverConfig
+
+    assert RetrieverConfig.load(tmp_path / "out" / "pretrained").pretraining["head_learning_rate"] == 1e-3
+    assert RetrieverConfig.load(tmp_path / "out" / "nopt-stage1").finetuning["head_learning_rate"] == 1e-3
     negs = (tmp_path / "out" / "pt-stage2-negatives.tsv").read_text().splitlines()
     assert negs and all(d != "d" + q[1:] for q, d in (n.split("\t") for n in negs))
+
+
+def test_recipe_cli_flags_reach_the_config():
+    from dupmae_ir.recipe import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--quick", "--head-learning-rate", "1e-3", "--pretrain-lr", "3e-5"]))
+    assert cfg.stages == (1,) and cfg.head_learning_rate == 1e-3 and cfg.pretrain_lr == 3e-5
+    assert config_from_args(build_parser().parse_args([])).head_learning_rate is None
