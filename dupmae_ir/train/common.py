@@ -94,3 +94,43 @@ def split_head_learning_rate(optimizer, encoder, head_lr: float | None) -> None:
     optimizer.param_groups.clear()
     for group in groups:
         optimizer.add_param_group(group)
+
+
+def trainer_base():
+    """The ``transformers.Trainer`` subclass both training loops build on (made lazily so importing
+    this module stays cheap): ``head_learning_rate`` for the parameters outside the backbone body,
+    and checkpoints of a wrapper module with tied weights (safetensors, tied tensors stored once)."""
+    import safetensors.torch
+    from transformers import PreTrainedModel, Trainer
+
+    class ToolkitTrainer(Trainer):
+        def __init__(self, *a, head_learning_rate=None, **kw):
+            super().__init__(*a, **kw)
+            self.head_learning_rate = head_learning_rate
+
+        def create_optimizer(self, model=None):
+            fresh = self.optimizer is None
+            optimizer = super().create_optimizer(model)
+            if fresh:  # the body of the one HF masked LM inside the wrapper
+                wrapper = self.accelerator.unwrap_model(self.model)
+                mlm = next(m for m in wrapper.modules() if isinstance(m, PreTrainedModel))
+                split_head_learning_rate(optimizer, mlm.base_model, self.head_learning_rate)
+            return optimizer
+
+        def _save(self, output_dir=None, state_dict=None):
+            if not self.args.should_save:
+                return
+            output_dir = output_dir or self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            safetensors.torch.save_model(self.accelerator.unwrap_model(self.model),
+                                         os.path.join(output_dir, "model.safetensors"))
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            model = self.accelerator.unwrap_model(model or self.model)
+            missing, unexpected = safetensors.torch.load_model(
+                model, os.path.join(resume_from_checkpoint, "model.safetensors"), strict=False)
+            if unexpected or missing:
+                raise RuntimeError(f"{resume_from_checkpoint}: checkpoint does not match the model "
+                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+
+    return ToolkitTrainer

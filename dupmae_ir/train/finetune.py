@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .common import PRECISIONS, resume_point, split_head_learning_rate, training_arguments
+from .common import PRECISIONS, resume_point, trainer_base, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -497,26 +497,15 @@ def fold_sparse_weight(retriever, weight: float) -> None:
 # trainer
 # ------------------------------------------------------------------------------------------------
 def _make_trainer_class():
-    import safetensors.torch
     import torch
-    from transformers import Trainer
 
-    class FinetuneTrainer(Trainer):
-        """Logs each loss term; saves/loads checkpoints of a module with tied weights."""
+    class FinetuneTrainer(trainer_base()):
+        """Logs each loss term."""
 
-        def __init__(self, *a, head_learning_rate=None, **kw):
+        def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             self._term_sums: dict = {}
             self._term_count = 0
-            self.head_learning_rate = head_learning_rate
-
-        def create_optimizer(self, model=None):
-            fresh = self.optimizer is None
-            optimizer = super().create_optimizer(model)
-            if fresh:  # encoder = the backbone body; MLM head and projection get head_learning_rate
-                encoder = self.accelerator.unwrap_model(self.model).retriever.mlm.base_model
-                split_head_learning_rate(optimizer, encoder, self.head_learning_rate)
-            return optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = model(**inputs)
@@ -534,22 +523,6 @@ def _make_trainer_class():
                 logs = {**logs, **{k: round(float(v), 4) for k, v in zip(names, mean)}}
                 self._term_sums, self._term_count = {}, 0
             return super().log(logs, *args, **kwargs)
-
-        def _save(self, output_dir=None, state_dict=None):
-            if not self.args.should_save:
-                return
-            output_dir = output_dir or self.args.output_dir
-            os.makedirs(output_dir, exist_ok=True)
-            safetensors.torch.save_model(self.accelerator.unwrap_model(self.model),
-                                         os.path.join(output_dir, "model.safetensors"))
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            model = self.accelerator.unwrap_model(model or self.model)
-            missing, unexpected = safetensors.torch.load_model(
-                model, os.path.join(resume_from_checkpoint, "model.safetensors"), strict=False)
-            if unexpected or missing:
-                raise RuntimeError(f"{resume_from_checkpoint}: checkpoint does not match the model "
-                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
 
     return FinetuneTrainer
 

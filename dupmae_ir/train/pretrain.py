@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .common import PRECISIONS, resume_point, split_head_learning_rate, training_arguments
+from .common import PRECISIONS, resume_point, trainer_base, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -107,26 +107,15 @@ class PretrainArguments:
 
 def _make_trainer_class():
     """The Trainer subclass (built lazily so importing this module stays cheap)."""
-    import safetensors.torch
     import torch
-    from transformers import Trainer
 
-    class DupMAETrainer(Trainer):
-        """Logs the three loss terms; saves/loads checkpoints of a model with tied weights."""
+    class DupMAETrainer(trainer_base()):
+        """Logs the three loss terms; checkpoints hold the whole module, decoder layer included (resume)."""
 
-        def __init__(self, *a, head_learning_rate=None, **kw):
+        def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             self._term_sums = None
             self._term_count = 0
-            self.head_learning_rate = head_learning_rate
-
-        def create_optimizer(self, model=None):
-            fresh = self.optimizer is None
-            optimizer = super().create_optimizer(model)
-            if fresh:  # encoder = the backbone body; the head and the decoder layer get head_learning_rate
-                encoder = self.accelerator.unwrap_model(self.model).mlm.base_model
-                split_head_learning_rate(optimizer, encoder, self.head_learning_rate)
-            return optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = model(**inputs)
@@ -142,23 +131,6 @@ def _make_trainer_class():
                         "bow_loss": round(float(mean[2]), 4)}
                 self._term_sums, self._term_count = None, 0
             return super().log(logs, *args, **kwargs)
-
-        def _save(self, output_dir=None, state_dict=None):
-            # The whole DupMAE module (decoder included) for resuming; tied weights stored once.
-            if not self.args.should_save:
-                return
-            output_dir = output_dir or self.args.output_dir
-            os.makedirs(output_dir, exist_ok=True)
-            model = self.accelerator.unwrap_model(self.model)
-            safetensors.torch.save_model(model, os.path.join(output_dir, "model.safetensors"))
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            model = self.accelerator.unwrap_model(model or self.model)
-            missing, unexpected = safetensors.torch.load_model(
-                model, os.path.join(resume_from_checkpoint, "model.safetensors"), strict=False)
-            if unexpected or missing:
-                raise RuntimeError(f"{resume_from_checkpoint}: checkpoint does not match the model "
-                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
 
     return DupMAETrainer
 
