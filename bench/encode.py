@@ -1,6 +1,6 @@
 """Benchmark: DupMAE one-pass encoding (FAISS + Lucene impact index) vs stock Pyserini dense-only.
 
-    python bench/encode.py [--docs 512] [--dtypes fp32,int8] [--corpus ../shared/data/beir/scifact]
+    python bench/encode.py [--docs 512] [--dtypes fp32,int8-head,int8] [--corpus ../shared/data/beir/scifact]
 
 Encodes the same SciFact slice, in one run, with
 - ``python -m dupmae_ir.encode`` (both representations, both indexes, one forward pass), per dtype;
@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
     ap.add_argument("--docs", type=int, default=512, help="slice size (first N documents)")
-    ap.add_argument("--dtypes", default="auto,int8", help="dtypes for dupmae_ir.encode, comma-separated")
+    ap.add_argument("--dtypes", default="auto,int8-head,int8", help="dtypes for dupmae_ir.encode, comma-separated")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=256)
     args = ap.parse_args()

@@ -108,6 +108,37 @@ def test_dtype_auto_follows_measurement():
         resolve_dtype("fp8", "cpu")
 
 
+def test_int8_head_keeps_dense_exact_and_impacts_close(scifact_dir):
+    """``--dtype int8-head`` quantises only the MLM head: the real default backbone's dense vectors stay
+    the fp32 ones bit for bit, and the bag-of-words keeps nearly the same top terms."""
+    import warnings
+
+    import torch
+
+    from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.encoder import DTYPES, DupMAEEncoder, resolve_dtype
+    from dupmae_ir.encode import build_parser
+
+    texts = [doc_text(d) for _, d in zip(range(12), resolve(str(scifact_dir)).iter_docs())]
+    ref = DupMAEEncoder("default", dtype="fp32").encode_docs(texts, keep_weights=True, batch_size=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch 2.13 deprecates quantized tensor creation
+        enc = DupMAEEncoder("default", dtype="int8-head")
+    assert enc.dtype_name == "int8-head"
+    assert "quantized" in type(enc.model.mlm.cls.predictions.decoder).__module__
+    assert not any("quantized" in type(m).__module__ for m in enc.model.mlm.bert.modules())
+    got = enc.encode_docs(texts, keep_weights=True, batch_size=6)
+    assert np.array_equal(got.dense, ref.dense)
+    assert not torch.equal(got.weights, ref.weights)  # the head did change
+    top = lambda row: set(sorted(row, key=row.get, reverse=True)[:50])  # noqa: E731
+    overlap = [len(top(a) & top(b)) / 50 for a, b in zip(ref.impacts, got.impacts)]
+    assert min(overlap) >= 0.85 and sum(overlap) / len(overlap) >= 0.93, overlap
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_dtype("int8-head", "cuda")
+    dtype_flag = next(a for a in build_parser()._actions if a.dest == "dtype")
+    assert tuple(dtype_flag.choices) == DTYPES
+
+
 def test_slice_index_layout_and_ids(slice_index, slice_texts):
     ids, _ = slice_texts
     meta = json.loads((slice_index / "dupmae_index.json").read_text())
