@@ -461,7 +461,8 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--encoder", default="default",
                    help="DupMAE checkpoint folder (HF masked LM + dupmae_config.json), or 'default' (MiniLM-L6)")
     g.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (length-sorted, dynamic padding)")
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8", "int8-head"],  # = encoder.DTYPES (lazy import)
+    # the same list as encoder.DTYPES (a test checks), written out so that --help does not import torch
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8", "int8-head"],
                    help="auto: bf16/fp16 on GPUs, bf16 on CPUs where a micro-benchmark shows it faster, else fp32; "
                         "int8: dynamic int8 quantisation of every linear layer (CPU; costs quality); "
                         "int8-head: of the MLM head only (CPU; dense vectors exact, ~1.6x faster)")

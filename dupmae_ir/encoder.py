@@ -114,16 +114,13 @@ class DupMAEEncoder:
         self.dtype = resolve_dtype(dtype, device)
         self.model.to(device).eval()
         self.model.packed_pool = True  # inference: max-pool without padding (bow.max_pool_head_packed)
-        if self.dtype == INT8:
+        if self.dtype in (INT8, INT8_HEAD):
             from torch.ao.quantization import quantize_dynamic
 
-            # every nn.Linear (attention, feed-forward, MLM transform and the D -> V decoder) -> int8
-            self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif self.dtype == INT8_HEAD:
-            from torch.ao.quantization import quantize_dynamic
-
-            # the MLM head only (transform + D -> V decoder); encoder and dense projection stay fp32
-            self.model.mlm.cls = quantize_dynamic(self.model.mlm.cls, {torch.nn.Linear}, dtype=torch.qint8)
+            if self.dtype == INT8:  # every nn.Linear (attention, feed-forward, MLM transform, D -> V decoder)
+                self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+            else:  # the MLM head only (transform + D -> V decoder); encoder and dense projection stay fp32
+                self.model.mlm.cls = quantize_dynamic(self.model.mlm.cls, {torch.nn.Linear}, dtype=torch.qint8)
         self.config = self.model.config
         self.vocab = self.tokenizer.convert_ids_to_tokens(list(range(self.model.mlm.config.vocab_size)))
 
