@@ -1,5 +1,6 @@
-"""Set-up shared by pre-training and fine-tuning: output-folder and resume checks, and the Hugging
-Face ``TrainingArguments`` both build from their argument dataclasses (same field names)."""
+"""Set-up shared by pre-training and fine-tuning: output-folder and resume checks, the Hugging Face
+``TrainingArguments`` both build from their argument dataclasses (same field names), the Trainer
+base and the final save."""
 from __future__ import annotations
 
 import os
@@ -94,6 +95,22 @@ def split_head_learning_rate(optimizer, encoder, head_lr: float | None) -> None:
     optimizer.param_groups.clear()
     for group in groups:
         optimizer.add_param_group(group)
+
+
+def save_final_model(retriever, tokenizer, out: Path, marker: str) -> None:
+    """Write the finished model into ``out`` (which also holds ``checkpoints/``): saved in full to a
+    temporary folder inside it, then each file renamed in. The provenance ``marker`` of a finished
+    model is removed first; the caller writes it last, once everything else is in place."""
+    import shutil
+
+    tmp = out / f".final-tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    retriever.save_pretrained(tmp, tokenizer=tokenizer)
+    (out / marker).unlink(missing_ok=True)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
 
 
 def trainer_base():

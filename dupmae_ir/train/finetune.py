@@ -29,12 +29,11 @@ import logging
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .common import PRECISIONS, resume_point, trainer_base, training_arguments
+from .common import PRECISIONS, resume_point, save_final_model, trainer_base, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -622,14 +621,7 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
         "previous": retriever.config.finetuning,
     }
     retriever.config = replace(retriever.config, finetuning=finetuning)
-    tmp = out / f".final-tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    retriever.save_pretrained(tmp, tokenizer=tokenizer)
-    (out / PROVENANCE_NAME).unlink(missing_ok=True)  # the marker of a finished model goes last
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
+    save_final_model(retriever, tokenizer, out, PROVENANCE_NAME)
     history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
     write_json(out / PROVENANCE_NAME, provenance(
         kind="dupmae_ir.finetune", arguments=asdict(args), finetuning=finetuning,

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .common import PRECISIONS, resume_point, trainer_base, training_arguments
+from .common import PRECISIONS, resume_point, save_final_model, trainer_base, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -211,15 +209,8 @@ def _save_final(trainer, tokenizer, out, args, options, dataset, seconds, steps_
         "world_size": trainer.args.world_size, "learning_rate": args.learning_rate, "head_learning_rate": args.head_learning_rate, "seed": args.seed,
         "precision": args.precision, "dupmae_ir_version": __version__,
     }
-    tmp = out / f".final-tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     retriever = DupMAERetriever(model.mlm, RetrieverConfig(pretraining=pretraining))
-    retriever.save_pretrained(tmp, tokenizer=tokenizer)  # decoder not saved: only the masked LM
-    (out / PROVENANCE_NAME).unlink(missing_ok=True)  # the marker of a finished model goes last
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
+    save_final_model(retriever, tokenizer, out, PROVENANCE_NAME)  # decoder not saved: only the masked LM
     history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
     write_json(out / PROVENANCE_NAME, provenance(
         kind="dupmae_ir.pretrain", arguments=asdict(args), pretraining=pretraining,
