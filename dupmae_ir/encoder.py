@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .modeling.bow import quantize, to_impact_dicts, topk_sparsify
+from .modeling.bow import packed_pool_pays, quantize, to_impact_dicts, topk_sparsify
 from .modeling.retriever import DupMAERetriever, RetrieverConfig
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class DupMAEEncoder:
         self.device = device
         self.dtype = resolve_dtype(dtype, device)
         self.model.to(device).eval()
-        self.model.packed_pool = True  # inference: max-pool without padding (bow.max_pool_head_packed)
+        self.model.packed_pool = packed_pool_pays(device)  # CPU: max-pool without padding; GPU: padded batch
         if self.dtype in (INT8, INT8_HEAD):
             from torch.ao.quantization import quantize_dynamic
 
@@ -147,13 +147,15 @@ class DupMAEEncoder:
     # --- forward -------------------------------------------------------------------------------
     @torch.inference_mode()
     def forward_ids(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward pass over one batch of token ids -> dense (B, d) fp32, bow (B, V) fp32 (CPU)."""
+        """One forward pass over one batch of token ids -> dense (B, d), bow (B, V), both fp32 and on
+        the encoder's device (top-k and quantisation then run there too: on a GPU only the k kept
+        entries per text travel to the host)."""
         input_ids, mask = self._pad(ids)
         use_autocast = self.dtype in (torch.bfloat16, torch.float16)
         with torch.autocast(device_type=self.device.split(":")[0], dtype=self.dtype if use_autocast else None,
                             enabled=use_autocast):
             dense, bow = self.model(input_ids, mask)  # (B, d), (B, V)
-        return dense.float().cpu(), bow.float().cpu()
+        return dense.float(), bow.float()
 
     def _encode(self, texts: list[str], max_length: int, topk: int | None, scale: float,
                 keep_weights: bool, batch_size: int | None) -> EncodedBatch:
@@ -171,12 +173,12 @@ class DupMAEEncoder:
             idx = order[start:start + batch_size]
             d, bow = self.forward_ids([ids[i] for i in idx])  # (b, d), (b, V)
             weights = topk_sparsify(bow, topk)  # (b, V)
-            rows = to_impact_dicts(quantize(weights, scale), self.vocab)
-            dense[idx] = d.numpy()
+            rows = to_impact_dicts(quantize(weights, scale).cpu(), self.vocab)
+            dense[idx] = d.cpu().numpy()
             for i, row in zip(idx, rows):
                 impacts[i] = row
             if weights_all is not None:
-                weights_all[idx] = weights
+                weights_all[idx] = weights.cpu()
         return EncodedBatch(dense, impacts, weights_all)
 
     def encode_docs(self, texts: list[str], keep_weights: bool = False, batch_size: int | None = None) -> EncodedBatch:
