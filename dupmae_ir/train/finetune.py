@@ -215,9 +215,11 @@ def mine_with_bm25(corpus, queries: dict[str, str], depth: int, index_dir: Path,
 
 def mine_with_model(model_name_or_path: str, corpus, queries: dict[str, str], depth: int, mode: str = "hybrid",
                     doc_max_length: int | None = None, query_max_length: int | None = None,
-                    batch_size: int = 32, docs: dict[str, str] | None = None, progress: bool = True):
+                    batch_size: int = 32, docs: dict[str, str] | None = None, progress: bool = True,
+                    device: str | None = None):
     """Top-``depth`` hits per query retrieved by a DupMAE checkpoint over the whole corpus, exhaustive
-    and in memory (:class:`~dupmae_ir.train.mining.ExactRetriever`)."""
+    and in memory (:class:`~dupmae_ir.train.mining.ExactRetriever`) on ``device`` (default: the GPU
+    when there is one)."""
     import torch
 
     from ..modeling.retriever import DupMAERetriever
@@ -226,14 +228,15 @@ def mine_with_model(model_name_or_path: str, corpus, queries: dict[str, str], de
     model, tokenizer = DupMAERetriever.from_pretrained(model_name_or_path)
     docs = docs if docs is not None else load_documents(corpus, progress=progress)
     retriever = ExactRetriever(model, tokenizer, doc_max_length=doc_max_length, query_max_length=query_max_length,
-                               batch_size=batch_size, need_sparse=mode != "dense")
+                               batch_size=batch_size, need_sparse=mode != "dense", device=device)
     with torch.inference_mode():
         retriever.index(list(docs), list(docs.values()), progress=progress)
         return retriever.search(queries, k=depth, modes=(mode,))[mode]
 
 
-def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = True):
-    """Training examples and the texts of every document they use: ``(examples, docs)``."""
+def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = True, device: str | None = None):
+    """Training examples and the texts of every document they use: ``(examples, docs)``; model mining
+    runs on ``device`` (the training device)."""
     from ..data import DataError, resolve
     from .mining import negatives_from_run
 
@@ -270,7 +273,7 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
             all_docs = load_documents(corpus, progress=progress)
             run = mine_with_model(args.model_name_or_path, corpus, queries, args.mine_depth + args.mine_skip + 5,
                                   args.mine_mode, args.doc_max_length, args.query_max_length,
-                                  args.encode_batch_size, docs=all_docs, progress=progress)
+                                  args.encode_batch_size, docs=all_docs, progress=progress, device=device)
         pools = {q: [d for d, _ in hits] for q, hits in run.items()}
     else:
         pools = {q: [] for q in qids}
@@ -555,7 +558,7 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     t0 = time.time()
     with training_args.main_process_first(desc="training data"):
         out.mkdir(parents=True, exist_ok=True)
-        examples, docs, negatives = build_examples(args, out, progress=progress)
+        examples, docs, negatives = build_examples(args, out, progress=progress, device=str(training_args.device))
     if training_args.should_save:
         write_negatives(out / NEGATIVES_NAME, negatives)
     data_seconds = time.time() - t0

@@ -15,22 +15,35 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..modeling.bow import packed_pool_pays
+
 log = logging.getLogger(__name__)
 
 Run = dict[str, list[tuple[str, float]]]
 MODES = ("dense", "impact", "hybrid")
 
 
+def default_device() -> torch.device:
+    """This process's GPU when there is one (``LOCAL_RANK`` under torchrun), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    return torch.device("cpu")
+
+
 class ExactRetriever:
     """Encode documents once with a :class:`~dupmae_ir.modeling.retriever.DupMAERetriever`, then score
     queries exhaustively: ``dense`` (h_q . h_d), ``impact`` (mu_q . topk(mu_d)), ``hybrid`` (their
-    sum, weighted by ``dense_weight``/``sparse_weight``)."""
+    sum, weighted by ``dense_weight``/``sparse_weight``).
+
+    ``device``: where the model runs and the document matrices live (default: :func:`default_device`,
+    the GPU when there is one). Scores are fp32 on every device."""
 
     def __init__(self, model, tokenizer, doc_max_length: int | None = None, query_max_length: int | None = None,
                  doc_topk: int | None = None, query_topk: int | None = None, batch_size: int = 32,
-                 need_sparse: bool = True, pooling: str = "cls"):
-        self.model = model.eval()
-        self.model.packed_pool = True  # inference: max-pool over real tokens only (same values, faster)
+                 need_sparse: bool = True, pooling: str = "cls", device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.model.packed_pool = packed_pool_pays(self.device)  # same values; the faster path per device
         self.tokenizer = tokenizer
         cfg = model.config
         self.doc_max_length = doc_max_length or cfg.doc_max_length
@@ -59,7 +72,7 @@ class ExactRetriever:
                           unit="batch"):
             idx = order[start:start + self.batch_size]
             enc = self.tokenizer([texts[i] for i in idx], max_length=max_length, truncation=True,
-                                 padding=True, return_tensors="pt")
+                                 padding=True, return_tensors="pt").to(self.device)
             if self.need_sparse:
                 dense, bow = self.model(enc["input_ids"], enc["attention_mask"])  # (b, d), (b, V)
                 sparse_parts.append(topk_sparsify(bow.float(), topk).to_sparse_csr())  # (b, V)
