@@ -172,10 +172,10 @@ def packed_pool_pays(device: str | torch.device) -> bool:
     """Whether inference should pool with :func:`max_pool_head_packed` (per text, no padding) rather
     than :func:`max_pool_head` (padded batch) on ``device``; both give the same values.
 
-    CPU: packed (1.27x faster whole encoding here: fp32, 96 SciFact docs, 2 AVX2 cores). GPU: padded, as the
-    per-text loop is bound by kernel launches there (H200, 2,048 SciFact docs, 256 pieces, batch 128,
-    forward time packed -> padded: bf16 0.92 -> 0.27 s, fp16 0.70 -> 0.27 s, fp32 0.80 -> 0.74 s;
-    at batch 32 in bf16 6.24 -> 0.56 s).
+    CPU: packed (whole encoding 1.27x faster here: fp32, 96 SciFact docs, 2 AVX2 cores). GPU: padded,
+    as the per-text loop is bound by kernel launches there (H200, 2,048 SciFact docs, 256 pieces,
+    batch 128, forward time packed -> padded: bf16 0.92 -> 0.27 s, fp16 0.70 -> 0.27 s, fp32 0.80 ->
+    0.74 s; at batch 32 in bf16 6.24 -> 0.56 s).
     """
     return torch.device(device).type == "cpu"
 
