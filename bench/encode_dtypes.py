@@ -68,15 +68,16 @@ def impact_matrix(impacts, vocab_index, device):
                                    (len(impacts), len(vocab_index))).to(device)
 
 
-def search(docs, queries, doc_ids, alpha, device, k=100):
-    """Exhaustive dense / impact / hybrid top-k -> ``{mode: {qid: [(docid, score), ...]}}``."""
+def search(docs, doc_ids, queries, qids, vocab, alpha, device, k=100):
+    """Exhaustive dense / impact / hybrid top-k of encoded ``queries`` (rows in ``qids`` order) over
+    encoded ``docs`` -> ``{mode: {qid: [(docid, score), ...]}}``."""
     import torch
 
+    vocab_index = {t: i for i, t in enumerate(vocab)}
     d_dense = torch.from_numpy(docs.dense).to(device)  # (N, d)
-    q_dense = torch.from_numpy(queries["batch"].dense).to(device)  # (Q, d)
-    vocab_index = queries["vocab_index"]
+    q_dense = torch.from_numpy(queries.dense).to(device)  # (Q, d)
     d_imp = impact_matrix(docs.impacts, vocab_index, device)  # (N, V)
-    q_imp = impact_matrix(queries["batch"].impacts, vocab_index, device).to_dense()  # (Q, V)
+    q_imp = impact_matrix(queries.impacts, vocab_index, device).to_dense()  # (Q, V)
     scores = {"dense": q_dense @ d_dense.T}  # (Q, N)
     scores["impact"] = (d_imp @ q_imp.T).T  # (Q, N) integer dot products
     scores["hybrid"] = scores["dense"] + alpha * scores["impact"]
@@ -84,7 +85,7 @@ def search(docs, queries, doc_ids, alpha, device, k=100):
     for mode, s in scores.items():
         top = s.topk(min(k, s.shape[1]), dim=1)
         runs[mode] = {q: [(doc_ids[j], float(v)) for v, j in zip(top.values[r].tolist(), top.indices[r].tolist())]
-                      for r, q in enumerate(queries["qids"])}
+                      for r, q in enumerate(qids)}
     return runs
 
 
@@ -139,12 +140,11 @@ def main() -> None:
         sync(args.device)
         seconds = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
-        q = {"batch": enc.encode_queries([qmap[x] for x in qids], batch_size=args.batch_size), "qids": qids,
-             "vocab_index": {t: i for i, t in enumerate(enc.vocab)}}
+        q = enc.encode_queries([qmap[x] for x in qids], batch_size=args.batch_size)
         torch_dtype = enc.dtype if isinstance(enc.dtype, torch.dtype) else torch.float32
         peer = peer_dense(enc.model, enc.tokenizer, texts, args.max_length, args.batch_size, args.device, torch_dtype)
         alpha = 1.0 / (enc.config.query_scale * enc.config.doc_scale)
-        runs = search(d, q, doc_ids, alpha, args.device)
+        runs = search(d, doc_ids, q, qids, enc.vocab, alpha, args.device)
         row = {"dtype": enc.dtype_name, "device": args.device, "docs": len(texts), "seconds": round(seconds, 2),
                "docs_per_s": round(len(texts) / seconds, 1), "peer_docs_per_s": round(len(texts) / peer, 1),
                "ratio": round(peer / seconds, 2), "peak_gpu_mib": round(peak) if peak else None,
