@@ -61,6 +61,7 @@ class RecipeConfig:
     learning_rate: float = 5e-5
     temperature: float = 1.0
     sparse_weight: float = 1.0
+    part_loss_weight: float = 0.0  # > 0: each part also trained alone (see dupmae_ir.finetune --part-loss-weight)
     sparse_calibration: float | None = 0.02
     mine_depth: int = 50
     mine_skip: int = 0
@@ -205,7 +206,7 @@ class Recipe:
             args = FinetuneArguments(
                 model_name_or_path=model_path, stage=stage, train=cfg.corpus, split=cfg.train_split,
                 output_dir=str(out), group_size=cfg.group_size, temperature=cfg.temperature,
-                sparse_weight=cfg.sparse_weight, query_max_length=cfg.query_max_length,
+                sparse_weight=cfg.sparse_weight, part_loss_weight=cfg.part_loss_weight, query_max_length=cfg.query_max_length,
                 doc_max_length=cfg.doc_max_length, num_train_epochs=cfg.epochs, batch_size=cfg.batch_size,
                 learning_rate=cfg.learning_rate, head_learning_rate=cfg.head_learning_rate,
                 mine_depth=cfg.mine_depth, mine_skip=cfg.mine_skip,
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sparse-calibration", type=float, default=None, help=f"(default {d.sparse_calibration}; 0 = off)")
     g.add_argument("--sparse-weight", type=float, default=None, help=f"(default {d.sparse_weight})")
     g.add_argument("--temperature", type=float, default=None, help=f"(default {d.temperature})")
+    g.add_argument("--part-loss-weight", type=float, default=None, help=f"Also train the dense and the sparse part each on its own, with this weight (default {d.part_loss_weight}: the paper's combined loss only).")
     return p
 
 
@@ -299,7 +301,7 @@ def config_from_args(args) -> RecipeConfig:
     if args.no_ablation:
         kw["ablation"] = False
     for name in ("doc_max_length", "eval_doc_max_length", "pretrain_steps", "pretrain_lr", "head_learning_rate", "epochs", "group_size", "learning_rate",
-                 "sparse_weight", "temperature"):
+                 "sparse_weight", "part_loss_weight", "temperature"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     if args.sparse_calibration is not None:

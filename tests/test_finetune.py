@@ -104,6 +104,41 @@ def test_contrastive_loss_and_combined_score_by_hand():
     assert flops_regularizer(w).item() == pytest.approx(2.0 ** 2 + 1.0 ** 2)
 
 
+def test_part_loss_adds_each_part_trained_alone(tiny, toy, tmp_path):
+    """--part-loss-weight w: loss = CE(dense + sparse) + w * (CE(dense) + CE(sparse)), on the model's own
+    representations, for the contrastive stages and for distillation."""
+    import torch.nn.functional as F
+
+    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.train.finetune import _make_bi_encoder_class
+
+    retriever, tok = DupMAERetriever.from_pretrained(tiny)
+    q = tok(["what about alpha", "what about bravo"], return_tensors="pt", padding=True)
+    d = tok(["alpha alpha echo", "golf hotel", "bravo kilo bravo", "lima mike"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        qd, qb = retriever(q["input_ids"], q["attention_mask"])
+        dd, db = retriever(d["input_ids"], d["attention_mask"])
+    dense, sparse = qd @ dd.T, 0.5 * (qb @ db.T)  # (2, 4)
+    target = torch.tensor([0, 2])
+    teacher = torch.tensor([[3.0, 0.0], [1.0, 2.0]])
+    groups = lambda s: torch.stack([s[0, :2], s[1, 2:]])  # each query's own group (stage 3)
+    kl = lambda s: F.kl_div(F.log_softmax(groups(s), -1), F.log_softmax(teacher, -1), log_target=True,
+                            reduction="batchmean")
+    for w in (0.0, 0.7):
+        model = _make_bi_encoder_class()(retriever, _args(tiny, toy, tmp_path, sparse_weight=0.5, part_loss_weight=w))
+        model.eval()
+        with torch.no_grad():
+            out = model(q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"])
+            out3 = model(q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"], teacher_scores=teacher)
+        want = F.cross_entropy(dense + sparse, target) + w * (F.cross_entropy(dense, target) + F.cross_entropy(sparse, target))
+        assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
+        want3 = kl(dense + sparse) + w * (kl(dense) + kl(sparse))
+        assert out3["loss"].item() == pytest.approx(want3.item(), rel=1e-5)
+        assert ("sparse_contrastive_loss" in out) == bool(w)
+    with pytest.raises(ValueError, match="both parts"):
+        _args(tiny, toy, tmp_path, sparse_weight=0.0, part_loss_weight=1.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # stages
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
                        pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1,),
-                       head_learning_rate=1e-3)
+                       head_learning_rate=1e-3, part_loss_weight=0.5)
     result = Recipe(cfg, progress=False).run()
     systems = [r["system"] for r in result["rows"]]
     assert systems[:3] == ["BM25 (Pyserini, flat)", "backbone zero-shot, mean pooling (dense)",
@@ -43,6 +43,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
 
     assert RetrieverConfig.load(tmp_path / "out" / "pretrained").pretraining["head_learning_rate"] == 1e-3
     assert RetrieverConfig.load(tmp_path / "out" / "nopt-stage1").finetuning["head_learning_rate"] == 1e-3
+    assert RetrieverConfig.load(tmp_path / "out" / "pt-stage2").finetuning["part_loss_weight"] == 0.5
     negs = (tmp_path / "out" / "pt-stage2-negatives.tsv").read_text().splitlines()
     assert negs and all(d != "d" + q[1:] for q, d in (n.split("\t") for n in negs))
 
@@ -50,6 +51,9 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
 def test_recipe_cli_flags_reach_the_config():
     from dupmae_ir.recipe import build_parser, config_from_args
 
-    cfg = config_from_args(build_parser().parse_args(["--quick", "--head-learning-rate", "1e-3", "--pretrain-lr", "3e-5"]))
+    cfg = config_from_args(build_parser().parse_args(["--quick", "--head-learning-rate", "1e-3", "--pretrain-lr", "3e-5",
+                                                         "--part-loss-weight", "0.5"]))
     assert cfg.stages == (1,) and cfg.head_learning_rate == 1e-3 and cfg.pretrain_lr == 3e-5
-    assert config_from_args(build_parser().parse_args([])).head_learning_rate is None
+    assert cfg.part_loss_weight == 0.5
+    default = config_from_args(build_parser().parse_args([]))
+    assert default.head_learning_rate is None and default.part_loss_weight == 0.0

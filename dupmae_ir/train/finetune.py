@@ -74,6 +74,7 @@ class FinetuneArguments:
     distill_loss: str = field(default="kl", metadata={"help": "Stage 3: kl | ce (soft-label cross-entropy)."})
     dense_weight: float = field(default=1.0, metadata={"help": "Weight of the dense inner product in the training score (0 isolates the sparse part)."})
     sparse_weight: float = field(default=1.0, metadata={"help": "Weight of the sparse inner product (0 isolates the dense part)."})
+    part_loss_weight: float = field(default=0.0, metadata={"help": "Also train each part on its own: add this weight times the same loss computed on the dense scores alone plus on the sparse scores alone (as BGE-M3 does for its hybrid). 0: the paper's loss on the combined score only."})
     fold_sparse_weight: bool = field(default=True, metadata={"help": "With relu, fold sqrt(sparse_weight / dense_weight) into the MLM head at save time so the saved model's UNWEIGHTED sum (what search uses) equals the trained score."})
     flops_query: float = field(default=0.0, metadata={"help": "FLOPS regularisation weight on query bag-of-words vectors."})
     flops_doc: float = field(default=0.0, metadata={"help": "FLOPS regularisation weight on document bag-of-words vectors."})
@@ -119,6 +120,10 @@ class FinetuneArguments:
             raise ValueError("group_size and batch_size must be >= 1")
         if not self.dense_weight and not self.sparse_weight:
             raise ValueError("dense_weight and sparse_weight are both 0: nothing to train")
+        if self.part_loss_weight < 0:
+            raise ValueError(f"part_loss_weight={self.part_loss_weight}: must be >= 0")
+        if self.part_loss_weight and not (self.dense_weight and self.sparse_weight):
+            raise ValueError("part_loss_weight needs both parts (dense_weight and sparse_weight non-zero)")
         if self.stage == 3 and not self.teacher_scores:
             raise ValueError("stage 3 (distillation) needs --teacher-scores FILE (lines 'qid docid score').")
         if self.stage == 3 and self.group_size < 2:
@@ -403,6 +408,7 @@ def _make_bi_encoder_class():
             self.distill_kind = args.distill_loss
             self.dense_weight = args.dense_weight
             self.sparse_weight = args.sparse_weight
+            self.part_loss_weight = args.part_loss_weight
             self.flops_query = args.flops_query
             self.flops_doc = args.flops_doc
             self.share_negatives = args.share_negatives
@@ -418,28 +424,42 @@ def _make_bi_encoder_class():
             q_dense, q_bow = self.encode(query_input_ids, query_attention_mask)  # (B, d), (B, V)
             d_dense, d_bow = self.encode(doc_input_ids, doc_attention_mask)  # (B*G, d), (B*G, V)
             b, g = q_dense.shape[0], self.group_size
-            terms = {}
+            terms, scale = {}, 1.0
             if teacher_scores is not None:  # stage 3: each query against its own group
-                student = self.dense_weight * torch.einsum("bd,bgd->bg", q_dense, d_dense.view(b, g, -1))  # (B, G)
-                if self.sparse_weight:
-                    student = student + self.sparse_weight * torch.einsum(
-                        "bv,bgv->bg", q_bow, d_bow.view(b, g, -1))  # (B, G)
-                loss = distillation_loss(student, teacher_scores, self.temperature, self.teacher_temperature,
-                                         self.distill_kind)
-                terms["distill_loss"] = loss.detach()
+                def part_scores(dense_weight, sparse_weight):  # (B, G)
+                    student = dense_weight * torch.einsum("bd,bgd->bg", q_dense, d_dense.view(b, g, -1))
+                    if sparse_weight:
+                        student = student + sparse_weight * torch.einsum("bv,bgv->bg", q_bow, d_bow.view(b, g, -1))
+                    return student
+
+                def part_loss(scores):
+                    return distillation_loss(scores, teacher_scores, self.temperature, self.teacher_temperature,
+                                             self.distill_kind)
+                name = "distill_loss"
             else:
-                offset, scale = 0, 1.0
+                offset = 0
                 dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
                 if self.share_negatives and dist_on and torch.distributed.get_world_size() > 1:
                     d_dense = gather_with_grad(d_dense)  # (W*B*G, d)
                     d_bow = gather_with_grad(d_bow) if d_bow is not None else None  # (W*B*G, V)
                     offset = torch.distributed.get_rank() * b
                     scale = float(torch.distributed.get_world_size())  # DDP averages gradients over ranks
-                scores = combined_scores(q_dense, q_bow, d_dense, d_bow, self.dense_weight, self.sparse_weight)  # (B, N)
-                loss = contrastive_loss(scores, g, offset, self.temperature)
-                terms["contrastive_loss"] = loss.detach()
-                terms["candidates"] = torch.tensor(float(scores.shape[1]))  # documents each query is scored against
-                loss = loss * scale
+
+                def part_scores(dense_weight, sparse_weight):  # (B, N)
+                    return combined_scores(q_dense, q_bow, d_dense, d_bow, dense_weight, sparse_weight)
+
+                def part_loss(scores):
+                    return contrastive_loss(scores, g, offset, self.temperature)
+                name = "contrastive_loss"
+                terms["candidates"] = torch.tensor(float(d_dense.shape[0]))  # documents each query is scored against
+            loss = part_loss(part_scores(self.dense_weight, self.sparse_weight))
+            terms[name] = loss.detach()
+            if self.part_loss_weight:  # each part also trained alone (its own softmax over the same documents)
+                dense_loss = part_loss(part_scores(self.dense_weight, 0.0))
+                sparse_loss = part_loss(part_scores(0.0, self.sparse_weight))
+                terms["dense_" + name], terms["sparse_" + name] = dense_loss.detach(), sparse_loss.detach()
+                loss = loss + self.part_loss_weight * (dense_loss + sparse_loss)
+            loss = loss * scale  # DDP averages gradients over ranks; the gathered documents make up for it
             if self.flops_query:
                 reg = flops_regularizer(q_bow)
                 terms["flops_query"] = reg.detach()
@@ -614,6 +634,7 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
         "stage": args.stage, "start": args.model_name_or_path, "train": args.train, "split": args.split,
         "negatives": args.mine_source(), "mine_depth": args.mine_depth, "group_size": args.group_size,
         "temperature": args.temperature, "dense_weight": args.dense_weight, "sparse_weight": args.sparse_weight,
+        "part_loss_weight": args.part_loss_weight,
         "sparse_weight_folded": folded, "sparse_calibration": args.sparse_calibration,
         "flops_query": args.flops_query, "flops_doc": args.flops_doc,
         "query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length,
