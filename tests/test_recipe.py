@@ -56,4 +56,6 @@ def test_recipe_cli_flags_reach_the_config():
     assert cfg.stages == (1,) and cfg.head_learning_rate == 1e-3 and cfg.pretrain_lr == 3e-5
     assert cfg.part_loss_weight == 0.5
     default = config_from_args(build_parser().parse_args([]))
-    assert default.head_learning_rate is None and default.part_loss_weight == 0.0
+    assert default.head_learning_rate == 1e-3 and default.part_loss_weight == 1.0
+    paper = config_from_args(build_parser().parse_args(["--head-learning-rate", "0", "--part-loss-weight", "0"]))
+    assert paper.head_learning_rate is None and paper.part_loss_weight == 0.0
