@@ -351,3 +351,10 @@ def test_encode_queries_formats_work_with_stock_pyserini(slice_index, tiny_check
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = run.read_text().splitlines()
     assert {line.split()[0] for line in lines} == set(queries) and len(lines) == 30
+
+
+def test_tokenizer_threads_default_on_for_gpu_encoding_only():
+    from dupmae_ir.encode import tokenizer_parallelism
+
+    assert tokenizer_parallelism("cuda") == "true" and tokenizer_parallelism("cuda:1") == "true"
+    assert tokenizer_parallelism("cpu") == "false"
