@@ -56,10 +56,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def scifact_index(scifact_dir, tmp_path_factory) -> Path:
     """The full SciFact corpus (5,183 docs) encoded ONCE per test session with the default backbone
-    (``dupmae_ir.encode.encode_corpus``, dtype auto): ``dense/`` (FAISS flat IP), ``impact/`` (Lucene),
+    (``dupmae_ir.encode.encode_corpus``, fp32): ``dense/`` (FAISS flat IP), ``impact/`` (Lucene),
     ``dupmae_index.json``; plus the test queries pre-encoded under ``queries/``
     (``dense/embedding.pkl``, ``impact.jsonl``, ``topics.tsv``). Minutes of CPU: share it, never rebuild.
-    Set DUPMAE_SCIFACT_INDEX to a folder built earlier to reuse it across sessions."""
+    Set DUPMAE_SCIFACT_INDEX to a folder built earlier to reuse it across sessions.
+
+    fp32, not ``auto``: on a CPU with fast bf16 (AVX512-BF16/AMX) ``auto`` picks bf16, whose vectors
+    depend on the batch a document is encoded in (dot products moved by up to 1e-2 when re-encoded in
+    another batch, measured on an AVX512-BF16 host); the tests re-encode documents and compare at 1e-4."""
     from dupmae_ir.data import resolve
     from dupmae_ir.encode import encode_corpus, encode_queries
 
@@ -67,7 +71,7 @@ def scifact_index(scifact_dir, tmp_path_factory) -> Path:
     if reuse and (Path(reuse) / "dupmae_index.json").is_file():
         return Path(reuse)
     out = tmp_path_factory.mktemp("scifact_index") / "index"
-    encode_corpus(scifact_dir, out, encoder="default", batch_size=32, dtype="auto", chunk_size=1024, progress=False)
+    encode_corpus(scifact_dir, out, encoder="default", batch_size=32, dtype="fp32", chunk_size=1024, progress=False)
     encode_queries(resolve(scifact_dir).queries("test"), "default", out / "queries")
     return out
 
