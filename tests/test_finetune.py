@@ -139,6 +139,42 @@ def test_part_loss_adds_each_part_trained_alone(tiny, toy, tmp_path):
         _args(tiny, toy, tmp_path, sparse_weight=0.0, part_loss_weight=1.0)
 
 
+@pytest.mark.parametrize("bias_shift", [-2.0, 2.0])  # few active entries (sparse route), most (dense route)
+def test_training_bag_of_words_equals_plain_autograd(tiny, bias_shift):
+    """With gradients on, DupMAERetriever pools through the fused head (bow.max_pool_linear_with_mlm:
+    bias after the max; the max's gradient gathered per active entry when few are active, else through
+    the matrix products). Its bag-of-words and every parameter's gradient equal plain autograd through
+    the unfused head (bow.max_pool_head), for ReLU'd vectors (inactive entries carry no gradient) of
+    texts of unequal length (padding)."""
+    from dupmae_ir.modeling.bow import activate, max_pool_head
+    from dupmae_ir.modeling.retriever import DupMAERetriever
+
+    retriever, tok = DupMAERetriever.from_pretrained(tiny)
+    retriever.eval()  # no dropout: both passes see the same network
+    with torch.no_grad():
+        retriever.mlm.cls.predictions.bias.normal_(bias_shift, 1.0, generator=torch.Generator().manual_seed(1))
+    enc = tok(["alpha alpha echo golf", "bravo", "kilo lima mike november oscar papa"], return_tensors="pt", padding=True)
+    probe = torch.randn(3, retriever.mlm.config.vocab_size, generator=torch.Generator().manual_seed(0))
+    names, params = zip(*[(n, p) for n, p in retriever.named_parameters() if p.requires_grad])
+
+    def grads(bow):
+        loss = (bow * probe).sum() + (bow[0] * bow[2]).sum()  # a linear and a product term
+        return torch.autograd.grad(loss, params, allow_unused=True)
+
+    dense, bow = retriever(enc["input_ids"], enc["attention_mask"])
+    hidden = retriever.mlm.bert(**enc).last_hidden_state
+    ref = activate(max_pool_head(hidden, enc["attention_mask"], retriever.mlm.cls, 2), "relu")
+    ref = ref.masked_fill(retriever.special_mask, 0.0)
+    active = float((bow > 0).float().mean())
+    assert (0 < active < 0.25) if bias_shift < 0 else (active > 0.25)  # the route this case is for
+    assert torch.allclose(bow, ref, atol=1e-5)
+    for name, got, want in zip(names, grads(bow), grads(ref)):
+        if want is None:
+            assert got is None or not got.any(), name
+        else:
+            assert got is not None and float((got - want).abs().max()) <= 1e-5 * float(want.abs().max()) + 1e-6, name
+
+
 # ----------------------------------------------------------------------------------------------
 # stages
 # ----------------------------------------------------------------------------------------------

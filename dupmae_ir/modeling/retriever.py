@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .backbone import load_masked_lm, load_tokenizer, resolve_model_path
-from .bow import ACTIVATIONS, activate, max_pool_head, max_pool_head_packed
+from .bow import ACTIVATIONS, activate, max_pool_head, max_pool_head_packed, max_pool_linear_with_mlm
 
 CONFIG_NAME = "dupmae_config.json"
 PROJECTION_NAME = "dupmae_projection.safetensors"
@@ -104,6 +104,10 @@ class DupMAERetriever(nn.Module):
             dense = self.projection(dense)  # (B, d')
         if self.packed_pool:
             mu = max_pool_head_packed(hidden, attention_mask, self.mlm.cls)  # (B, V)
+        elif torch.is_grad_enabled():  # training: same values, sparse backward through the max
+            head = self.mlm.cls.predictions
+            mu, _ = max_pool_linear_with_mlm(head.transform(hidden), head.decoder.weight, head.decoder.bias,
+                                             attention_mask)  # (B, V)
         else:
             mu = max_pool_head(hidden, attention_mask, self.mlm.cls, self.chunk_size)  # (B, V)
         bow = activate(mu, self.config.activation).masked_fill(self.special_mask, 0.0)  # (B, V)
