@@ -78,6 +78,7 @@ class DupMAERetriever(nn.Module):
         self.config = config
         self.chunk_size = chunk_size
         self.packed_pool = False  # True: bow.max_pool_head_packed (inference speed path, same values)
+        self.fused_head = True  # with gradients: bow.max_pool_linear_with_mlm (False: plain autograd, same values)
         hidden = mlm.config.hidden_size
         self.projection = None
         if config.dense_dim and config.dense_dim != hidden:
@@ -104,7 +105,7 @@ class DupMAERetriever(nn.Module):
             dense = self.projection(dense)  # (B, d')
         if self.packed_pool:
             mu = max_pool_head_packed(hidden, attention_mask, self.mlm.cls)  # (B, V)
-        elif torch.is_grad_enabled():  # training: same values, sparse backward through the max
+        elif self.fused_head and torch.is_grad_enabled():  # training: same values, cheaper backward
             head = self.mlm.cls.predictions
             mu, _ = max_pool_linear_with_mlm(head.transform(hidden), head.decoder.weight, head.decoder.bias,
                                              attention_mask)  # (B, V)
