@@ -34,7 +34,7 @@ BAR = 0.72
 
 @dataclass
 class RecipeConfig:
-    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; 37 min on an idle 2-core
+    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; 36 min on an idle 2-core
     machine). Settings chosen by measurement on SciFact test (README 'The CPU recipe'): stronger
     pre-training of this sentence-embedding backbone on 5k documents costs nDCG, so it is short and
     gentle (80 steps at 2e-5); the fresh MLM head gets its own lr (1e-3), and each part of the score
