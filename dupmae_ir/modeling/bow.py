@@ -124,7 +124,7 @@ class _MaxPoolLinearWithMLM(torch.autograd.Function):
         blocks = {start: (sel, rows) for start, sel, rows in ctx.softmax_grads} if mlm_scale is not None else {}
         with torch.autocast(x.device.type, enabled=False):
             w = weight.to(ctx.dtype)
-            for start in range(0, L, ctx.chunk) if (blocks or dense_max) else ():
+            for start in range(0, L, ctx.chunk):
                 end = min(start + ctx.chunk, L)
                 if start not in blocks and not dense_max:
                     continue
