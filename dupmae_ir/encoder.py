@@ -90,10 +90,12 @@ def cpu_bf16_speedup() -> float:
     for dt in (torch.float32, torch.bfloat16):
         x, y = a.to(dt), b.to(dt)
         x @ y  # warm-up
-        start = time.perf_counter()
-        for _ in range(3):
+        runs = []
+        for _ in range(7):  # the fastest of 7: robust to a busy core (a mean flipped the choice here)
+            start = time.perf_counter()
             x @ y
-        times[dt] = time.perf_counter() - start
+            runs.append(time.perf_counter() - start)
+        times[dt] = min(runs)
     speedup = times[torch.float32] / max(times[torch.bfloat16], 1e-9)
     log.info("CPU bf16 matmul speed-up over fp32: %.2fx", speedup)
     return speedup

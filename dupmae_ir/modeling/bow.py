@@ -76,10 +76,12 @@ class _MaxPoolLinearWithMLM(torch.autograd.Function):
                 xc = x[:, start:end].to(dtype)  # (B, c, D)
                 # Z without the bias: b[v] is the same at every position, so it is added after the max
                 # (same values and arg-max; saves a (B*c, V) bias copy per block)
-                logits = (xc.reshape(-1, D) @ w.t()).view(B, end - start, V).to(acc)  # (B, c, V)
+                # kept in the product's dtype: under bf16 autocast a (B, c, V) fp32 copy would cost more
+                # than the max itself; only the pooled values and the labelled rows are widened
+                logits = (xc.reshape(-1, D) @ w.t()).view(B, end - start, V)  # (B, c, V)
                 sel = labels[:, start:end] != -100  # (B, c)
                 if bool(sel.any()):
-                    rows = logits[sel] + b  # (k, V) copy, taken before the pool penalty below
+                    rows = logits[sel].to(acc) + b  # (k, V) copy, taken before the pool penalty below
                     target = labels[:, start:end][sel]  # (k,)
                     lse = torch.logsumexp(rows, dim=-1)  # (k,)
                     total += (lse - rows.gather(1, target[:, None]).squeeze(1)).sum()
@@ -94,6 +96,7 @@ class _MaxPoolLinearWithMLM(torch.autograd.Function):
                     if bool(excluded.any()):
                         part[excluded] -= PAD_PENALTY  # as max_pool_logits: -1000 where not pooled
                     values, index = part.max(dim=1)  # (B, V)
+                    values = values.to(acc)
                     better = values > mu
                     mu = torch.where(better, values, mu)
                     arg = torch.where(better, index + lo, arg)

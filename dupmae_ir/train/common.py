@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
@@ -35,6 +35,21 @@ def resume_point(args, provenance_name: str, what: str) -> Path | None:
     return found
 
 
+def resolve_precision(args) -> str:
+    """``args.precision`` with ``auto`` made concrete: bf16 (fp16 without bf16) on a GPU; on a CPU bf16
+    only where its matmul is >= 1.5x faster than fp32 (measured, as ``dupmae_ir.encode --dtype auto``:
+    AVX512-BF16/AMX cores), else fp32 (AVX2 cores run bf16 ~100x slower)."""
+    import torch
+
+    if args.precision != "auto":
+        return args.precision
+    if torch.cuda.is_available() and not args.use_cpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    from ..encoder import cpu_bf16_speedup
+
+    return "bf16" if cpu_bf16_speedup() >= 1.5 else "fp32"
+
+
 def training_arguments(args, **overrides):
     """``TrainingArguments`` from a pre-training/fine-tuning argument dataclass (CPU, torchrun with
     gloo on CPU or NCCL on GPU, bf16/fp16), plus the caller's ``overrides``."""
@@ -42,6 +57,8 @@ def training_arguments(args, **overrides):
     from transformers import TrainingArguments
 
     use_gpu = torch.cuda.is_available() and not args.use_cpu
+    if args.precision == "auto":
+        raise ValueError("resolve precision='auto' first (resolve_precision)")
     if args.precision == "fp16" and not use_gpu:
         raise ValueError("precision=fp16 needs a GPU; on CPU use bf16 or fp32.")
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -72,6 +89,19 @@ def training_arguments(args, **overrides):
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
+
+
+def set_dropout(model, rate: float) -> int:
+    """Set the rate of every ``nn.Dropout`` in ``model`` (BERT's hidden and attention dropout read it
+    at each call) to ``rate``; returns how many were set. The saved config keeps its own rates."""
+    import torch
+
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout={rate}: must be in [0, 1).")
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for m in layers:
+        m.p = rate
+    return len(layers)
 
 
 def split_head_learning_rate(optimizer, encoder, head_lr: float | None) -> None:
