@@ -257,6 +257,36 @@ def test_stage3_distillation_runs(tiny, toy, tmp_path):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
 
 
+def test_dropout_option_and_auto_precision(tiny, toy, tmp_path):
+    """--dropout 0 turns every dropout of the backbone off while training (a train-mode forward is then
+    deterministic and equals eval mode); the saved config keeps the checkpoint's rate; --precision
+    auto is recorded as the concrete precision this machine resolved it to."""
+    from dupmae_ir.encoder import cpu_bf16_speedup
+    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
+    from dupmae_ir.train.common import set_dropout
+    from dupmae_ir.train.finetune import FinetuneArguments, run_finetuning
+
+    retriever, tok = DupMAERetriever.from_pretrained(tiny)
+    enc = tok(["alpha bravo charlie delta echo"], return_tensors="pt")
+    retriever.train()
+    torch.manual_seed(0)
+    noisy = retriever(enc["input_ids"], enc["attention_mask"])[0]
+    assert set_dropout(retriever, 0.0) >= 3
+    a, b = (retriever(enc["input_ids"], enc["attention_mask"])[0] for _ in range(2))
+    retriever.eval()
+    assert torch.equal(a, b) and torch.allclose(a, retriever(enc["input_ids"], enc["attention_mask"])[0], atol=1e-6)
+    assert not torch.allclose(noisy, a, atol=1e-4)  # the checkpoint's own dropout was on
+    with pytest.raises(ValueError, match="dropout"):
+        FinetuneArguments(dropout=1.0)
+
+    out = run_finetuning(_args(tiny, toy, tmp_path / "d", max_steps=2, dropout=0.0, precision="auto"))
+    record = RetrieverConfig.load(out).finetuning
+    assert record["dropout"] == 0.0
+    assert record["precision"] == ("bf16" if cpu_bf16_speedup() >= 1.5 else "fp32")
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == json.loads((tiny / "config.json").read_text())["hidden_dropout_prob"] > 0
+
+
 def test_bad_input_errors(tiny, toy, tmp_path):
     from dupmae_ir.data import DataError
     from dupmae_ir.train.finetune import FinetuneArguments, run_finetuning

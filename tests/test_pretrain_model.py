@@ -103,6 +103,31 @@ def test_fused_encoder_head_matches_autograd_reference():
                 assert torch.allclose(g, r, atol=1e-10)
 
 
+def test_fused_encoder_head_under_bf16_autocast_matches_bf16_logits():
+    """Under bf16 autocast (what --precision bf16 runs) the fused head keeps the logits in bf16 and
+    widens only the pooled values and the labelled rows: mu and the MLM loss equal those of the same
+    bf16 logits widened to fp32 first (the max of bf16 values is exact in either width)."""
+    import torch.nn.functional as F
+
+    from dupmae_ir.modeling.bow import max_pool_linear_with_mlm, max_pool_logits
+
+    torch.manual_seed(0)
+    B, L, D, V = 3, 9, 16, 50
+    x, w, b = torch.randn(B, L, D), torch.randn(V, D), torch.randn(V)
+    attention = torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 3 + [0] * 6])
+    labels = torch.full((B, L), -100)
+    labels[0, 2], labels[1, 4], labels[2, 1] = 3, 11, 39
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mu, mlm = max_pool_linear_with_mlm(x, w, b, attention, labels, chunk_elements=B * V * 2)
+    assert mu.dtype == torch.float32 and mlm.dtype == torch.float32
+    logits = (x.bfloat16() @ w.bfloat16().T).float() + b  # (B, L, V): the bf16 product, widened
+    sel = labels != -100
+    assert torch.allclose(mu, max_pool_logits(logits, attention), atol=1e-5)
+    assert torch.allclose(mlm, F.cross_entropy(logits[sel], labels[sel]), atol=1e-5)
+    fp32_mu, _ = max_pool_linear_with_mlm(x, w, b, attention, labels)
+    assert 0 < float((mu - fp32_mu).abs().max()) < 0.2  # bf16 did run, and stays close to fp32
+
+
 def test_fused_linear_cross_entropy_matches_autograd_reference():
     import torch.nn.functional as F
 

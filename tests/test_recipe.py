@@ -59,3 +59,15 @@ def test_recipe_cli_flags_reach_the_config():
     assert default.head_learning_rate == 1e-3 and default.part_loss_weight == 1.0
     paper = config_from_args(build_parser().parse_args(["--head-learning-rate", "0", "--part-loss-weight", "0"]))
     assert paper.head_learning_rate is None and paper.part_loss_weight == 0.0
+
+
+def test_recipe_strong_preset_and_training_flags():
+    from dupmae_ir.recipe import build_parser, config_from_args
+
+    strong = config_from_args(build_parser().parse_args(["--strong"]))
+    assert (strong.group_size, strong.epochs, strong.stage2_epochs, strong.precision, strong.dropout) == (8, 3.0, 1.0, "auto", 0.0)
+    assert strong.stages == (1, 2)
+    quick = config_from_args(build_parser().parse_args(["--strong", "--quick", "--group-size", "4", "--precision", "fp32"]))
+    assert quick.stages == (1,) and quick.group_size == 4 and quick.precision == "fp32" and quick.epochs == 3.0
+    default = config_from_args(build_parser().parse_args(["--dropout", "0.05", "--stage2-epochs", "2"]))
+    assert default.dropout == 0.05 and default.stage2_epochs == 2 and default.precision == "fp32" and default.group_size == 2
