@@ -1,7 +1,8 @@
 """Benchmark: one fine-tuning step (forward + backward) with the fused bag-of-words head against plain
-autograd, same model, same batch, same run.
+autograd, and the fused step in bf16 and without dropout, same model, same batch, same run.
 
     python bench/finetune_step.py [--model default] [--groups 2,8] [--steps 4] [--batch-size 16]
+    python bench/finetune_step.py --groups 8 --variants autograd,fused,fused-nodrop,fused-bf16,fused-bf16-nodrop
 
 What is timed is the step of ``python -m dupmae_ir.finetune`` (stage 1 loss with ``--part-loss-weight 1``,
 the recipe's default): 16 SciFact train queries (32 pieces) against their positive and G-1 other
@@ -16,6 +17,10 @@ SciFact documents each (128 pieces), in-batch negatives included, dropout on, af
 Each step re-seeds torch, so both routes see the same dropout masks; the script prints the loss and
 gradient-norm differences between the routes (they must agree to float noise) and the median seconds
 per step over ``--steps`` steps after one warm-up step, with the ratio.
+
+``--variants`` adds what ``--precision bf16`` (autocast; fast only where the CPU has native bf16) and
+``--dropout 0`` change: ``fused-bf16``, ``fused-nodrop``, ``fused-bf16-nodrop``, each timed against the
+first variant. Their losses differ from fp32 with dropout by design (no dropout noise; bf16 rounding).
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=4, help="Timed steps per route and group (after one warm-up).")
     p.add_argument("--batch-size", type=int, default=16, help="Queries per step.")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+    p.add_argument("--variants", default="autograd,fused",
+                   help="Comma-separated: autograd | fused, optionally with -bf16 and/or -nodrop (fused only).")
     args = p.parse_args(argv)
 
     import torch
@@ -40,6 +47,7 @@ def main(argv=None) -> None:
     from dupmae_ir.data.readers import iter_corpus, load_qrels, load_queries
     from dupmae_ir.data import doc_text
     from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.train.common import set_dropout
     from dupmae_ir.train.finetune import FinetuneArguments, _make_bi_encoder_class, calibrate_sparse
 
     if args.threads:
@@ -51,17 +59,28 @@ def main(argv=None) -> None:
     doc_ids = sorted(docs)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size} queries, "
           f"32 / 128 pieces; {args.steps} timed steps after 1 warm-up", flush=True)
-    print(f"{'group':>5} {'route':>9} {'s/step':>8} {'fwd':>6} {'bwd':>6} {'loss':>10} {'grad norm':>12}", flush=True)
+    variants = args.variants.split(",")
+    for v in variants:
+        parts = v.split("-")
+        if parts[0] not in ("autograd", "fused") or not set(parts[1:]) <= {"bf16", "nodrop"} or \
+                (parts[0] == "autograd" and len(parts) > 1):
+            p.error(f"--variants: {v!r}; use autograd, fused, fused-bf16, fused-nodrop or fused-bf16-nodrop")
+    width = max(9, *(len(v) for v in variants))
+    print(f"{'group':>5} {'variant':>{width}} {'s/step':>8} {'fwd':>6} {'bwd':>6} {'loss':>10} {'grad norm':>12}", flush=True)
     for group in [int(g) for g in args.groups.split(",")]:
         batch_docs = []
         for q in qids:
             batch_docs.append(docs[next(iter(qrels[q]))])
             batch_docs += [docs[d] for d in rng.sample(doc_ids, group - 1)]
         results = {}
-        for route in ("autograd", "fused"):
+        for variant in variants:
+            parts = variant.split("-")
             retriever, tok = DupMAERetriever.from_pretrained(args.model)
             calibrate_sparse(retriever, tok, [docs[d] for d in doc_ids[:256]], 0.02, 128)
-            retriever.fused_head = route == "fused"
+            retriever.fused_head = parts[0] == "fused"
+            if "nodrop" in parts:
+                set_dropout(retriever, 0.0)  # what --dropout 0 does
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in parts)  # --precision bf16
             model = _make_bi_encoder_class()(retriever, FinetuneArguments(group_size=group, part_loss_weight=1.0))
             model.train()
             q = tok([queries[i] for i in qids], max_length=32, truncation=True, padding=True, return_tensors="pt")
@@ -70,7 +89,8 @@ def main(argv=None) -> None:
             for step in range(args.steps + 1):
                 torch.manual_seed(step)  # the same dropout masks on both routes
                 t0 = time.perf_counter()
-                out = model(q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"])
+                with autocast:
+                    out = model(q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"])
                 t1 = time.perf_counter()
                 out["loss"].backward()
                 t2 = time.perf_counter()
@@ -81,12 +101,16 @@ def main(argv=None) -> None:
                     times.append((t2 - t0, t1 - t0, t2 - t1))
                 model.zero_grad(set_to_none=True)
             total, fwd, bwd = (statistics.median(t[i] for t in times) for i in range(3))
-            results[route] = (total, loss, norm)
-            print(f"{group:>5} {route:>9} {total:>8.2f} {fwd:>6.2f} {bwd:>6.2f} {loss:>10.4f} {norm:>12.4f}", flush=True)
-        (ta, la, na), (tf, lf, nf) = results["autograd"], results["fused"]
-        print(f"group {group}: fused step {ta / tf:.2f}x faster than autograd; |loss diff| {abs(la - lf):.1e}, "
-              f"grad-norm rel. diff {abs(na - nf) / na:.1e}", flush=True)
-
+            results[variant] = (total, loss, norm)
+            print(f"{group:>5} {variant:>{width}} {total:>8.2f} {fwd:>6.2f} {bwd:>6.2f} {loss:>10.4f} {norm:>12.4f}", flush=True)
+        if "autograd" in results and "fused" in results:
+            (ta, la, na), (tf, lf, nf) = results["autograd"], results["fused"]
+            print(f"group {group}: fused step {ta / tf:.2f}x faster than autograd; |loss diff| {abs(la - lf):.1e}, "
+                  f"grad-norm rel. diff {abs(na - nf) / na:.1e}", flush=True)
+        first = variants[0]
+        for v in variants[1:]:
+            if v != "fused" or first != "autograd":
+                print(f"group {group}: {v} step {results[first][0] / results[v][0]:.2f}x faster than {first}", flush=True)
 
 if __name__ == "__main__":
     main()
