@@ -85,8 +85,8 @@ class RecipeConfig:
 
     @classmethod
     def strong(cls, **kw) -> "RecipeConfig":
-        """The configuration that reaches the 0.72 bar (``--strong``, ~80 min on an idle 2-core
-        AVX512-BF16 machine): the second GPU study's best setting, group 8 (7 BM25 or mined negatives
+        """The configuration that reaches the 0.72 bar (``--strong``, 73 min on an idle 2-core
+        AVX512-BF16 machine: final hybrid 0.7401): the second GPU study's best setting, group 8 (7 BM25 or mined negatives
         per query) and 3 stage-1 epochs (stage 2: 1 epoch), made affordable on a CPU by training
         without dropout (dropout alone is ~40% of a CPU step) and in bf16 where the CPU runs it fast
         (``auto``; fp32 elsewhere). Evaluation stays fp32."""
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = RecipeConfig()
     g = p.add_argument_group("run")
     g.add_argument("--quick", action="store_true", help="Shortened form: fine-tuning stage 1 only (with the ablation).")
-    g.add_argument("--strong", action="store_true", help="The configuration that reaches the 0.72 bar (~80 min on a 2-core AVX512-BF16 CPU): group 8, 3 stage-1 epochs, no dropout, --precision auto. With --quick: stage 1 only.")
+    g.add_argument("--strong", action="store_true", help="The configuration that reaches the 0.72 bar (final DupMAE hybrid 0.7401 in 73 min on a 2-core AVX512-BF16 CPU; ~1.7 h estimated where bf16 is slow): group 8, 3 stage-1 epochs, no dropout, --precision auto. With --quick: stage 1 only.")
     g.add_argument("--output", default=d.output, help="Working folder (checkpoints, indexes, results.md/json; default %(default)s).")
     g.add_argument("--no-ablation", action="store_true", help="Skip fine-tuning without pre-training.")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
