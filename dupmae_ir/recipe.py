@@ -17,7 +17,7 @@ the same score as an encode + hybrid search, in floating point). The table (nDCG
 stdout and to ``OUTPUT/results.md`` + ``results.json`` with each step's wall time.
 ``--quick``: the shortened form (stage 1 only; the ablation is kept). ``--strong``: the configuration
 that reaches the 0.72 bar on SciFact test (group 8, 3 stage-1 epochs, no fine-tuning dropout, bf16
-where the CPU runs it fast; ~75 min on an idle 2-core AVX512-BF16 machine, README).
+where the CPU runs it fast; final hybrid 0.7401 in 73 min on an idle 2-core AVX512-BF16 machine, README).
 """
 from __future__ import annotations
 
@@ -85,9 +85,9 @@ class RecipeConfig:
 
     @classmethod
     def strong(cls, **kw) -> "RecipeConfig":
-        """The configuration that reaches the 0.72 bar (``--strong``, 73 min on an idle 2-core
-        AVX512-BF16 machine: final hybrid 0.7401): the second GPU study's best setting, group 8 (7 BM25 or mined negatives
-        per query) and 3 stage-1 epochs (stage 2: 1 epoch), made affordable on a CPU by training
+        """The configuration that reaches the 0.72 bar (``--strong``; final hybrid 0.7401 in 73 min
+        on an idle 2-core AVX512-BF16 machine): the second GPU study's best setting, group 8 (7 BM25 or
+        mined negatives per query) and 3 stage-1 epochs (stage 2: 1 epoch), made affordable on a CPU by training
         without dropout (dropout alone is ~40% of a CPU step) and in bf16 where the CPU runs it fast
         (``auto``; fp32 elsewhere). Evaluation stays fp32."""
         base = dict(group_size=8, epochs=3.0, stage2_epochs=1.0, precision="auto", dropout=0.0)

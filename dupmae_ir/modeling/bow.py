@@ -76,8 +76,8 @@ class _MaxPoolLinearWithMLM(torch.autograd.Function):
                 xc = x[:, start:end].to(dtype)  # (B, c, D)
                 # Z without the bias: b[v] is the same at every position, so it is added after the max
                 # (same values and arg-max; saves a (B*c, V) bias copy per block)
-                # kept in the product's dtype: under bf16 autocast a (B, c, V) fp32 copy would cost more
-                # than the max itself; only the pooled values and the labelled rows are widened
+                # kept in the product's dtype (no (B, c, V) fp32 copy under bf16 autocast): the max of
+                # bf16 values is exact; only the pooled values and the labelled rows are widened
                 logits = (xc.reshape(-1, D) @ w.t()).view(B, end - start, V)  # (B, c, V)
                 sel = labels[:, start:end] != -100  # (B, c)
                 if bool(sel.any()):
