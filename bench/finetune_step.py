@@ -112,5 +112,6 @@ def main(argv=None) -> None:
             if v != "fused" or first != "autograd":
                 print(f"group {group}: {v} step {results[first][0] / results[v][0]:.2f}x faster than {first}", flush=True)
 
+
 if __name__ == "__main__":
     main()

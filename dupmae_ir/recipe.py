@@ -205,7 +205,7 @@ class Recipe:
                                  max_seq_length=cfg.pretrain_max_seq_length, output_dir=str(out),
                                  max_steps=cfg.pretrain_steps, batch_size=cfg.pretrain_batch_size,
                                  learning_rate=cfg.pretrain_lr, head_learning_rate=cfg.head_learning_rate,
-                                 precision=cfg.precision, seed=cfg.seed, save_steps=10 ** 9,
+                                 precision=self.precision, seed=cfg.seed, save_steps=10 ** 9,
                                  logging_steps=10, overwrite_output_dir=True, disable_tqdm=not self.progress)
         return run_pretraining(args)
 
@@ -232,7 +232,7 @@ class Recipe:
                 sparse_weight=cfg.sparse_weight, part_loss_weight=cfg.part_loss_weight, query_max_length=cfg.query_max_length,
                 doc_max_length=cfg.doc_max_length, batch_size=cfg.batch_size,
                 num_train_epochs=cfg.epochs if stage == 1 or cfg.stage2_epochs is None else cfg.stage2_epochs,
-                precision=cfg.precision, dropout=cfg.dropout,
+                precision=self.precision, dropout=cfg.dropout,
                 learning_rate=cfg.learning_rate, head_learning_rate=cfg.head_learning_rate,
                 mine_depth=cfg.mine_depth, mine_skip=cfg.mine_skip,
                 seed=cfg.seed, overwrite_output_dir=True, save_steps=10 ** 9, disable_tqdm=not self.progress,
