@@ -36,12 +36,17 @@ class ExactRetriever:
     sum, weighted by ``dense_weight``/``sparse_weight``).
 
     ``device``: where the model runs and the document matrices live (default: :func:`default_device`,
-    the GPU when there is one). Scores are fp32 on every device."""
+    the GPU when there is one). ``dtype``: the encoder's compute dtype (``torch.bfloat16`` /
+    ``torch.float16``: autocast, as ``encode --dtype``; default fp32). Scores are fp32 on every device."""
 
     def __init__(self, model, tokenizer, doc_max_length: int | None = None, query_max_length: int | None = None,
                  doc_topk: int | None = None, query_topk: int | None = None, batch_size: int = 32,
-                 need_sparse: bool = True, pooling: str = "cls", device: str | torch.device | None = None):
+                 need_sparse: bool = True, pooling: str = "cls", device: str | torch.device | None = None,
+                 dtype: torch.dtype = torch.float32):
         self.device = torch.device(device) if device is not None else default_device()
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype={dtype}; valid: torch.float32, torch.bfloat16, torch.float16")
+        self.dtype = dtype
         self.model = model.to(self.device).eval()
         self.model.packed_pool = packed_pool_pays(self.device)  # same values; the faster path per device
         self.tokenizer = tokenizer
@@ -73,11 +78,12 @@ class ExactRetriever:
             idx = order[start:start + self.batch_size]
             enc = self.tokenizer([texts[i] for i in idx], max_length=max_length, truncation=True,
                                  padding=True, return_tensors="pt").to(self.device)
-            if self.need_sparse:
-                dense, bow = self.model(enc["input_ids"], enc["attention_mask"])  # (b, d), (b, V)
-                sparse_parts.append(topk_sparsify(bow.float(), topk).to_sparse_csr())  # (b, V)
-            else:
-                dense = dense_only(self.model, enc["input_ids"], enc["attention_mask"], self.pooling)  # (b, d)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                if self.need_sparse:
+                    dense, bow = self.model(enc["input_ids"], enc["attention_mask"])  # (b, d), (b, V)
+                    sparse_parts.append(topk_sparsify(bow.float(), topk).to_sparse_csr())  # (b, V)
+                else:
+                    dense = dense_only(self.model, enc["input_ids"], enc["attention_mask"], self.pooling)  # (b, d)
             dense_parts.append(dense.float())
         sparse = _cat_csr(sparse_parts) if self.need_sparse else None
         return order, torch.cat(dense_parts), sparse
