@@ -53,6 +53,7 @@ class FinetuneArguments:
     dense_dim: int | None = field(default=None, metadata={"help": "Add a learned projection D -> d' for the dense part (paper 384 for BERT-base); default: keep the checkpoint's."})
     activation: str | None = field(default=None, metadata={"help": "Bag-of-words activation: relu | log1p_relu | none (default: the checkpoint's)."})
     sparse_calibration: float | None = field(default=None, metadata={"help": "Before training, shift the MLM-head bias so that each vocabulary entry is active (mu > 0) in only this fraction of sampled documents (e.g. 0.05); makes the bag-of-words vector sparse from the start. Default: off."})
+    sparse_scale_calibration: bool = field(default=False, metadata={"help": "Before training (after --sparse-calibration), scale the bag-of-words so that the sparse part alone starts at its lowest in-batch contrastive loss on a sample of training pairs (a scale grid, folded into the MLM head; relu only). A fresh or pre-trained head otherwise starts with sparse scores ~10x too large (loss ~7 against ~1 for the dense part), and the first steps' clipped gradients go to shrinking them at the encoder's expense. Default: off (the paper's start)."})
     # data
     train: str = field(default="default", metadata={"help": "Collection with training queries and qrels: 'default' (bundled SciFact), a BEIR folder, msmarco-passage, beir/<name>."})
     split: str = field(default="train", metadata={"help": "Split of the training queries/qrels."})
@@ -505,6 +506,36 @@ def calibrate_sparse(retriever, tokenizer, texts: list[str], fraction: float, ma
     retriever.train()
 
 
+def calibrate_sparse_scale(retriever, tokenizer, queries: list[str], positives: list[str], query_max_length: int,
+                           doc_max_length: int, temperature: float = 1.0) -> float:
+    """Scale the sparse scores by the factor ``s`` (folded into the MLM head, :func:`fold_sparse_weight`)
+    that minimises the in-batch contrastive loss of the sparse part alone, ``CE(s * S / temperature)``
+    with ``S = mu_q . mu_d`` over ``queries`` x their ``positives`` (row i's positive is column i).
+    ``s`` comes from a log grid over [1e-4, 1e4] (steps of 10^0.05); the ranking each query makes is unchanged. Returns ``s``."""
+    import torch
+
+    if retriever.config.activation != "relu":
+        raise ValueError(f"sparse_scale_calibration needs activation 'relu' (scores scale with the logits); "
+                         f"the model has {retriever.config.activation!r}")
+    retriever.eval()
+    with torch.inference_mode():
+        q = tokenizer(queries, max_length=query_max_length, truncation=True, padding=True, return_tensors="pt")
+        d = tokenizer(positives, max_length=doc_max_length, truncation=True, padding=True, return_tensors="pt")
+        q_bow = retriever(q["input_ids"], q["attention_mask"])[1]  # (n, V)
+        d_bow = retriever(d["input_ids"], d["attention_mask"])[1]  # (n, V)
+        scores = (q_bow @ d_bow.T).float() / temperature  # (n, n)
+        grid = torch.logspace(-4, 4, 161, dtype=torch.float64)
+        target = torch.arange(len(queries))
+        losses = [torch.nn.functional.cross_entropy(float(g) * scores, target).item() for g in grid]
+        before = torch.nn.functional.cross_entropy(scores, target).item()
+    best = float(grid[min(range(len(losses)), key=losses.__getitem__)])
+    log.warning("sparse scale calibration: x%.4g (in-batch sparse loss %.3f -> %.3f on %d pairs)", best, before,
+                min(losses), len(queries))
+    fold_sparse_weight(retriever, best)
+    retriever.train()
+    return best
+
+
 def fold_sparse_weight(retriever, weight: float) -> None:
     """Scale the MLM-head logits by ``sqrt(weight)`` (LayerNorm affine and bias), so that with ReLU
     ``mu_q . mu_d`` of the saved model equals ``weight *`` the trained one."""
@@ -602,6 +633,12 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
         sample = sorted(docs)[:256]
         calibrate_sparse(retriever, tokenizer, [docs[d] for d in sample], args.sparse_calibration,
                          args.doc_max_length)
+    sparse_scale = None
+    if args.sparse_scale_calibration and not resume_from:
+        pairs = sorted(examples, key=lambda ex: ex.qid)[:64]
+        sparse_scale = calibrate_sparse_scale(retriever, tokenizer, [ex.query for ex in pairs],
+                                              [docs[ex.positives[0]] for ex in pairs], args.query_max_length,
+                                              args.doc_max_length, args.temperature)
     if len(examples) < args.batch_size * world:
         raise ValueError(f"{len(examples)} training queries < one global batch ({args.batch_size} x {world}); "
                          "lower --batch-size.")
@@ -615,13 +652,15 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - start
     if training_args.should_save:
-        _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, resume_from, result)
+        _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, resume_from, result, sparse_scale)
     trainer.accelerator.wait_for_everyone()
     return out
 
 
-def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, resume_from, result):
-    """Write the retriever checkpoint (config with ``finetuning``) and the provenance, files renamed in."""
+def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, resume_from, result, sparse_scale):
+    """Write the retriever checkpoint (config with ``finetuning``) and the provenance, files renamed in.
+    ``sparse_scale``: the factor of ``--sparse-scale-calibration`` (None when off, or when this run
+    resumed one that applied it)."""
     from .. import __version__
     from ..modeling.backbone import resolve_model_path
     from ..provenance import provenance, write_json
@@ -642,6 +681,7 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
         "temperature": args.temperature, "dense_weight": args.dense_weight, "sparse_weight": args.sparse_weight,
         "part_loss_weight": args.part_loss_weight,
         "sparse_weight_folded": folded, "sparse_calibration": args.sparse_calibration,
+        "sparse_scale_calibration": sparse_scale,
         "flops_query": args.flops_query, "flops_doc": args.flops_doc,
         "query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length,
         "queries": len(examples), "steps": trainer.state.global_step, "batch_size": args.batch_size,
