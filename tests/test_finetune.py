@@ -241,6 +241,71 @@ def test_stage2_negatives_mined_by_the_model_exclude_positives(tiny, toy, tmp_pa
     assert json.loads((out / "dupmae_config.json").read_text())["finetuning"]["negatives"] == "model"
 
 
+def test_exact_retriever_bf16_encoding_stays_close_to_fp32(tiny, toy):
+    """``ExactRetriever(dtype=torch.bfloat16)`` (the recipe's ``--eval-precision bf16``) encodes under
+    autocast: the vectors change, yet stay within bf16 rounding of fp32, and the rankings agree."""
+    from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.train.mining import ExactRetriever
+
+    coll = resolve(str(toy))
+    docs = {d.id: doc_text(d) for d in coll.iter_docs()}
+    queries = coll.queries("train")
+    got = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model, tok = DupMAERetriever.from_pretrained(tiny)
+        r = ExactRetriever(model, tok, doc_max_length=32, query_max_length=16, dtype=dtype, device="cpu")
+        r.index(list(docs), list(docs.values()), progress=False)
+        got[dtype] = (r.dense[torch.argsort(torch.tensor([int(d[1:]) for d in r.doc_ids]))],
+                      r.search(queries, k=5))
+    (d32, run32), (d16, run16) = got[torch.float32], got[torch.bfloat16]
+    assert d16.dtype == torch.float32 and not torch.equal(d16, d32)  # autocast did run, scores stay fp32
+    assert torch.nn.functional.cosine_similarity(d16, d32).min() > 0.99
+    for mode in ("dense", "impact", "hybrid"):
+        agree = sum(run16[mode][q][0][0] == run32[mode][q][0][0] for q in queries) / len(queries)
+        assert agree >= 0.75, (mode, agree)
+    model, tok = DupMAERetriever.from_pretrained(tiny)
+    with pytest.raises(ValueError, match="dtype"):
+        ExactRetriever(model, tok, dtype=torch.int8)
+
+
+def test_sparse_scale_calibration_rescales_to_the_best_in_batch_loss(tiny, toy, tmp_path):
+    """``--sparse-scale-calibration`` multiplies every sparse score by one factor s (rankings kept), and s
+    minimises the sparse part's in-batch loss: scaling further either way raises it (the loss is convex in s)."""
+    from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
+    from dupmae_ir.train.finetune import calibrate_sparse, calibrate_sparse_scale, run_finetuning
+
+    coll = resolve(str(toy))
+    docs = {d.id: doc_text(d) for d in coll.iter_docs()}
+    queries = coll.queries("train")
+    qids = sorted(queries)
+    texts_q, texts_d = [queries[q] for q in qids], [docs["d" + q[1:]] for q in qids]
+    retriever, tok = DupMAERetriever.from_pretrained(tiny)
+    calibrate_sparse(retriever, tok, list(docs.values()), 0.2, 32)
+
+    def sparse_scores():
+        retriever.eval()
+        with torch.no_grad():
+            q = tok(texts_q, max_length=16, truncation=True, padding=True, return_tensors="pt")
+            d = tok(texts_d, max_length=32, truncation=True, padding=True, return_tensors="pt")
+            return retriever(q["input_ids"], q["attention_mask"])[1] @ retriever(d["input_ids"], d["attention_mask"])[1].T
+
+    ce = lambda s: torch.nn.functional.cross_entropy(s, torch.arange(len(s))).item()  # noqa: E731
+    before = sparse_scores()
+    scale = calibrate_sparse_scale(retriever, tok, texts_q, texts_d, 16, 32)
+    after = sparse_scores()
+    assert 1e-4 < scale < 1e4 and abs(scale - 1) > 0.05  # inside the grid, and it did rescale
+    assert torch.allclose(after, scale * before, rtol=1e-3, atol=1e-4)
+    assert ce(after) <= ce(before) and ce(after) <= ce(after * 1.25) and ce(after) <= ce(after / 1.25)
+    retriever.config = retriever.config.__class__(**{**retriever.config.__dict__, "activation": "log1p_relu"})
+    with pytest.raises(ValueError, match="relu"):
+        calibrate_sparse_scale(retriever, tok, texts_q, texts_d, 16, 32)
+    out = run_finetuning(_args(tiny, toy, tmp_path / "scaled", sparse_calibration=0.2, sparse_scale_calibration=True,
+                               max_steps=2))
+    assert RetrieverConfig.load(out).finetuning["sparse_scale_calibration"] > 0
+
+
 def test_stage3_distillation_runs(tiny, toy, tmp_path):
     from dupmae_ir.train.finetune import run_finetuning
 
