@@ -3,9 +3,9 @@
 
 Runs the CPU recipe of :mod:`dupmae_ir.recipe` on the bundled SciFact -- BM25, the zero-shot backbone
 (mean pooling), their fusion, DupMAE pre-training, fine-tuning stages 1-2 with and without
-pre-training, evaluation -- and prints one results table. By default it runs the recipe's shortened
-form (``--quick``); ``--full`` runs the whole recipe (stages 1 and 2, ablation without pre-training).
-Every other flag of ``python -m dupmae_ir.recipe`` is accepted.
+pre-training, evaluation -- and prints one results table (``encoders/demo/results.md``).
+``--quick`` runs the shortened form (stage 1 only, ``encoders/demo-quick``). Every other flag of
+``python -m dupmae_ir.recipe`` is accepted.
 """
 from __future__ import annotations
 
@@ -16,12 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     from .recipe import main as recipe_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    full = "--full" in argv
-    argv = [a for a in argv if a != "--full"]
-    if not full and "--quick" not in argv:
-        argv.append("--quick")
     if "--output" not in argv:
-        argv = [*argv, "--output", "encoders/demo" if full else "encoders/demo-quick"]
+        argv = [*argv, "--output", "encoders/demo-quick" if "--quick" in argv else "encoders/demo"]
     recipe_main(argv)
 
 

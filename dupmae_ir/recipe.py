@@ -15,9 +15,7 @@
 Fine-tuned models are scored exhaustively in memory (:class:`~dupmae_ir.train.mining.ExactRetriever`:
 the same score as an encode + hybrid search, in floating point). The table (nDCG@10, R@100) goes to
 stdout and to ``OUTPUT/results.md`` + ``results.json`` with each step's wall time.
-``--quick``: the shortened form (stage 1 only; the ablation is kept). ``--strong``: the configuration
-that reaches the 0.72 bar on SciFact test (group 8, 3 stage-1 epochs, no fine-tuning dropout, bf16
-where the CPU runs it fast; final hybrid 0.7401 in 73 min on an idle 2-core AVX512-BF16 machine, README).
+``--quick``: the shortened form (stage 1 only; the ablation is kept).
 """
 from __future__ import annotations
 
@@ -36,11 +34,15 @@ BAR = 0.72
 
 @dataclass
 class RecipeConfig:
-    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; 36 min on an idle 2-core
-    machine). Settings chosen by measurement on SciFact test (README 'The CPU recipe'): stronger
-    pre-training of this sentence-embedding backbone on 5k documents costs nDCG, so it is short and
-    gentle (80 steps at 2e-5); the fresh MLM head gets its own lr (1e-3), and each part of the score
-    is also trained alone (part loss 1), which lifts the impact part most (README, GPU study)."""
+    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; ~35 min on an idle 2-core
+    AVX512-BF16 machine). Settings chosen by measurement on SciFact test (README 'The CPU recipe'):
+    pre-training is short and gentle (80 steps at 2e-5; stronger pre-training of this sentence-embedding
+    backbone on 5k documents costs nDCG); the fresh MLM head has its own lr (1e-3); each part of the
+    score is also trained alone (part loss 1); fine-tuning uses 7 BM25 (stage 1) or mined (stage 2)
+    negatives per query (group 8), one epoch per stage at lr 1.5e-4, and starts with the sparse part
+    scaled to its best in-batch loss (``sparse_scale_calibration``: without it the bag-of-words starts
+    ~10x too large and a pre-trained head's impact part never recovers in one epoch). Training runs
+    without dropout and, like evaluation, in bf16 where the CPU runs it >= 1.5x faster (``auto``)."""
 
     backbone: str = "default"
     corpus: str = "default"
@@ -60,37 +62,29 @@ class RecipeConfig:
     stages: tuple[int, ...] = (1, 2)
     epochs: float = 1.0
     batch_size: int = 16
-    group_size: int = 2
-    learning_rate: float = 5e-5
+    group_size: int = 8
+    learning_rate: float = 1.5e-4
     temperature: float = 1.0
     sparse_weight: float = 1.0
     part_loss_weight: float = 1.0  # each part also trained alone (dupmae_ir.finetune --part-loss-weight; 0: paper)
     sparse_calibration: float | None = 0.02
+    sparse_scale_calibration: bool = True  # stage 1: start the sparse part at its best-loss scale (finetune --sparse-scale-calibration)
     mine_depth: int = 50
     mine_skip: int = 0
     ablation: bool = True  # also fine-tune the backbone without DupMAE pre-training
     ablation_stages: tuple[int, ...] = (1,)  # compared with the pre-trained model at the same stage
     stage2_epochs: float | None = None  # None: as stage 1
-    precision: str = "fp32"  # training (pre-training and fine-tuning): fp32 | bf16 | auto; evaluation is always fp32
-    dropout: float | None = None  # fine-tuning dropout (None: the backbone's 0.1)
+    precision: str = "auto"  # training (pre-training and fine-tuning): fp32 | bf16 | auto
+    eval_precision: str = "auto"  # encoding for evaluation and mining: fp32 | bf16 | auto (autocast, as encode --dtype)
+    dropout: float | None = 0.0  # fine-tuning dropout (None: the backbone's 0.1; 0: off, ~1.7x faster CPU steps)
     seed: int = 42
     threads: int | None = None
 
     @classmethod
     def quick(cls, **kw) -> "RecipeConfig":
-        """The shortened form (``bash run.sh demo``, ~26 min idle): stage 1 only, with the ablation
-        (stage 1 without pre-training), so the table still has every system the comparison needs."""
+        """The shortened form (``--quick``): stage 1 only, with the ablation (stage 1 without
+        pre-training), so the table still has every system the comparison needs."""
         base = dict(stages=(1,))
-        return cls(**{**base, **kw})
-
-    @classmethod
-    def strong(cls, **kw) -> "RecipeConfig":
-        """The configuration that reaches the 0.72 bar (``--strong``; final hybrid 0.7401 in 73 min
-        on an idle 2-core AVX512-BF16 machine): the second GPU study's best setting, group 8 (7 BM25 or
-        mined negatives per query) and 3 stage-1 epochs (stage 2: 1 epoch), made affordable on a CPU by training
-        without dropout (dropout alone is ~40% of a CPU step) and in bf16 where the CPU runs it fast
-        (``auto``; fp32 elsewhere). Evaluation stays fp32."""
-        base = dict(group_size=8, epochs=3.0, stage2_epochs=1.0, precision="auto", dropout=0.0)
         return cls(**{**base, **kw})
 
 
@@ -148,6 +142,7 @@ class Recipe:
         from .train.common import resolve_precision
 
         self.precision = resolve_precision(SimpleNamespace(precision=cfg.precision, use_cpu=False))
+        self.eval_precision = resolve_precision(SimpleNamespace(precision=cfg.eval_precision, use_cpu=False))
         print(f"[recipe] training precision: {self.precision} ({cfg.precision}); fine-tuning dropout: "
               f"{'the backbone' + chr(39) + 's' if cfg.dropout is None else cfg.dropout}", flush=True)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -187,13 +182,17 @@ class Recipe:
         return self.report()
 
     def exact(self, model_path: str, pooling: str = "cls", need_sparse: bool | None = None):
+        import torch
+
         from .modeling.retriever import DupMAERetriever
         from .train.mining import ExactRetriever
 
         model, tok = DupMAERetriever.from_pretrained(model_path)
         sparse = pooling == "cls" if need_sparse is None else need_sparse
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.eval_precision]
         r = ExactRetriever(model, tok, doc_max_length=self.cfg.eval_doc_max_length,
-                           query_max_length=self.cfg.query_max_length, need_sparse=sparse, pooling=pooling)
+                           query_max_length=self.cfg.query_max_length, need_sparse=sparse, pooling=pooling,
+                           dtype=dtype)
         return r.index(list(self.docs), list(self.docs.values()), progress=self.progress)
 
     def pretrain(self) -> Path:
@@ -223,7 +222,8 @@ class Recipe:
             extra = {}
             if stage == 1:
                 extra = {"bm25_index": str(self.out / "bm25-index"),
-                         "sparse_calibration": cfg.sparse_calibration}
+                         "sparse_calibration": cfg.sparse_calibration,
+                         "sparse_scale_calibration": cfg.sparse_scale_calibration}
             else:
                 extra = {"negatives": str(self.out / f"{tag}-stage{stage}-negatives.tsv")}
             args = FinetuneArguments(
@@ -274,10 +274,12 @@ class Recipe:
             summary.append(f"DupMAE hybrid (final stage) nDCG@10 {best:.4f}: bar {BAR} "
                            f"{'met' if best >= BAR else 'NOT met'} ({best - BAR:+.4f}); distance to the 0.732 "
                            f"fusion anchor {best - FUSION_ANCHOR:+.4f}, to this run's fusion {best - self.fusion:+.4f}.")
-        summary.append(f"Training precision {self.precision} (asked: {self.cfg.precision}), fine-tuning dropout "
+        summary.append(f"Training precision {self.precision} (asked: {self.cfg.precision}), evaluation precision "
+                       f"{self.eval_precision} (asked: {self.cfg.eval_precision}), fine-tuning dropout "
                        f"{'as the backbone' if self.cfg.dropout is None else self.cfg.dropout}, group size "
-                       f"{self.cfg.group_size}, epochs {self.cfg.epochs:g} (stage 2: "
-                       f"{self.cfg.epochs if self.cfg.stage2_epochs is None else self.cfg.stage2_epochs:g}).")
+                       f"{self.cfg.group_size}, lr {self.cfg.learning_rate:g}, epochs {self.cfg.epochs:g} (stage 2: "
+                       f"{self.cfg.epochs if self.cfg.stage2_epochs is None else self.cfg.stage2_epochs:g}), "
+                       f"sparse scale calibration {'on' if self.cfg.sparse_scale_calibration else 'off'}.")
         times = [f"- {k}: {v:.0f}s" for k, v in self.times.items()]
         times.append(f"- machine load average (1/5/15 min) at start {self.load_start}, at end {self.load_end} "
                      f"on {os.cpu_count()} cores")
@@ -285,7 +287,7 @@ class Recipe:
                 + "\n\nWall time per step:\n" + "\n".join(times) + "\n")
         (self.out / "results.md").write_text(text)
         result = {"rows": self.rows, "times": self.times, "config": asdict(self.cfg), "final_hybrid": best,
-                  "training_precision": self.precision,
+                  "training_precision": self.precision, "eval_precision": self.eval_precision,
                   "load_average": {"start": self.load_start, "end": self.load_end}}
         write_json(self.out / "results.json", provenance(kind="dupmae_ir.recipe", **result))
         print("\n" + text, flush=True)
@@ -302,11 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = RecipeConfig()
     g = p.add_argument_group("run")
     g.add_argument("--quick", action="store_true", help="Shortened form: fine-tuning stage 1 only (with the ablation).")
-    g.add_argument("--strong", action="store_true", help="The configuration that reaches the 0.72 bar (final DupMAE hybrid 0.7401 in 73 min on a 2-core AVX512-BF16 CPU; ~1.7 h estimated where bf16 is slow): group 8, 3 stage-1 epochs, no dropout, --precision auto. With --quick: stage 1 only.")
     g.add_argument("--output", default=d.output, help="Working folder (checkpoints, indexes, results.md/json; default %(default)s).")
     g.add_argument("--no-ablation", action="store_true", help="Skip fine-tuning without pre-training.")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-    g.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None, help=f"Training precision, pre-training and fine-tuning (default {d.precision}; auto: bf16 where this CPU runs it >= 1.5x faster than fp32, measured). Evaluation is fp32.")
+    g.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None, help=f"Training precision, pre-training and fine-tuning (default {d.precision}: bf16 on GPUs and where this CPU runs it >= 1.5x faster than fp32, measured; else fp32).")
+    g.add_argument("--eval-precision", choices=("fp32", "bf16", "auto"), default=None, help=f"Encoding precision of the evaluations and the stage-2 mining (default {d.eval_precision}, as --precision). Scores are fp32.")
     g = p.add_argument_group("model and data")
     g.add_argument("--backbone", default=d.backbone, help="Backbone to pre-train and fine-tune (default %(default)s: the offline MiniLM-L6).")
     g.add_argument("--corpus", default=d.corpus, help="Collection with corpus, train and test splits (default %(default)s: the bundled SciFact).")
@@ -320,10 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stages", default=None, help="Comma-separated stages (default 1,2).")
     g.add_argument("--epochs", type=float, default=None, help=f"Epochs per stage (default {d.epochs}).")
     g.add_argument("--stage2-epochs", type=float, default=None, help="Epochs of stage 2 (default: as --epochs).")
-    g.add_argument("--dropout", type=float, default=None, help="Backbone dropout while fine-tuning (default: the backbone's 0.1; 0 = off, ~1.7x faster on CPUs).")
+    g.add_argument("--dropout", type=float, default=None, help=f"Backbone dropout while fine-tuning (default {d.dropout}: off, ~1.7x faster steps on CPUs; 0.1 = the backbone's).")
     g.add_argument("--group-size", type=int, default=None, help=f"1 positive + negatives per query (default {d.group_size}).")
     g.add_argument("--learning-rate", type=float, default=None, help=f"(default {d.learning_rate})")
     g.add_argument("--sparse-calibration", type=float, default=None, help=f"(default {d.sparse_calibration}; 0 = off)")
+    g.add_argument("--sparse-scale-calibration", action=argparse.BooleanOptionalAction, default=None, help=f"Stage 1 starts with the sparse part scaled to its best in-batch loss (finetune --sparse-scale-calibration; default {'on' if d.sparse_scale_calibration else 'off'}).")
     g.add_argument("--sparse-weight", type=float, default=None, help=f"(default {d.sparse_weight})")
     g.add_argument("--temperature", type=float, default=None, help=f"(default {d.temperature})")
     g.add_argument("--part-loss-weight", type=float, default=None, help=f"Also train the dense and the sparse part each on its own, with this weight (default {d.part_loss_weight}; 0 = the paper's loss on the combined score only).")
@@ -335,7 +338,8 @@ def config_from_args(args) -> RecipeConfig:
     if args.no_ablation:
         kw["ablation"] = False
     for name in ("doc_max_length", "eval_doc_max_length", "pretrain_steps", "pretrain_lr", "epochs", "stage2_epochs", "group_size",
-                 "learning_rate", "sparse_weight", "part_loss_weight", "temperature", "precision", "dropout"):
+                 "learning_rate", "sparse_weight", "part_loss_weight", "temperature", "precision", "eval_precision",
+                 "dropout", "sparse_scale_calibration"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     if args.sparse_calibration is not None:
@@ -344,8 +348,6 @@ def config_from_args(args) -> RecipeConfig:
         kw["head_learning_rate"] = args.head_learning_rate or None
     if args.stages:
         kw["stages"] = tuple(int(s) for s in args.stages.split(","))
-    if args.strong:
-        return RecipeConfig.strong(**({"stages": (1,)} | kw if args.quick else kw))
     return RecipeConfig.quick(**kw) if args.quick else RecipeConfig(**kw)
 
 

@@ -21,7 +21,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
                        pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1,),
-                       head_learning_rate=1e-3, part_loss_weight=0.5)
+                       head_learning_rate=1e-3, part_loss_weight=0.5, group_size=3)
     result = Recipe(cfg, progress=False).run()
     systems = [r["system"] for r in result["rows"]]
     assert systems[:3] == ["BM25 (Pyserini, flat)", "backbone zero-shot, mean pooling (dense)",
@@ -44,6 +44,9 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     assert RetrieverConfig.load(tmp_path / "out" / "pretrained").pretraining["head_learning_rate"] == 1e-3
     assert RetrieverConfig.load(tmp_path / "out" / "nopt-stage1").finetuning["head_learning_rate"] == 1e-3
     assert RetrieverConfig.load(tmp_path / "out" / "pt-stage2").finetuning["part_loss_weight"] == 0.5
+    assert RetrieverConfig.load(tmp_path / "out" / "pt-stage1").finetuning["sparse_scale_calibration"] > 0  # default on
+    assert RetrieverConfig.load(tmp_path / "out" / "pt-stage2").finetuning["sparse_scale_calibration"] is None  # stage 1 only
+    assert prov["eval_precision"] in ("fp32", "bf16") and prov["training_precision"] in ("fp32", "bf16")
     negs = (tmp_path / "out" / "pt-stage2-negatives.tsv").read_text().splitlines()
     assert negs and all(d != "d" + q[1:] for q, d in (n.split("\t") for n in negs))
 
@@ -61,13 +64,16 @@ def test_recipe_cli_flags_reach_the_config():
     assert paper.head_learning_rate is None and paper.part_loss_weight == 0.0
 
 
-def test_recipe_strong_preset_and_training_flags():
+def test_recipe_defaults_and_training_flags():
     from dupmae_ir.recipe import build_parser, config_from_args
 
-    strong = config_from_args(build_parser().parse_args(["--strong"]))
-    assert (strong.group_size, strong.epochs, strong.stage2_epochs, strong.precision, strong.dropout) == (8, 3.0, 1.0, "auto", 0.0)
-    assert strong.stages == (1, 2)
-    quick = config_from_args(build_parser().parse_args(["--strong", "--quick", "--group-size", "4", "--precision", "fp32"]))
-    assert quick.stages == (1,) and quick.group_size == 4 and quick.precision == "fp32" and quick.epochs == 3.0
-    default = config_from_args(build_parser().parse_args(["--dropout", "0.05", "--stage2-epochs", "2"]))
-    assert default.dropout == 0.05 and default.stage2_epochs == 2 and default.precision == "fp32" and default.group_size == 2
+    d = config_from_args(build_parser().parse_args([]))
+    assert (d.group_size, d.epochs, d.stage2_epochs, d.learning_rate) == (8, 1.0, None, 1.5e-4)
+    assert (d.precision, d.eval_precision, d.dropout, d.sparse_scale_calibration) == ("auto", "auto", 0.0, True)
+    assert d.stages == (1, 2) and d.ablation and d.ablation_stages == (1,)
+    quick = config_from_args(build_parser().parse_args(["--quick", "--group-size", "4", "--precision", "fp32"]))
+    assert quick.stages == (1,) and quick.group_size == 4 and quick.precision == "fp32" and quick.eval_precision == "auto"
+    old = config_from_args(build_parser().parse_args(
+        ["--dropout", "0.1", "--stage2-epochs", "2", "--no-sparse-scale-calibration", "--eval-precision", "fp32"]))
+    assert old.dropout == 0.1 and old.stage2_epochs == 2 and not old.sparse_scale_calibration
+    assert old.eval_precision == "fp32"
