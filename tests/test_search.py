@@ -135,7 +135,6 @@ def test_threads_do_not_change_runs(searcher, slice_index):
 def test_drop_query_id(searcher, slice_index):
     index_dir, doc_impacts, _ = slice_index
     docid = next(iter(doc_impacts))
-    from dupmae_ir.data import doc_text, resolve  # noqa: F401
 
     text = "cerebral white matter development in the human brain"
     kept = searcher.search_batch([docid], [text], ("dense",), hits=300)["dense"][docid]
