@@ -143,7 +143,8 @@ class Recipe:
 
         self.precision = resolve_precision(SimpleNamespace(precision=cfg.precision, use_cpu=False))
         self.eval_precision = resolve_precision(SimpleNamespace(precision=cfg.eval_precision, use_cpu=False))
-        print(f"[recipe] training precision: {self.precision} ({cfg.precision}); fine-tuning dropout: "
+        print(f"[recipe] training precision: {self.precision} ({cfg.precision}); evaluation precision: "
+              f"{self.eval_precision} ({cfg.eval_precision}); fine-tuning dropout: "
               f"{'the backbone' + chr(39) + 's' if cfg.dropout is None else cfg.dropout}", flush=True)
         self.out.mkdir(parents=True, exist_ok=True)
         coll = resolve(cfg.corpus)
