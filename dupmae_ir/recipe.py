@@ -212,6 +212,7 @@ class Recipe:
     def finetune_chain(self, label: str, start: str, stages: tuple[int, ...]) -> None:
         """Stages 1 (BM25 negatives) and 2 (negatives mined by the stage-1 model) from ``start``;
         each stage's model is evaluated on the test queries (stage 2 mines with the same encoding)."""
+        from .modeling.retriever import RetrieverConfig
         from .train.finetune import FinetuneArguments, run_finetuning
         from .train.mining import negatives_from_run
 
@@ -240,6 +241,9 @@ class Recipe:
                 **extra)
             with self.timed(f"{label}: fine-tune stage {stage}"):
                 model_path = str(run_finetuning(args))
+            scale = RetrieverConfig.load(model_path).finetuning.get("sparse_scale_calibration")
+            if scale is not None:
+                print(f"[recipe]   sparse scale calibration: x{scale:.4g} (recorded in the checkpoint)", flush=True)
             with self.timed(f"{label}: encode + search (stage {stage})"):
                 retriever = self.exact(model_path)
                 runs = retriever.search(self.queries, k=1000)

@@ -529,8 +529,8 @@ def calibrate_sparse_scale(retriever, tokenizer, queries: list[str], positives: 
         losses = [torch.nn.functional.cross_entropy(float(g) * scores, target).item() for g in grid]
         before = torch.nn.functional.cross_entropy(scores, target).item()
     best = float(grid[min(range(len(losses)), key=losses.__getitem__)])
-    log.warning("sparse scale calibration: x%.4g (in-batch sparse loss %.3f -> %.3f on %d pairs)", best, before,
-                min(losses), len(queries))
+    log.info("sparse scale calibration: x%.4g (in-batch sparse loss %.3f -> %.3f on %d pairs)", best, before,
+             min(losses), len(queries))
     fold_sparse_weight(retriever, best)
     retriever.train()
     return best
