@@ -325,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--head-learning-rate", type=float, default=None, help=f"Peak lr of the parameters outside the backbone body (the fresh MLM head, the decoder layer), in pre-training and fine-tuning (default {d.head_learning_rate}; 0 = one lr for all, the paper's).")
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--stages", default=None, help="Comma-separated stages (default 1,2).")
+    g.add_argument("--ablation-stages", default=None, help="Comma-separated stages of the model without pre-training (default 1; 1,2 adds ~10 min on a 2-core CPU).")
     g.add_argument("--epochs", type=float, default=None, help=f"Epochs per stage (default {d.epochs}).")
     g.add_argument("--stage2-epochs", type=float, default=None, help="Epochs of stage 2 (default: as --epochs).")
     g.add_argument("--dropout", type=float, default=None, help=f"Backbone dropout while fine-tuning (default {d.dropout}: off, ~1.7x faster steps on CPUs; 0.1 = the backbone's).")
@@ -353,6 +354,8 @@ def config_from_args(args) -> RecipeConfig:
         kw["head_learning_rate"] = args.head_learning_rate or None
     if args.stages:
         kw["stages"] = tuple(int(s) for s in args.stages.split(","))
+    if args.ablation_stages:
+        kw["ablation_stages"] = tuple(int(s) for s in args.ablation_stages.split(","))
     return RecipeConfig.quick(**kw) if args.quick else RecipeConfig(**kw)
 
 

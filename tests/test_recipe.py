@@ -20,7 +20,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=3)
     cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
-                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1,),
+                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1, 2),
                        head_learning_rate=1e-3, part_loss_weight=0.5, group_size=3)
     result = Recipe(cfg, progress=False).run()
     systems = [r["system"] for r in result["rows"]]
@@ -28,7 +28,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
                            "BM25 + backbone(mean), normalised fusion"]
     for name in ("DupMAE pre-trained + stage 1: hybrid (sum)", "DupMAE pre-trained + stage 1+2: hybrid (sum)",
                  "DupMAE pre-trained + stage 1+2: dense", "DupMAE pre-trained + stage 1+2: impact",
-                 "no pre-training + stage 1: hybrid (sum)"):
+                 "no pre-training + stage 1: hybrid (sum)", "no pre-training + stage 1+2: hybrid (sum)"):
         assert name in systems
     assert all(0.0 <= r["nDCG@10"] <= 1.0 for r in result["rows"])
     assert result["rows"][0]["nDCG@10"] > 0.9  # BM25 finds the key word on this toy set
@@ -77,3 +77,5 @@ def test_recipe_defaults_and_training_flags():
         ["--dropout", "0.1", "--stage2-epochs", "2", "--no-sparse-scale-calibration", "--eval-precision", "fp32"]))
     assert old.dropout == 0.1 and old.stage2_epochs == 2 and not old.sparse_scale_calibration
     assert old.eval_precision == "fp32"
+    both = config_from_args(build_parser().parse_args(["--ablation-stages", "1,2"]))
+    assert both.ablation_stages == (1, 2) and both.stages == (1, 2)
