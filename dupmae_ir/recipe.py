@@ -142,7 +142,11 @@ class Recipe:
         from .train.common import resolve_precision
 
         self.precision = resolve_precision(SimpleNamespace(precision=cfg.precision, use_cpu=False))
-        self.eval_precision = resolve_precision(SimpleNamespace(precision=cfg.eval_precision, use_cpu=False))
+        from .encoder import dtype_name, resolve_dtype
+        from .train.mining import default_device
+
+        self.eval_dtype = resolve_dtype(cfg.eval_precision, str(default_device()))  # what encode --dtype resolves
+        self.eval_precision = dtype_name(self.eval_dtype)
         print(f"[recipe] training precision: {self.precision} ({cfg.precision}); evaluation precision: "
               f"{self.eval_precision} ({cfg.eval_precision}); fine-tuning dropout: "
               f"{'the backbone' + chr(39) + 's' if cfg.dropout is None else cfg.dropout}", flush=True)
@@ -183,17 +187,14 @@ class Recipe:
         return self.report()
 
     def exact(self, model_path: str, pooling: str = "cls", need_sparse: bool | None = None):
-        import torch
-
         from .modeling.retriever import DupMAERetriever
         from .train.mining import ExactRetriever
 
         model, tok = DupMAERetriever.from_pretrained(model_path)
         sparse = pooling == "cls" if need_sparse is None else need_sparse
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.eval_precision]
         r = ExactRetriever(model, tok, doc_max_length=self.cfg.eval_doc_max_length,
                            query_max_length=self.cfg.query_max_length, need_sparse=sparse, pooling=pooling,
-                           dtype=dtype)
+                           dtype=self.eval_dtype)
         return r.index(list(self.docs), list(self.docs.values()), progress=self.progress)
 
     def pretrain(self) -> Path:
