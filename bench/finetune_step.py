@@ -44,7 +44,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from dupmae_ir.data.readers import iter_corpus, load_qrels, load_queries
+    from dupmae_ir.data import iter_corpus, load_qrels, load_queries
     from dupmae_ir.data import doc_text
     from dupmae_ir.modeling.retriever import DupMAERetriever
     from dupmae_ir.train.common import set_dropout

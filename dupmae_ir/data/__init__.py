@@ -22,10 +22,10 @@ qrels ``{qid: {docid: int}}``. Title and text are kept apart; :func:`doc_text` i
 are joined (``"title text"``; the title is dropped when empty).
 """
 from .types import DataError, Doc, doc_text
-from .resolve import Collection, resolve, known_names
-from .readers import CorpusStats, iter_corpus, load_queries, load_qrels
+from .readers import CorpusStats, check_id
+from .resolve import Collection, iter_corpus, known_names, load_qrels, load_queries, resolve
 
 __all__ = [
     "DataError", "Doc", "doc_text", "Collection", "resolve", "known_names",
-    "iter_corpus", "load_queries", "load_qrels", "CorpusStats",
+    "iter_corpus", "load_queries", "load_qrels", "CorpusStats", "check_id",
 ]

@@ -81,7 +81,7 @@ def build_tokenized_corpus(corpus: str, tokenizer, max_seq_length: int = 128, la
         raise ValueError(f"max_seq_length={max_seq_length}: needs room for [CLS], one token and [SEP]")
     collection = resolve(corpus, data_dir=data_dir)
     if not collection.has_corpus():
-        raise DataError(f"{corpus}: this collection has no documents to pre-train on.")
+        raise DataError(corpus, "this collection has no documents to pre-train on", "pass a collection with a corpus")
     key = {"collection": _collection_fingerprint(collection), "vocab": _vocab_hash(tokenizer),
            "max_seq_length": max_seq_length, "layout": layout, "max_docs": max_docs, "format": 1}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -146,7 +146,7 @@ def _build(collection, tokenizer, max_seq_length, layout, folder, key, max_docs,
                 out.write(np.asarray(carry, dtype=dtype).tobytes())
                 offsets.append(offsets[-1] + len(carry))
         if len(offsets) == 1:
-            raise DataError(f"{collection.name}: no non-empty documents to pre-train on.")
+            raise DataError(collection.name, "no non-empty documents to pre-train on", "pass a collection with text")
         np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         meta = provenance(kind="dupmae_ir.pretrain_corpus", dtype=np.dtype(dtype).name, examples=len(offsets) - 1,
                           tokens=offsets[-1], documents=docs, skipped_empty=skipped, **key)

@@ -2,14 +2,19 @@
 
 Formats: BEIR ``corpus.jsonl[.gz]`` (``_id``, ``title``, ``text``), Pyserini JSONL collections
 (``id``, ``contents``), BEIR ``queries.jsonl`` (``_id``, ``text``), TSV topics (``qid<TAB>text``),
-BEIR qrels TSV (``query-id corpus-id score`` header, CRLF tolerated) and TREC qrels
-(``qid 0 docid rel``).
+BEIR qrels TSV (``query-id<TAB>corpus-id<TAB>score``, header and CRLF tolerated) and TREC qrels
+(``qid 0 docid rel``, any whitespace).
+
+One id rule for documents, queries and qrels from every source (:func:`check_id`): an id is used
+verbatim and must be non-empty and free of whitespace, since TREC run and qrels files separate their
+columns with whitespace.
 """
 from __future__ import annotations
 
 import gzip
 import json
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +33,17 @@ class CorpusStats:
     docs: int = 0
     empty: int = 0
     skipped_empty: list[str] = field(default_factory=list)
+
+
+def check_id(value: str, where: str, what: str = "document id", field_name: str = "id") -> str:
+    """``value`` if it is a usable id, else a :class:`DataError` at ``where`` (``file:line`` or a
+    dataset and record number)."""
+    if not value:
+        raise DataError(where, f"field '{field_name}': empty {what}", f"give every {what.split()[0]} a non-empty id")
+    if any(ch.isspace() for ch in value):
+        raise DataError(where, f"field '{field_name}': {what} {value!r} contains whitespace, which TREC run and "
+                               "qrels files cannot hold", "remove or replace the whitespace in the ids (e.g. with '_')")
+    return value
 
 
 def _open_binary(path: Path):
@@ -50,36 +66,41 @@ def _field_of_bad_byte(raw: bytes) -> str:
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each non-blank line; line numbers start at 1.
 
-    Decodes strictly as UTF-8; a bad byte raises :class:`DataError` naming file, line and column.
-    Trailing ``\\r\\n``/``\\n`` are removed.
+    Decodes strictly as UTF-8; a bad byte raises :class:`DataError` naming file, line and column, and
+    so does a truncated or corrupt ``.gz`` file. Trailing ``\\r\\n``/``\\n`` are removed.
     """
     path = Path(path)
-    with _open_binary(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno}: byte 0x{raw[e.start]:02x} at column {e.start + 1}{_field_of_bad_byte(raw)} "
-                    "is not UTF-8. "
-                    "Fix: re-encode the file as UTF-8 (for example `iconv -f latin1 -t utf-8`)."
-                ) from None
-            line = line.rstrip("\r\n")
-            if lineno == 1:
-                line = line.lstrip("\ufeff")  # a UTF-8 byte-order mark is not data
-            if line.strip():
-                yield lineno, line
+    lineno = 0
+    try:
+        with _open_binary(path) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{lineno}", f"byte 0x{raw[e.start]:02x} at column {e.start + 1}"
+                                                        f"{_field_of_bad_byte(raw)} is not UTF-8",
+                                    "re-encode the file as UTF-8, for example `iconv -f latin1 -t utf-8`") from None
+                line = line.rstrip("\r\n")
+                if lineno == 1:
+                    line = line.lstrip("\ufeff")  # a UTF-8 byte-order mark is not data
+                if line.strip():
+                    yield lineno, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(path, f"the gzip data is truncated or corrupt after line {lineno} ({e})",
+                        f"re-create or re-download the file (`gzip -t {path.name}` checks it)") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, expected a file", "pass the file inside it") from None
 
 
 def _parse_json(path: Path, lineno: int, line: str) -> dict:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}). "
-                        "Fix: each line must be one JSON object.") from None
+        raise DataError(f"{path}:{lineno}", f"malformed JSON ({e.msg} at column {e.colno})",
+                        "each line must be one JSON object") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}. "
-                        "Fix: each line must be one JSON object such as {\"id\": ..., \"contents\": ...}.")
+        raise DataError(f"{path}:{lineno}", f"expected a JSON object, got {type(obj).__name__}",
+                        'each line must be one JSON object such as {"id": ..., "contents": ...}')
     return obj
 
 
@@ -90,21 +111,16 @@ def _field(obj: dict, path: Path, lineno: int, names: tuple[str, ...], what: str
             if value is None:
                 value = ""
             if not isinstance(value, (str, int)):
-                raise DataError(f"{path}:{lineno}: field '{name}' must be a string, got {type(value).__name__}. "
-                                "Fix: write it as a JSON string.")
+                raise DataError(f"{path}:{lineno}", f"field '{name}' must be a string, got {type(value).__name__}",
+                                "write it as a JSON string")
             return str(value)
-    raise DataError(f"{path}:{lineno}: missing {what} field (expected one of {', '.join(repr(n) for n in names)}). "
-                    f"Fields present: {sorted(obj)}. Fix: add the field to every line.")
+    raise DataError(f"{path}:{lineno}", f"missing {what} field (expected one of {', '.join(repr(n) for n in names)}); "
+                                        f"Fields present: {sorted(obj)}", "add the field to every line")
 
 
 def parse_doc(obj: dict, path: Path, lineno: int) -> Doc:
     """A BEIR (``_id``/``title``/``text``) or Pyserini (``id``/``contents``) corpus line as a :class:`Doc`."""
-    doc_id = _field(obj, path, lineno, ("_id", "id", "docid"), "id")
-    if not doc_id.strip():
-        raise DataError(f"{path}:{lineno}: field 'id': empty document id. Fix: give every document a non-empty id.")
-    if any(ch.isspace() for ch in doc_id):
-        raise DataError(f"{path}:{lineno}: field 'id': document id {doc_id!r} contains whitespace, which TREC run files "
-                        "cannot hold. Fix: remove whitespace from ids.")
+    doc_id = check_id(_field(obj, path, lineno, ("_id", "id", "docid"), "id"), f"{path}:{lineno}")
     if "text" in obj or "title" in obj:
         text = _field(obj, path, lineno, ("text",), "text")
         title = str(obj.get("title") or "")
@@ -143,15 +159,15 @@ def iter_jsonl_corpus(paths: list[Path], empty: str = "keep", stats: CorpusStats
             doc = parse_doc(_parse_json(path, lineno, line), path, lineno)
             if check_duplicates:
                 if doc.id in seen:
-                    first = _first_location(paths, doc.id)
-                    raise DataError(f"{path}:{lineno}: field 'id': duplicate document id {doc.id!r} "
-                                    f"(first at {first}). Fix: make ids unique.")
+                    raise DataError(f"{path}:{lineno}", f"field 'id': duplicate document id {doc.id!r} "
+                                                        f"(first at {_first_location(paths, doc.id)})",
+                                    "make ids unique")
                 seen.add(doc.id)
             if not doc.title and not doc.text:
                 stats.empty += 1
                 if empty == "error":
-                    raise DataError(f"{path}:{lineno}: fields 'title'/'text': document {doc.id!r} is empty. "
-                                    "Fix: remove it, or pass empty='keep' (index it) or empty='skip' (drop it, counted).")
+                    raise DataError(f"{path}:{lineno}", f"fields 'title'/'text': document {doc.id!r} is empty",
+                                    "remove it, or pass empty='keep' (index it) or empty='skip' (drop it, counted)")
                 if empty == "skip":
                     stats.skipped_empty.append(doc.id)
                     continue
@@ -165,78 +181,57 @@ def load_queries_file(path: str | Path) -> dict[str, str]:
     """``{qid: text}`` from a BEIR/Pyserini JSONL queries file or a TSV topics file (``qid<TAB>text``)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: queries file not found.")
+        raise DataError(path, "queries file not found", "check the path")
     queries: dict[str, str] = {}
     is_json = ".jsonl" in path.suffixes or ".json" in path.suffixes
     for lineno, line in iter_lines(path):
+        where = f"{path}:{lineno}"
         if is_json:
             obj = _parse_json(path, lineno, line)
             qid = _field(obj, path, lineno, ("_id", "id", "qid", "query_id"), "query id")
             text = _field(obj, path, lineno, ("text", "contents", "title", "query"), "query text")
         else:
-            parts = line.split("\t")
-            if len(parts) < 2:
-                raise DataError(f"{path}:{lineno}: expected 'qid<TAB>text', found no tab. "
-                                "Fix: separate the id and the text with a tab.")
-            qid, text = parts[0], " ".join(parts[1:])
-        qid, text = qid.strip(), text.strip()
+            qid, tab, text = line.partition("\t")
+            if not tab:
+                raise DataError(where, "expected 'qid<TAB>text', found no tab", "separate the id and the text with a tab")
+        check_id(qid, where, "query id")
+        text = text.strip()
         if qid in queries:
-            raise DataError(f"{path}:{lineno}: field 'id': duplicate query id {qid!r}. Fix: make query ids unique.")
-        if not qid:
-            raise DataError(f"{path}:{lineno}: field 'id': empty query id. Fix: give every query an id.")
+            raise DataError(where, f"field 'id': duplicate query id {qid!r}", "make query ids unique")
         if not text:
-            raise DataError(f"{path}:{lineno}: field 'text': query {qid!r} has empty text. Fix: remove the query "
-                            "or give it text.")
+            raise DataError(where, f"field 'text': query {qid!r} has empty text", "remove the query or give it text")
         queries[qid] = text
     return queries
 
 
 def load_qrels_file(path: str | Path) -> dict[str, dict[str, int]]:
-    """``{qid: {docid: relevance}}`` from a BEIR qrels TSV (with header) or a TREC qrels file."""
+    """``{qid: {docid: relevance}}`` from a BEIR qrels TSV (tab-separated ``qid docid rel``, optional
+    ``query-id corpus-id score`` header) or a TREC qrels file (``qid 0 docid rel``). A line holding a
+    tab is split on tabs, any other on whitespace; a wrong number of fields is an error."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: qrels file not found.")
+        raise DataError(path, "qrels file not found", "check the path")
     qrels: dict[str, dict[str, int]] = {}
     for lineno, line in iter_lines(path):
-        parts = line.split()
-        if lineno == 1 and parts[:2] == ["query-id", "corpus-id"]:
+        where = f"{path}:{lineno}"
+        parts = line.split("\t") if "\t" in line else line.split()
+        if lineno == 1 and [p.strip() for p in parts[:2]] == ["query-id", "corpus-id"]:
             continue
         if len(parts) == 3:
             qid, docid, rel = parts
         elif len(parts) == 4:
             qid, _, docid, rel = parts
         else:
-            raise DataError(f"{path}:{lineno}: expected 'qid docid rel' (BEIR, tab-separated) or 'qid 0 docid rel' "
-                            f"(TREC), found {len(parts)} field(s): {line[:80]!r}. Fix: one judgement per line.")
+            raise DataError(where, f"expected 'qid docid rel' (BEIR, tab-separated) or 'qid 0 docid rel' (TREC), "
+                                   f"found {len(parts)} field(s): {line[:80]!r}", "one judgement per line")
+        check_id(qid, where, "query id", "query-id")
+        check_id(docid, where, "document id", "corpus-id")
         try:
             grade = float(rel)
             if not grade.is_integer():
                 raise ValueError(rel)
         except ValueError:
-            raise DataError(f"{path}:{lineno}: field 'relevance' (last column): {rel!r} is not an integer. "
-                            "Fix: relevance grades are integers (0, 1, 2, ...).") from None
+            raise DataError(where, f"field 'relevance' (last column): {rel!r} is not an integer",
+                            "relevance grades are integers (0, 1, 2, ...)") from None
         qrels.setdefault(qid, {})[docid] = int(grade)
     return qrels
-
-
-# Public helpers that accept names as well as paths live in resolve.py; these re-exports keep
-# `from dupmae_ir.data import iter_corpus, load_queries, load_qrels` the single front door.
-def iter_corpus(name, empty: str = "keep", stats: CorpusStats | None = None) -> Iterator[Doc]:
-    """Stream the documents of a collection name or path (see :func:`dupmae_ir.data.resolve`)."""
-    from .resolve import resolve
-
-    return resolve(name).iter_docs(empty=empty, stats=stats)
-
-
-def load_queries(name, split: str | None = None) -> dict[str, str]:
-    """``{qid: text}`` of a collection name (with split) or of a queries/topics file."""
-    from .resolve import resolve
-
-    return resolve(name).queries(split)
-
-
-def load_qrels(name, split: str | None = None) -> dict[str, dict[str, int]]:
-    """``{qid: {docid: rel}}`` of a collection name (with split) or of a qrels file."""
-    from .resolve import resolve
-
-    return resolve(name).qrels(split)

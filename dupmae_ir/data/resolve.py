@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .readers import EMPTY_POLICIES, CorpusStats, iter_jsonl_corpus, load_qrels_file, load_queries_file
+from .readers import EMPTY_POLICIES, CorpusStats, check_id, iter_jsonl_corpus, load_qrels_file, load_queries_file
 from .types import DataError, Doc
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "resources" / "scifact"
@@ -121,8 +121,8 @@ class Collection:
             return _iter_ir_datasets_docs(self.ir_id, empty, stats)
         files = self.corpus_files()
         if not files:
-            raise DataError(f"{self.name}: no documents (expected corpus.jsonl[.gz] in {self.path}). "
-                            "Fix: pass a collection that has documents (this one holds only queries/qrels).")
+            raise DataError(self.name, f"no documents (expected corpus.jsonl[.gz] in {self.path})",
+                            "pass a collection that has documents (this one holds only queries/qrels)")
         return iter_jsonl_corpus(files, empty=empty, stats=stats, check_duplicates=check_duplicates)
 
     def doc_count(self) -> int | None:
@@ -148,14 +148,14 @@ class Collection:
         if self.kind == "topics":
             return load_queries_file(self.path)
         if self.kind == "qrels":
-            raise DataError(f"{self.name}: a qrels file holds no queries; pass a queries/topics file.")
+            raise DataError(self.name, "a qrels file holds no queries", "pass a queries/topics file")
         if self.kind == "beir":
             per_split = self.path / f"queries.{split}.jsonl"
             if split and per_split.is_file():
                 return load_queries_file(per_split)
             if not (self.path / "queries.jsonl").is_file():
-                raise DataError(f"{self.path}: no queries for split {split!r} (neither queries.{split}.jsonl nor "
-                                f"queries.jsonl). Fix: pass one of the splits {self.splits()}.")
+                raise DataError(self.path, f"no queries for split {split!r} (neither queries.{split}.jsonl nor "
+                                           "queries.jsonl)", f"pass one of the splits {self.splits()}")
             all_queries = load_queries_file(self.path / "queries.jsonl")
             if not split:
                 return all_queries
@@ -165,11 +165,13 @@ class Collection:
             ir_id = _ir_split_id(self.ir_id, split)
             ds = _ir_load(ir_id)
             if not ds.has_queries():
-                raise DataError(f"{ir_id}: this ir_datasets id has no queries. Fix: name a split "
-                                f"(for example '{self.ir_id}/test').")
+                raise DataError(ir_id, "this ir_datasets id has no queries", f"name a split (for example '{self.ir_id}/test')")
+            queries: dict[str, str] = {}
             with _ir_guard(ir_id, "queries"):
-                return {q.query_id: _query_text(q) for q in ds.queries_iter()}
-        raise DataError(f"{self.name}: a JSONL document collection holds no queries; pass a queries file.")
+                for n, q in enumerate(ds.queries_iter(), start=1):
+                    queries[check_id(q.query_id, f"{ir_id} query #{n}", "query id")] = _query_text(q)
+            return queries
+        raise DataError(self.name, "a JSONL document collection holds no queries", "pass a queries file")
 
     def qrels(self, split: str | None = None) -> dict[str, dict[str, int]]:
         """``{qid: {docid: rel}}`` of ``split`` (default: the collection's evaluation split)."""
@@ -177,24 +179,25 @@ class Collection:
         if self.kind == "qrels":
             return load_qrels_file(self.path)
         if self.kind == "topics":
-            raise DataError(f"{self.name}: a queries file holds no qrels; pass a qrels file.")
+            raise DataError(self.name, "a queries file holds no qrels", "pass a qrels file")
         if self.kind == "beir":
             path = self.path / "qrels" / f"{split}.tsv"
             if not path.is_file():
-                raise DataError(f"{path}: no qrels for split {split!r}; available: {self.splits()}.")
+                raise DataError(path, f"no qrels for split {split!r}", f"pass one of the splits {self.splits()}")
             return load_qrels_file(path)
         if self.kind == "ir_datasets":
             ir_id = _ir_split_id(self.ir_id, split)
             ds = _ir_load(ir_id)
             if not ds.has_qrels():
-                raise DataError(f"{ir_id}: this ir_datasets id has no qrels. Fix: name a split "
-                                f"(for example '{self.ir_id}/test').")
+                raise DataError(ir_id, "this ir_datasets id has no qrels", f"name a split (for example '{self.ir_id}/test')")
             qrels: dict[str, dict[str, int]] = {}
             with _ir_guard(ir_id, "qrels"):
-                for qr in ds.qrels_iter():
-                    qrels.setdefault(qr.query_id, {})[qr.doc_id] = int(qr.relevance)
+                for n, qr in enumerate(ds.qrels_iter(), start=1):
+                    where = f"{ir_id} qrel #{n}"
+                    qid = check_id(qr.query_id, where, "query id", "query_id")
+                    qrels.setdefault(qid, {})[check_id(qr.doc_id, where, "document id", "doc_id")] = int(qr.relevance)
             return qrels
-        raise DataError(f"{self.name}: a JSONL document collection holds no qrels; pass a qrels file.")
+        raise DataError(self.name, "a JSONL document collection holds no qrels", "pass a qrels file")
 
 
 def _beir_splits(path: Path) -> list[str]:
@@ -217,7 +220,7 @@ def _ir_load(ir_id: str):
     try:
         return ir_datasets.load(ir_id)
     except KeyError:
-        raise DataError(f"{ir_id}: not an ir_datasets id. Close matches: {close_matches(ir_id)}") from None
+        raise DataError(ir_id, "not an ir_datasets id", f"use one of the close matches {close_matches(ir_id)}") from None
 
 
 def _ir_split_id(ir_id: str, split: str | None) -> str:
@@ -245,28 +248,28 @@ def _ir_guard(ir_id: str, what: str):
     except (OSError, RuntimeError) as e:  # requests' errors are OSErrors; "All download sources failed"
         home = os.environ.get("IR_DATASETS_HOME", "~/.ir_datasets")
         raise DataError(
-            f"{ir_id}: ir_datasets could not provide the {what}: it downloads them on first use and the "
-            f"download failed ({type(e).__name__}: {str(e)[:300]}). Fix: run once with network access, or "
-            f"place the files ir_datasets expects under IR_DATASETS_HOME (now {home}; for BEIR sets: "
-            f"{home}/beir/<name>/source.zip, the BEIR zip), or pass a local BEIR folder / JSONL collection "
-            "path instead of the id."
-        ) from e
+            ir_id, f"ir_datasets could not provide the {what}: it downloads them on first use and the download "
+                   f"failed ({type(e).__name__}: {str(e)[:300]})",
+            f"run once with network access, or place the files ir_datasets expects under IR_DATASETS_HOME (now "
+            f"{home}; for BEIR sets: {home}/beir/<name>/source.zip, the BEIR zip), or pass a local BEIR folder / "
+            "JSONL collection path instead of the id") from e
 
 
 def _iter_ir_datasets_docs(ir_id: str, empty: str, stats: CorpusStats | None) -> Iterator[Doc]:
     stats = stats if stats is not None else CorpusStats()
     ds = _ir_load(ir_id)
     if not ds.has_docs():
-        raise DataError(f"{ir_id}: this ir_datasets id has no documents.")
+        raise DataError(ir_id, "this ir_datasets id has no documents", "name the collection, not one of its splits")
     with _ir_guard(ir_id, "documents"):
-        for d in ds.docs_iter():
+        for n, d in enumerate(ds.docs_iter(), start=1):
+            check_id(d.doc_id, f"{ir_id} document #{n}")
             title = (getattr(d, "title", "") or "").strip()
             text = (getattr(d, "text", "") or getattr(d, "body", "") or "").strip()
             if not title and not text:
                 stats.empty += 1
                 if empty == "error":
-                    raise DataError(f"{ir_id}: document {d.doc_id!r} has empty title and text. "
-                                    "Fix: pass empty='keep' (index it) or 'skip' (drop it, counted).")
+                    raise DataError(f"{ir_id} document #{n}", f"document {d.doc_id!r} has empty title and text",
+                                    "pass empty='keep' (index it) or 'skip' (drop it, counted)")
                 if empty == "skip":
                     stats.skipped_empty.append(d.doc_id)
                     continue
@@ -299,17 +302,17 @@ def resolve(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) 
         return _local(path, text)
     if text in {f"beir/{n}" for n in BEIR_LOCAL_ONLY} | set(BEIR_LOCAL_ONLY):
         short = text[len("beir/"):] if text.startswith("beir/") else text
-        raise DataError(f"{text!r}: ir_datasets does not distribute this BEIR set (licence). Fix: build its BEIR "
-                        f"folder yourself and pass data_dir (--data-dir DIR, with DIR/{short}/corpus.jsonl) "
-                        "or the folder's path.")
+        raise DataError(repr(text), "ir_datasets does not distribute this BEIR set (licence)",
+                        f"build its BEIR folder yourself and pass data_dir (--data-dir DIR, with "
+                        f"DIR/{short}/corpus.jsonl) or the folder's path")
     if text in known_names():
         default_split = "dev" if text.startswith("msmarco-passage") else "test"
         return Collection(text, "ir_datasets", ir_id=text, default_split=default_split)
     looks_like_path = os.sep in text and not text.startswith(("beir/", "msmarco"))
     hint = "no such file or folder" if looks_like_path else "not a known collection id or an existing path"
-    raise DataError(f"{text!r}: {hint}. Close matches: {close_matches(text) or 'none'}. "
-                    f"Valid: '{DEFAULT_NAME}', an ir_datasets id such as 'msmarco-passage' or 'beir/scifact', "
-                    "or a path to a BEIR folder / JSONL collection / topics file.")
+    raise DataError(repr(text), f"{hint}; Close matches: {close_matches(text) or 'none'}",
+                    f"pass '{DEFAULT_NAME}', an ir_datasets id such as 'msmarco-passage' or 'beir/scifact', "
+                    "or a path to a BEIR folder / JSONL collection / topics file")
 
 
 def _default_split(splits: list[str]) -> str | None:
@@ -329,12 +332,28 @@ def _local(path: Path, name: str) -> Collection:
             return Collection(name, "beir", path=path, default_split=_default_split(_beir_splits(path)))
         if any(p.name.endswith((".jsonl", ".jsonl.gz")) for p in path.iterdir()):
             return Collection(name, "jsonl", path=path)
-        raise DataError(f"{path}: folder is neither a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/) "
-                        "nor a JSONL collection (*.jsonl files).")
+        raise DataError(path, "folder is neither a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/) "
+                              "nor a JSONL collection (*.jsonl files)", "pass a folder in one of these layouts")
     if "qrels" in path.name or path.parent.name == "qrels":
         return Collection(name, "qrels", path=path)
     if path.name.endswith((".tsv", ".txt")) or "queries" in path.name or "topics" in path.name:
         return Collection(name, "topics", path=path)
     if path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
         return Collection(name, "jsonl", path=path)
-    raise DataError(f"{path}: unknown file type; expected .jsonl[.gz] (documents or queries) or .tsv (topics).")
+    raise DataError(path, "unknown file type", "pass .jsonl[.gz] (documents or queries) or .tsv (topics)")
+
+
+# Front doors that accept names as well as paths (exported by dupmae_ir.data).
+def iter_corpus(name, empty: str = "keep", stats: CorpusStats | None = None) -> Iterator[Doc]:
+    """Stream the documents of a collection name or path (see :func:`resolve`)."""
+    return resolve(name).iter_docs(empty=empty, stats=stats)
+
+
+def load_queries(name, split: str | None = None) -> dict[str, str]:
+    """``{qid: text}`` of a collection name (with split) or of a queries/topics file."""
+    return resolve(name).queries(split)
+
+
+def load_qrels(name, split: str | None = None) -> dict[str, dict[str, int]]:
+    """``{qid: {docid: rel}}`` of a collection name (with split) or of a qrels file."""
+    return resolve(name).qrels(split)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class DataError(ValueError):
-    """Bad input data. The message names the file, line and field, and the fix."""
+from ..errors import DataError  # noqa: F401  (re-exported: the data layer's error)
 
 
 @dataclass(frozen=True)

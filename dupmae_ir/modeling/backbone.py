@@ -17,7 +17,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+class CheckpointError(UserError, FileNotFoundError):
+    """A model path that is not a usable checkpoint (one line, as every user error)."""
 
 DEFAULT_BACKBONE = "default"
 _ALIASES = ("default", "minilm", "sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
@@ -37,12 +43,12 @@ def resolve_model_path(model_name_or_path: str | Path) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: not a Hugging Face checkpoint folder (no config.json). Fix: pass "
-                                    "a folder written by save_pretrained, a hub id, or 'default'.")
+            raise CheckpointError(path, "not a Hugging Face checkpoint folder (no config.json)",
+                                  "pass a folder written by save_pretrained, a hub id, or 'default'")
         return str(path)
     if _looks_like_path(name):
-        raise FileNotFoundError(f"{name}: no such checkpoint folder. Fix: check the path, or pass a hub id "
-                                "('org/name') or 'default' (the bundled MiniLM-L6).")
+        raise CheckpointError(name, "no such checkpoint folder",
+                              "check the path, or pass a hub id ('org/name') or 'default' (the bundled MiniLM-L6)")
     return name  # a hub id: served from the local cache
 
 
@@ -90,23 +96,23 @@ def load_masked_lm(model_name_or_path: str | Path, mlm_head_init: str = "identit
             path, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True, **kwargs)
     except OSError as e:  # no safetensors file, or a hub id absent from the offline cache
         local = Path(path).is_dir()
-        raise OSError(
-            f"{path}: could not load safetensors weights ({str(e).splitlines()[0][:300]}). Fix: "
-            + ("the folder needs model.safetensors (dupmae-ir never loads pickled .bin weights; convert "
-               "with `model.save_pretrained(dir)`)." if local else
-               "download it once with network access (`huggingface-cli download ID`), or pass a local "
-               "checkpoint folder or 'default'.")
-        ) from e
+        raise CheckpointError(
+            path, f"could not load safetensors weights ({str(e).splitlines()[0][:300]})",
+            "the folder needs model.safetensors (dupmae-ir never loads pickled .bin weights; convert "
+            "with `model.save_pretrained(dir)`)" if local else
+            "download it once with network access (`huggingface-cli download ID`), or pass a local "
+            "checkpoint folder or 'default'") from e
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = [k for k in info.get("missing_keys", []) if "predictions" in k or k.startswith("cls.")]
     if missing:
         if not hasattr(model, "cls"):
-            raise RuntimeError(f"{path}: checkpoint has no MLM head and its architecture is not BERT-like; "
-                               "DupMAE needs a BERT-style masked LM.")
+            raise CheckpointError(path, "checkpoint has no MLM head and its architecture is not BERT-like",
+                                  "DupMAE needs a BERT-style masked LM")
         log.info("%s has no MLM head: initialised one (%s transform, decoder tied to word embeddings)", path, mlm_head_init)
         init_mlm_head(model, mlm_head_init)
     other_missing = [k for k in info.get("missing_keys", []) if k not in missing]
     if other_missing:
-        raise RuntimeError(f"{path}: encoder weights missing from checkpoint: {other_missing[:5]}...")
+        raise CheckpointError(path, f"encoder weights missing from checkpoint: {other_missing[:5]}",
+                              "pass a complete checkpoint folder")
     return model

@@ -93,7 +93,7 @@ class FinetuneArguments:
     warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warm-up fraction."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
-    precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 (fast only on CPUs with native bf16 / Ampere+ GPUs) | fp16 (GPU) | auto (bf16 on GPUs and on CPUs where bf16 matmul is >= 1.5x faster, measured; else fp32)."})
+    precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 (fast only on CPUs with native bf16 / Ampere+ GPUs) | fp16 (GPU) | auto (bf16 on GPUs and on CPUs with native bf16 instructions, AVX512-BF16/AMX; else fp32)."})
     dropout: float | None = field(default=None, metadata={"help": "Set every dropout of the backbone (hidden and attention) to this rate while training (0: off, ~1.7x faster step on CPUs, where dropout is slow and keeps attention off its fused kernel). Default: the checkpoint's (0.1 for BERT). Not saved: inference never drops."})
     seed: int = field(default=42, metadata={"help": "Seed of data order, negative sampling and init."})
     # run control
@@ -168,8 +168,8 @@ def read_negatives_file(path: str | os.PathLike) -> dict[str, list[str]]:
         elif len(parts) in (2, 3):
             qid, docid = parts[0], parts[1]
         else:
-            raise DataError(f"{path}:{lineno}: expected a TREC run line 'qid Q0 docid rank score tag' or "
-                            f"'qid<TAB>docid', found {len(parts)} fields.")
+            raise DataError(f"{path}:{lineno}", f"expected a TREC run line 'qid Q0 docid rank score tag' or "
+                                                f"'qid<TAB>docid', found {len(parts)} fields", "one negative per line")
         out.setdefault(qid, []).append(docid)
     return out
 
@@ -187,11 +187,12 @@ def read_teacher_scores(path: str | os.PathLike) -> dict[str, dict[str, float]]:
         elif len(parts) == 6:
             qid, docid, score = parts[0], parts[2], parts[4]
         else:
-            raise DataError(f"{path}:{lineno}: expected 'qid docid score' or a TREC run line, found {len(parts)} fields.")
+            raise DataError(f"{path}:{lineno}", f"expected 'qid docid score' or a TREC run line, found {len(parts)} fields",
+                            "one teacher score per line")
         try:
             out.setdefault(qid, {})[docid] = float(score)
         except ValueError:
-            raise DataError(f"{path}:{lineno}: score {score!r} is not a number.") from None
+            raise DataError(f"{path}:{lineno}", f"score {score!r} is not a number", "write scores as numbers") from None
     return out
 
 
@@ -257,7 +258,8 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
     if args.max_queries:
         qids = qids[:args.max_queries]
     if not qids:
-        raise DataError(f"{args.train} split {args.split!r}: no query has a judged positive (rel > 0).")
+        raise DataError(f"{args.train} split {args.split!r}", "no query has a judged positive (rel > 0)",
+                        "pass a split with judgements (--split)")
     queries = {q: queries[q] for q in qids}
 
     source = args.mine_source()
@@ -297,11 +299,12 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
             missing = [d for d in positives if d not in teacher.get(q, {})]
             positives = [d for d in positives if d in teacher.get(q, {})]
             if not positives:
-                raise DataError(f"{args.teacher_scores}: query {q!r} has no teacher score for any of its positives "
-                                f"{missing[:3]}; stage 3 needs a teacher score for d+ and its negatives.")
+                raise DataError(args.teacher_scores, f"query {q!r} has no teacher score for any of its positives "
+                                                     f"{missing[:3]}", "stage 3 needs a teacher score for d+ and its negatives")
         examples.append(TrainExample(q, queries[q], positives, negs, teacher.get(q) if teacher else None))
     if args.stage == 3 and not any(e.negatives for e in examples):
-        raise DataError(f"{args.teacher_scores}: no teacher-scored negatives for the training queries.")
+        raise DataError(args.teacher_scores, "no teacher-scored negatives for the training queries",
+                        "score each training query's candidates in the file")
     needed = {d for e in examples for d in (*e.positives, *e.negatives)}
     docs = {d: all_docs[d] for d in needed if d in all_docs} if all_docs is not None else load_documents(corpus, needed, progress)
     unknown = needed - set(docs)
