@@ -23,9 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from .search import Run, rank_hits, write_trec
+from .errors import add_debug_flag, run_command
+from .outputs import OutputKind
+from .runs import Run, rank_hits, write_trec
 
 BM25_META = "dupmae_bm25.json"
+BM25_OUTPUT = OutputKind("BM25 index", BM25_META, ("bm25_index",))
 
 
 def build_bm25_index(collection, index_dir: str | os.PathLike, threads: int = 2, force: bool = False,
@@ -35,15 +38,17 @@ def build_bm25_index(collection, index_dir: str | os.PathLike, threads: int = 2,
     ``dupmae_bm25.json`` provenance file is written inside. Reused when that file exists (unless ``force``)."""
     from tqdm import tqdm
 
+    from ._child import child_command
     from .data import doc_text, resolve
     from .java import java_env
-    from .provenance import atomic_dir, provenance, write_json
+    from .outputs import atomic_output_dir, is_output
+    from .provenance import provenance, write_json
 
     collection = resolve(collection)
     index_dir = Path(index_dir)
-    if (index_dir / BM25_META).is_file() and not force:
+    if is_output(index_dir, BM25_OUTPUT) and not force:
         return index_dir
-    with atomic_dir(index_dir) as tmp:
+    with atomic_output_dir(index_dir, BM25_OUTPUT, overwrite=force) as tmp:
         docs_dir = tmp / "_jsonl"
         docs_dir.mkdir()
         n = 0
@@ -53,9 +58,9 @@ def build_bm25_index(collection, index_dir: str | os.PathLike, threads: int = 2,
                 fh.write(json.dumps({"id": doc.id, "contents": doc_text(doc)}, ensure_ascii=False) + "\n")
                 n += 1
         lucene = tmp / "lucene"
-        cmd = [sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonCollection",
-               "--input", str(docs_dir), "--index", str(lucene), "--generator", "DefaultLuceneDocumentGenerator",
-               "--threads", str(threads), "--storePositions", "--storeDocvectors"]
+        cmd = child_command("pyserini.index.lucene", "--collection", "JsonCollection", "--input", docs_dir,
+                            "--index", lucene, "--generator", "DefaultLuceneDocumentGenerator", "--threads", threads,
+                            "--storePositions", "--storeDocvectors")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=java_env(), capture_output=True, text=True)
         if proc.returncode != 0:
@@ -128,20 +133,27 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--k1", type=float, default=0.9)
     s.add_argument("--b", type=float, default=0.4)
     s.add_argument("--drop-query-id", action="store_true", help="BEIR convention for ArguAna and Quora")
+    s.add_argument("--overwrite", action="store_true", help="replace the run file of an earlier search")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     from .data import resolve
 
     collection = resolve(args.corpus, data_dir=args.data_dir)
+    if args.output:
+        from .outputs import check_output_file
+        from .runs import is_run_file
+
+        check_output_file(args.output, is_run_file, args.overwrite, what="run file")
     index = build_bm25_index(collection, args.index, threads=args.threads)
     if args.output:
         topics = resolve(args.topics, data_dir=args.data_dir) if args.topics else collection
         queries = topics.queries(args.split)
         run = bm25_search(index, queries, args.hits, args.k1, args.b, args.threads, args.drop_query_id)
         write_trec(args.output, run, "bm25", dict(index=str(index), topics=topics.name, split=args.split,
-                                                   k1=args.k1, b=args.b, hits=args.hits))
+                                                   k1=args.k1, b=args.b, hits=args.hits), overwrite=args.overwrite)
         print(f"bm25: {len(run)} queries -> {args.output}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -12,14 +12,16 @@ from __future__ import annotations
 import sys
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     from .recipe import main as recipe_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--output" not in argv:
-        argv = [*argv, "--output", "encoders/demo-quick" if "--quick" in argv else "encoders/demo"]
-    recipe_main(argv)
+    if "--output" not in argv:  # the demo's own folder: a re-run replaces the previous demo's files
+        argv = [*argv, "--output", "encoders/demo-quick" if "--quick" in argv else "encoders/demo", "--overwrite"]
+    return recipe_main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    from .errors import run_command
+
+    sys.exit(run_command(main))

@@ -20,9 +20,11 @@ and cut into batches padded only to their own longest text (dynamic padding), ru
   so the dense vectors are the fp32 ones bit for bit. Measured on full SciFact (5,183 docs, 128
   pieces, a stage-2 checkpoint): encoding 1.66x faster than fp32, nDCG@10 dense 0.6286 = 0.6286,
   impact 0.4850 -> 0.4813, hybrid 0.6718 -> 0.6727. Opt-in only;
-- ``auto``: bf16 (or fp16) on GPUs; on CPUs a tiny micro-benchmark (cached per process) picks bf16
-  when its matmul is at least 1.5x faster than fp32, else fp32. ``/proc/cpuinfo`` flags are not
-  trusted (bf16 speed depends on the oneDNN kernels, not only on flags).
+- ``auto``: a pure function of the hardware, so the same command on the same machine always picks the
+  same dtype (:func:`cpu_has_fast_bf16`): bf16 on GPUs that support it (fp16 on older ones); on CPUs
+  bf16 where the cores have native bf16 instructions (AVX512-BF16 or AMX, as torch or
+  ``/proc/cpuinfo`` report them), else fp32 (AVX2-only cores run bf16 matmul ~100x slower).
+  :func:`cpu_bf16_speedup` measures the matmul speed-up as a diagnostic only.
 """
 from __future__ import annotations
 
@@ -72,15 +74,33 @@ def resolve_dtype(dtype: str, device: str):
         return torch.float16
     if cuda:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_bf16_speedup() >= 1.5 else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX): torch's own probe,
+    else the ``/proc/cpuinfo`` flags. Deterministic: no timing is involved."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(p) for p in probes):
+        return any(bool(p()) for p in probes)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = set(" ".join(line for line in fh if line.startswith("flags")).split())
+    except OSError:
+        return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
 @lru_cache(maxsize=1)
 def cpu_bf16_speedup() -> float:
     """fp32 time / bf16 time of a small encoder-shaped matmul on this CPU (measured once per process).
 
-    Why a measurement: some CPUs without avx512_bf16/amx flags still run bf16 matmul fast through
-    oneDNN, others (AVX2 only) run it 100x slower than fp32. Costs well under a second.
+    A diagnostic (``python -m dupmae_ir.encode --probe-dtype``), never a decision: timings move with
+    the machine's load, and ``auto`` must not. Costs well under a second.
     """
     import time
 

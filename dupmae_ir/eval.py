@@ -29,7 +29,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .search import DROP_QUERY_ID_DATASETS, MODES, fusion_from_args, to_ir_measures, write_trec
+from .errors import add_debug_flag, run_command
+from .runs import Scores, score_run, write_trec  # noqa: F401  (score_run: the eval front door's scorer)
+from .search import DROP_QUERY_ID_DATASETS, MODES, fusion_from_args
 
 BEIR_MEASURES = ("nDCG@10", "R@100", "R@1000")
 MSMARCO_SPLITS = ("dev-small", "dl19", "dl20")
@@ -115,15 +117,6 @@ def _split_for(coll, unit: Unit) -> str:
     return unit.split
 
 
-def score_run(run: dict, qrels: dict, measures: tuple[str, ...]) -> dict[str, float]:
-    """Aggregate ir-measures over the judged queries; a query without hits scores 0."""
-    import ir_measures
-
-    parsed = [ir_measures.parse_measure(m) for m in measures]
-    agg = ir_measures.calc_aggregate(parsed, qrels, to_ir_measures(run))
-    return {m: float(agg.get(p, 0.0)) for m, p in zip(measures, parsed)}
-
-
 def encoder_tag(encoder: str) -> str:
     return "default" if encoder == "default" else Path(encoder.rstrip("/")).name
 
@@ -190,16 +183,25 @@ class Evaluator:
             runs["bm25"] = bm25_search(bm25_index, queries, self.args.hits, threads=self.args.threads,
                                        drop_query_id=drop)
             timings["bm25_search"] = time.perf_counter() - t
-        scores, run_files = {}, {}
+        scores, run_files, coverage = {}, {}, None
         for system, run in runs.items():
             run_path = self.runs_root / (self.tag if system != "bm25" else "bm25") / f"{unit.key}.{system}.trec"
             write_trec(run_path, run, f"{self.tag}-{system}" if system != "bm25" else "bm25",
                        dict(collection=unit.name, split=split, system=system, index=str(index),
-                            drop_query_id=drop, hits=self.args.hits))
+                            drop_query_id=drop, hits=self.args.hits), overwrite=True)  # eval's own runs
             run_files[system] = str(run_path)
-            scores[system] = score_run(run, qrels, unit.measures)
+            scored = score_run(run, qrels, unit.measures)
+            scores[system] = scored.values
+            coverage = scored
+        warning = coverage.warning() if coverage else None
+        if warning:
+            from tqdm import tqdm
+
+            tqdm.write(f"warning: {unit.key}: {warning}")
         result = provenance(unit=unit.key, collection=unit.name, split=split, status="ok", scores=scores,
-                            queries=len(queries), judged_queries=len(qrels), drop_query_id=drop,
+                            queries=len(queries), judged_queries=len(qrels),
+                            **(coverage.coverage() if coverage else {}), coverage_warning=warning,
+                            drop_query_id=drop,
                             encoder=self.args.encoder, index=str(index), runs=run_files,
                             fusion=asdict(self.fusion),
                             seconds={k: round(v, 2) for k, v in timings.items()})
@@ -252,7 +254,8 @@ def beir_rows(results: list[dict], datasets: list[str], measures: tuple[str, ...
         if r is None:
             continue
         rows.append(dict(collection=name, status=r["status"], scores=r.get("scores"), reason=r.get("reason"),
-                         note="query id dropped from its hits" if name in DROP_QUERY_ID_DATASETS else ""))
+                         note="query id dropped from its hits" if name in DROP_QUERY_ID_DATASETS else "",
+                         coverage_warning=r.get("coverage_warning")))
     return rows
 
 
@@ -292,6 +295,8 @@ def write_report(out: Path, suite: str, rows: list[dict], measures: tuple[str, .
                 lines.append(f"| {r['collection']} | {s} | " + " | ".join(_fmt(sc.get(m)) for m in measures) + " |")
     missing = [r for r in rows if r["status"] != "ok"]
     lines += ["", f"Scored: {len(ok)}; missing: {len(missing)}."]
+    lines.append("Means are over the judged queries that were run (pytrec_eval/BEIR convention).")
+    lines += [f"- warning: {r['collection']}: {r['coverage_warning']}" for r in rows if r.get("coverage_warning")]
     if suite == "beir":
         lines.append("Conventions: test split; cqadupstack = mean of 12 forums; on ArguAna and Quora a hit whose "
                      "docid equals the query id is removed (BEIR), for all systems.")
@@ -404,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--weight-on-dense", action="store_true")
         f.add_argument("--depth", type=int, default=None, help="hits from each side before fusion (default --hits)")
         f.add_argument("--rrf-k", type=int, default=60)
+        add_debug_flag(sp)
     return p
 
 
@@ -434,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         units = msmarco_units(measures)
         results = ev.run(units)
         all_measures = measures or ("RR@10", "R@1000", "nDCG@10")
-        rows = [dict(collection=r["unit"], status=r["status"], scores=r.get("scores"), reason=r.get("reason"))
-                for r in results]
+        rows = [dict(collection=r["unit"], status=r["status"], scores=r.get("scores"), reason=r.get("reason"),
+                     coverage_warning=r.get("coverage_warning")) for r in results]
         paper = {"columns": ("BM25", "DupMAE"),
                  "values": lambda c, m: (PYSERINI_BM25_MSMARCO.get(c, {}).get(m), PAPER_MSMARCO.get(c, {}).get(m))}
     meta = provenance(artifact="eval_report", encoder=args.encoder, data_dir=args.data_dir,
@@ -455,4 +461,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import sys
 
+from .errors import UserError, run_command
+
 
 def build_parser():
     from .cli import dataclass_parser
@@ -50,10 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         fargs = FinetuneArguments(**vars(args))
     except ValueError as e:
-        sys.exit(f"error: {e}")
+        raise UserError("arguments", str(e), "see --help") from None
     out = run_finetuning(fargs)
     print(f"fine-tuned checkpoint: {out}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sys
 
+from .errors import UserError, run_command
+
 
 def build_parser():
     from .cli import dataclass_parser
@@ -37,11 +39,12 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        out = run_pretraining(PretrainArguments(**vars(args)))
-    except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input: one clear line, no traceback
-        sys.exit(f"error: {e}")
+        pargs = PretrainArguments(**vars(args))
+    except ValueError as e:
+        raise UserError("arguments", str(e), "see --help") from None
+    out = run_pretraining(pargs)
     print(f"pre-trained checkpoint: {out}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

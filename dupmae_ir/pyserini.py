@@ -7,13 +7,15 @@ Examples::
     eval "$(python -m dupmae_ir.pyserini --exports)"   # then plain `python -m pyserini.*` works
 
 The module name may be given with or without the ``pyserini.`` prefix. The command runs in a child
-process with the environment from :func:`dupmae_ir.java.java_env`; its exit code is passed through.
+process (which dies with this one) with the environment from :func:`dupmae_ir.java.java_env`; its
+exit code is passed through.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from ._child import child_command
 from .java import export_lines, java_env
 
 USAGE = __doc__
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(export_lines())
         return 0
     module = argv[0] if argv[0].startswith("pyserini") else f"pyserini.{argv[0]}"
-    return subprocess.call([sys.executable, "-m", module, *argv[1:]], env=java_env())
+    return subprocess.call(child_command(module, *argv[1:]), env=java_env())
 
 
 if __name__ == "__main__":

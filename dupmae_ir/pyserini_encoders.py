@@ -14,6 +14,8 @@ may load Anserini classes; import it only where Pyserini is used.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .java import start_jvm
@@ -33,17 +35,25 @@ class DupMAEQueryEncoder(QueryEncoder):
     """Dense DupMAE query encoder for Pyserini's ``FaissSearcher`` / ``HybridSearcher``.
 
     ``DupMAEQueryEncoder(checkpoint)`` encodes with the model; ``DupMAEQueryEncoder(
-    encoded_query_dir=DIR)`` answers from ``DIR/embedding.pkl`` (written by
-    :func:`dupmae_ir.encode.encode_queries`). ``checkpoint`` may also be a ready ``DupMAEEncoder``.
+    encoded_query_dir=DIR)`` answers from the queries folder written by
+    :func:`dupmae_ir.encode.encode_queries` (``DIR/dense/embedding.npy`` + ``dense/queries.jsonl``;
+    Pyserini's own loader would unpickle ``embedding.pkl``, which the toolkit never does).
+    ``checkpoint`` may also be a ready ``DupMAEEncoder``.
     """
 
     def __init__(self, checkpoint=None, device: str = "cpu", dtype: str = "fp32",
                  encoded_query_dir: str | None = None, tokenizer_name: str | None = None):
-        super().__init__(encoded_query_dir)
+        super().__init__(None)  # never Pyserini's pickle loader
         self.encoder = None
         if checkpoint is not None:
             self.encoder = _encoder(checkpoint, device, dtype)
             self.has_model = True
+        if encoded_query_dir is not None:
+            from .index import read_query_vectors
+
+            folder = Path(encoded_query_dir)
+            self.embedding = read_query_vectors(folder.parent if folder.name == "dense" else folder)
+            self.has_encoded_query = True
         if not self.has_model and not self.has_encoded_query:
             raise ValueError("DupMAEQueryEncoder needs a checkpoint or encoded_query_dir.")
 
@@ -51,7 +61,7 @@ class DupMAEQueryEncoder(QueryEncoder):
         """(d,) float32 dense query vector."""
         if self.encoder is not None:
             return self.encoder.encode_queries([query]).dense[0]
-        return np.asarray(self.embedding[query], dtype=np.float32)
+        return np.asarray(self.embedding[query.strip()], dtype=np.float32)
 
     def encode_batch(self, queries: list[str], batch_size: int = 64) -> np.ndarray:
         """(Q, d) dense vectors, length-sorted batches."""

@@ -26,8 +26,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .outputs import OutputKind
+
 log = logging.getLogger(__name__)
 
+RECIPE_MARKER = "dupmae_recipe.json"
+RECIPE_OUTPUT = OutputKind("recipe working folder", RECIPE_MARKER, ("dupmae_ir.recipe",), legacy=("results.json",))
 FUSION_ANCHOR = 0.732  # BM25 + MiniLM (mean) min-max fusion, SciFact test nDCG@10 (PERFORMANCE.md)
 BAR = 0.72
 
@@ -42,7 +46,7 @@ class RecipeConfig:
     negatives per query (group 8), one epoch per stage at lr 1.5e-4, and starts with the sparse part
     scaled to its best in-batch loss (``sparse_scale_calibration``: without it the bag-of-words starts
     ~10x too large and a pre-trained head's impact part never recovers in one epoch). Training runs
-    without dropout and, like evaluation, in bf16 where the CPU runs it >= 1.5x faster (``auto``)."""
+    without dropout and, like evaluation, in bf16 where the CPU has native bf16 instructions (``auto``)."""
 
     backbone: str = "default"
     corpus: str = "default"
@@ -98,8 +102,9 @@ def ndcg_recall(run: dict[str, list[tuple[str, float]]], qrels: dict) -> dict[st
 
 
 class Recipe:
-    def __init__(self, cfg: RecipeConfig, progress: bool = True):
+    def __init__(self, cfg: RecipeConfig, progress: bool = True, overwrite: bool = False):
         self.cfg = cfg
+        self.overwrite = overwrite
         self.out = Path(cfg.output)
         self.progress = progress
         self.rows: list[dict] = []
@@ -150,8 +155,8 @@ class Recipe:
         print(f"[recipe] training precision: {self.precision} ({cfg.precision}); evaluation precision: "
               f"{self.eval_precision} ({cfg.eval_precision}); fine-tuning dropout: "
               f"{'the backbone' + chr(39) + 's' if cfg.dropout is None else cfg.dropout}", flush=True)
-        self.out.mkdir(parents=True, exist_ok=True)
         coll = resolve(cfg.corpus)
+        self.claim_output()
         self.queries = coll.queries(cfg.test_split)
         self.qrels = coll.qrels(cfg.test_split)
         self.docs = {d.id: doc_text(d) for d in coll.iter_docs()}
@@ -167,7 +172,7 @@ class Recipe:
             zs = self.exact(cfg.backbone, pooling="mean").search(self.queries, k=1000, modes=("dense",))["dense"]
         self.add("backbone zero-shot, mean pooling (dense)", zs)
 
-        from .search import fuse
+        from .runs import fuse
 
         fused = {q: fuse(zs[q], bm25[q], 1000, "normalized", 1.0) for q in self.queries}
         self.add("BM25 + backbone(mean), normalised fusion", fused, "the strongest simple baseline")
@@ -258,7 +263,7 @@ class Recipe:
                     from .train.finetune import write_negatives
 
                     write_negatives(self.out / f"{tag}-stage{stage + 1}-negatives.tsv", negs)
-            from .search import fuse
+            from .runs import fuse
 
             name = f"{label} + stage {'+'.join(str(s) for s in stages[:stages.index(stage) + 1])}"
             self.add(f"{name}: dense", runs["dense"])
@@ -267,6 +272,16 @@ class Recipe:
             norm = {q: fuse(runs["dense"][q], runs["impact"][q], 1000, "normalized", 1.0) for q in self.queries}
             self.add(f"{name}: hybrid (normalised fusion)", norm, "measurement, not the method's default")
             del retriever
+
+    def claim_output(self) -> None:
+        """The working folder must be new, empty or an earlier recipe's (then only with ``overwrite``);
+        a marker written at once makes even an interrupted run's folder recognisable as the recipe's."""
+        from .outputs import check_output_dir
+        from .provenance import provenance, write_json
+
+        check_output_dir(self.out, RECIPE_OUTPUT, self.overwrite)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / RECIPE_MARKER, provenance(kind="dupmae_ir.recipe", config=asdict(self.cfg)))
 
     def report(self) -> dict:
         from .provenance import provenance, write_json
@@ -311,9 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--quick", action="store_true", help="Shortened form: fine-tuning stage 1 only (with the ablation).")
     g.add_argument("--output", default=d.output, help="Working folder (checkpoints, indexes, results.md/json; default %(default)s).")
+    g.add_argument("--overwrite", action="store_true", help="Re-use the working folder of an earlier recipe run (its files are replaced).")
     g.add_argument("--no-ablation", action="store_true", help="Skip fine-tuning without pre-training.")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-    g.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None, help=f"Training precision, pre-training and fine-tuning (default {d.precision}: bf16 on GPUs and where this CPU runs it >= 1.5x faster than fp32, measured; else fp32).")
+    g.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None, help=f"Training precision, pre-training and fine-tuning (default {d.precision}: bf16 on GPUs and on CPUs with native bf16 instructions (AVX512-BF16/AMX); else fp32).")
     g.add_argument("--eval-precision", choices=("fp32", "bf16", "auto"), default=None, help=f"Encoding precision of the evaluations and the stage-2 mining (default {d.eval_precision}, as --precision). Scores are fp32.")
     g = p.add_argument_group("model and data")
     g.add_argument("--backbone", default=d.backbone, help="Backbone to pre-train and fine-tune (default %(default)s: the offline MiniLM-L6).")
@@ -360,13 +376,18 @@ def config_from_args(args) -> RecipeConfig:
     return RecipeConfig.quick(**kw) if args.quick else RecipeConfig(**kw)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING)
-    return Recipe(config_from_args(args)).run()
+    Recipe(config_from_args(args), overwrite=args.overwrite).run()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from .errors import run_command
+
+    sys.exit(run_command(main))

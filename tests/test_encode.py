@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, faiss_vectors, lucene_impact_postings
 
 SLICE = 160
 
@@ -63,13 +63,6 @@ def _cli(args, **kw):
                           capture_output=True, text=True, cwd=ROOT, **kw)
 
 
-def _faiss(folder: Path):
-    import faiss
-
-    index = faiss.read_index(str(folder / "dense" / "index"))
-    return index.reconstruct_n(0, index.ntotal), (folder / "dense" / "docid").read_text().split()
-
-
 # ------------------------------------------------------------------------------------------------
 def test_encoder_sorted_batches_match_single_batch(tiny_checkpoint, slice_texts):
     from dupmae_ir.encoder import DupMAEEncoder
@@ -100,9 +93,9 @@ def test_packed_pool_equals_padded_pool():
 def test_dtype_auto_follows_measurement():
     import torch
 
-    from dupmae_ir.encoder import cpu_bf16_speedup, resolve_dtype
+    from dupmae_ir.encoder import cpu_has_fast_bf16, resolve_dtype
 
-    expected = torch.bfloat16 if cpu_bf16_speedup() >= 1.5 else torch.float32
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     assert resolve_dtype("auto", "cpu") is expected
     with pytest.raises(ValueError, match="valid"):
         resolve_dtype("fp8", "cpu")
@@ -147,7 +140,7 @@ def test_slice_index_layout_and_ids(slice_index, slice_texts):
                 "dupmae_ir_version", "created"):
         assert key in meta
     assert meta["retriever"]["doc_scale"] == meta["doc_scale"]
-    _, docids = _faiss(slice_index)
+    _, docids = faiss_vectors(slice_index)
     assert docids == ids  # corpus order
     assert meta["impact"]["anserini_counters"]["indexed"] == SLICE
     assert not list(slice_index.parent.glob(".slice*"))  # no work or temp folders left
@@ -209,7 +202,7 @@ def test_stock_pyserini_encode_gives_same_dense_vectors(slice_corpus, slice_inde
     index = faiss.read_index(str(tmp_path / "emb" / "index"))
     theirs = index.reconstruct_n(0, index.ntotal)  # (n, 32)
     their_ids = (tmp_path / "emb" / "docid").read_text().split()
-    ours, our_ids = _faiss(slice_index)
+    ours, our_ids = faiss_vectors(slice_index)
     assert their_ids == our_ids[:n]
     np.testing.assert_allclose(theirs, ours[:n], atol=1e-4)
 
@@ -229,7 +222,7 @@ def test_empty_impact_vectors_keep_their_ids(tiny_checkpoint, tmp_path):
     assert meta["docs"] == 3 and meta["empty_text_docs"] == 1 and meta["empty_impact_docs"] == 3
     assert meta["impact"]["anserini_counters"]["indexed"] == 3
     assert meta["impact"]["empty_placeholder_token"] == EMPTY_TOKEN
-    assert _faiss(out)[1] == ["d0", "d1", "d2"]
+    assert faiss_vectors(out)[1] == ["d0", "d1", "d2"]
 
 
 def test_failure_leaves_nothing_under_final_name(tiny_checkpoint, tmp_path):
@@ -280,10 +273,11 @@ def test_resume_after_kill_gives_identical_indexes(slice_corpus, slice_index, ti
 
 def test_shards_then_merge_equal_single_run(slice_corpus, slice_index, tiny_checkpoint, tmp_path):
     from dupmae_ir.encode import encode_corpus, merge_shards
+    from dupmae_ir.errors import UserError
 
     shards = [encode_corpus(slice_corpus, tmp_path / f"s{i}", encoder=str(tiny_checkpoint), dtype="fp32",
                             batch_size=16, chunk_size=50, shard_id=i, shard_num=2, progress=False) for i in (1, 0)]
-    with pytest.raises(ValueError, match="every id"):
+    with pytest.raises(UserError, match="every id"):
         merge_shards(shards[:1], tmp_path / "bad")
     merged = subprocess.run([sys.executable, "-m", "dupmae_ir.encode", "merge", "--inputs", *map(str, shards),
                              "--output", str(tmp_path / "merged")], env=_env(), capture_output=True, text=True, cwd=ROOT)
@@ -294,26 +288,10 @@ def test_shards_then_merge_equal_single_run(slice_corpus, slice_index, tiny_chec
 def _assert_same_indexes(a: Path, b: Path):
     """Same FAISS vectors (bitwise) and docids; same Lucene impact postings (every doc's stored id and
     every term's postings list with its impacts)."""
-    va, ia = _faiss(a)
-    vb, ib = _faiss(b)
+    va, ia = faiss_vectors(a)
+    vb, ib = faiss_vectors(b)
     assert ia == ib and np.array_equal(va, vb)
-    assert _impact_postings(a / "impact") == _impact_postings(b / "impact")
-
-
-def _impact_postings(index_dir: Path) -> dict:
-    """{term: sorted [(docid, impact)]} read through Pyserini's index reader."""
-    from dupmae_ir.java import start_jvm
-
-    start_jvm()
-    from pyserini.index.lucene import LuceneIndexReader
-
-    reader = LuceneIndexReader(str(index_dir))
-    out = {}
-    for term in reader.terms():
-        postings = reader.get_postings_list(term.term, analyzer=None)
-        out[term.term] = sorted((reader.convert_internal_docid_to_collection_docid(p.docid), p.tf) for p in postings)
-    assert sum(1 for _ in range(reader.stats()["documents"])) == SLICE
-    return out
+    assert lucene_impact_postings(a / "impact", SLICE) == lucene_impact_postings(b / "impact", SLICE)
 
 
 def test_encode_queries_formats_work_with_stock_pyserini(slice_index, tiny_checkpoint, scifact_dir, tmp_path):

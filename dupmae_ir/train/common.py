@@ -21,33 +21,46 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def resume_point(args, provenance_name: str, what: str) -> Path | None:
-    """Refuse to overwrite a finished run; with ``--resume`` return the checkpoint to continue from."""
-    out = Path(args.output_dir)
+    """Check ``output_dir`` before any work: refuse a file, a non-empty folder the toolkit did not
+    write, or a finished run (without ``--overwrite-output-dir``); with ``--resume`` return the
+    checkpoint to continue from."""
+    from ..errors import OutputError
+    from ..modeling.retriever import CONFIG_NAME
+    from ..outputs import absolute
+
+    out = absolute(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "exists and is a file, not a model folder", "choose a folder for --output-dir")
+    ours = any((out / name).exists() for name in (provenance_name, CHECKPOINTS, CONFIG_NAME))
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise OutputError(out, "is a folder that dupmae_ir did not write; training never writes into it",
+                          "choose a new --output-dir")
     if (out / provenance_name).is_file() and not (args.resume or args.overwrite_output_dir):
-        raise FileExistsError(f"{out} already holds a finished {what} model; pass --overwrite-output-dir "
-                              "to replace it, --resume to continue, or choose another --output-dir.")
+        raise OutputError(out, f"already holds a finished {what} model",
+                          "pass --overwrite-output-dir to replace it, --resume to continue, or choose another "
+                          "--output-dir")
     if not args.resume:
         return None
     found = last_checkpoint(out)
     if found is None:
-        raise FileNotFoundError(f"--resume: no checkpoint under {out / CHECKPOINTS}; run without --resume "
-                                "to start fresh.")
+        raise OutputError(out / CHECKPOINTS, "--resume: no checkpoint to continue from",
+                          "run without --resume to start fresh")
     return found
 
 
 def resolve_precision(args) -> str:
-    """``args.precision`` with ``auto`` made concrete: bf16 (fp16 without bf16) on a GPU; on a CPU bf16
-    only where its matmul is >= 1.5x faster than fp32 (measured, as ``dupmae_ir.encode --dtype auto``:
-    AVX512-BF16/AMX cores), else fp32 (AVX2 cores run bf16 ~100x slower)."""
+    """``args.precision`` with ``auto`` made concrete, from the hardware alone (as ``dupmae_ir.encode
+    --dtype auto``): bf16 (fp16 without bf16) on a GPU; on a CPU bf16 where the cores have native bf16
+    instructions (AVX512-BF16/AMX), else fp32 (AVX2 cores run bf16 ~100x slower)."""
     import torch
 
     if args.precision != "auto":
         return args.precision
     if torch.cuda.is_available() and not args.use_cpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    from ..encoder import cpu_bf16_speedup
+    from ..encoder import cpu_has_fast_bf16
 
-    return "bf16" if cpu_bf16_speedup() >= 1.5 else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
 def training_arguments(args, **overrides):

@@ -66,7 +66,7 @@ class PretrainArguments:
     warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warm-up fraction (paper 0.1)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (paper 0.01)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
-    precision: str = field(default="fp32", metadata={"choices": PRECISIONS, "help": "fp32 | bf16 (CPU or Ampere+ GPU) | fp16 (GPU) | auto (bf16 on GPUs and on CPUs where bf16 matmul is >= 1.5x faster, measured; else fp32)."})
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS, "help": "fp32 | bf16 (CPU or Ampere+ GPU) | fp16 (GPU) | auto (bf16 on GPUs and on CPUs with native bf16 instructions, AVX512-BF16/AMX; else fp32)."})
     seed: int = field(default=42, metadata={"help": "Seed of init, data order and masks."})
     # run control
     logging_steps: int = field(default=10, metadata={"help": "Log the losses every N steps."})
