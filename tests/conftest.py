@@ -86,3 +86,29 @@ def _keep_torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+def faiss_vectors(folder: Path):
+    """``(vectors (N, d), docids)`` of the FAISS index of an index folder."""
+    import faiss
+
+    index = faiss.read_index(str(folder / "dense" / "index"))
+    return index.reconstruct_n(0, index.ntotal), (folder / "dense" / "docid").read_text().split()
+
+
+def lucene_impact_postings(index_dir: Path, docs: int | None = None) -> dict:
+    """``{term: sorted [(docid, impact)]}`` of a Lucene impact index, read through Pyserini's index
+    reader (every term's postings list with its impacts); ``docs``: the document count it must hold."""
+    from dupmae_ir.java import start_jvm
+
+    start_jvm()
+    from pyserini.index.lucene import LuceneIndexReader
+
+    reader = LuceneIndexReader(str(index_dir))
+    out = {}
+    for term in reader.terms():
+        postings = reader.get_postings_list(term.term, analyzer=None)
+        out[term.term] = sorted((reader.convert_internal_docid_to_collection_docid(p.docid), p.tf) for p in postings)
+    if docs is not None:
+        assert reader.stats()["documents"] == docs
+    return out

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dupmae_ir.bm25 import BM25_META, BM25Searcher, build_bm25_index
-from dupmae_ir.eval import score_run
+from dupmae_ir.runs import score_run
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_scifact_bm25_matches_pyserini_published(scifact, bm25_index):
     queries, qrels = scifact.queries("test"), scifact.qrels("test")
     assert len(queries) == 300
     run = BM25Searcher(bm25_index).search(queries, hits=1000, progress=False)
-    scores = score_run(run, qrels, ("nDCG@10", "R@100"))
+    scores = score_run(run, qrels, ("nDCG@10", "R@100")).values
     assert scores["nDCG@10"] == pytest.approx(0.679, abs=0.005)
     assert scores["R@100"] > 0.9
     for hits in run.values():  # best first, ties by docid

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dupmae_ir.errors import OutputError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -89,7 +91,7 @@ def test_output_is_a_standard_masked_lm_checkpoint(tiny_checkpoint, tmp_path):
     assert prov["dupmae_ir_version"] and prov["arguments"]["corpus"] == "default"
     assert all({"mlm_loss", "dec_loss", "bow_loss"} <= set(h) for h in prov["log_history"] if "loss" in h)
     # a finished model is not overwritten silently
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError, match="already holds a finished"):
         run_pretraining(_args(tiny_checkpoint, tmp_path / "out", tmp_path / "cache", max_steps=2))
 
 
@@ -118,7 +120,7 @@ def test_cli_help_has_argument_groups_and_clear_errors(tmp_path):
         assert flag in out
     bad = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--resume", "--output-dir", str(tmp_path / "none")],
                          env=env, cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode != 0 and "no checkpoint under" in bad.stderr
+    assert bad.returncode != 0 and "no checkpoint to continue from" in bad.stderr
 
 
 def test_head_learning_rate_trains_the_head_and_spares_the_encoder(tiny_checkpoint, tmp_path):

@@ -166,6 +166,7 @@ def test_pre_encoded_queries_are_used_as_given(slice_index, tiny_checkpoint, tmp
     """``encoded_queries``: the folder of ``dupmae_ir.encode.encode_queries`` replaces live encoding
     (what stock Pyserini reads), and the impact scores are exact dot products with those weights."""
     from dupmae_ir.encode import encode_queries
+    from dupmae_ir.errors import IndexFormatError
     from dupmae_ir.search import DupMAESearcher, load_encoded_queries
 
     index_dir, doc_impacts, queries = slice_index
@@ -177,5 +178,5 @@ def test_pre_encoded_queries_are_used_as_given(slice_index, tiny_checkpoint, tmp
         qimp = pre.impacts[text.strip()]
         for docid, score in runs[q]:
             assert score == sum(w * doc_impacts[docid].get(t, 0) for t, w in qimp.items())
-    with pytest.raises(KeyError, match="not pre-encoded"):
+    with pytest.raises(IndexFormatError, match="not pre-encoded"):
         searcher.search_batch(["x"], ["a query nobody encoded"])

@@ -146,10 +146,10 @@ def test_effectiveness_is_recorded(routes, scifact_dir):
     """Scores of the default backbone (no DupMAE training) on SciFact test: printed for the report;
     only sanity-checked (the untrained MiniLM CLS is weak: ~0.5 dense per PERFORMANCE.md)."""
     from dupmae_ir.data import resolve
-    from dupmae_ir.eval import score_run
+    from dupmae_ir.runs import score_run
 
     qrels = resolve(scifact_dir).qrels("test")
     for mode, run in routes["live"].items():
-        scores = score_run(run, qrels, ("nDCG@10", "R@100"))
+        scores = score_run(run, qrels, ("nDCG@10", "R@100")).values
         print(f"default backbone, SciFact test, {mode}: {scores}")
         assert scores["nDCG@10"] > 0.05

@@ -92,14 +92,18 @@ def test_trec_round_trip_with_provenance(tmp_path):
 
 
 def test_load_index_errors_name_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="dupmae_ir.encode"):
+    from dupmae_ir.errors import IndexFormatError
+
+    with pytest.raises(IndexFormatError, match="dupmae_ir.encode"):
         load_index(tmp_path)
     (tmp_path / "dupmae_index.json").write_text(json.dumps({"doc_scale": 100, "query_scale": 50}))
-    with pytest.raises(FileNotFoundError, match="FAISS index missing"):
+    with pytest.raises(IndexFormatError, match="FAISS index missing"):
         load_index(tmp_path)
     (tmp_path / "dense").mkdir()
     (tmp_path / "dense" / "index").write_text("")
     (tmp_path / "dense" / "docid").write_text("")
     (tmp_path / "impact").mkdir()
-    info = load_index(tmp_path)
+    with pytest.raises(IndexFormatError, match="not a readable FAISS index"):
+        load_index(tmp_path)
+    info = load_index(tmp_path, check=False)  # the layout alone
     assert info.alpha == pytest.approx(1 / 5000)
