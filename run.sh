@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine (only python3 and pip needed):
 #   bash run.sh demo   set up .venv, then run the main job on the bundled default (SciFact)
-#   bash run.sh test   set up .venv, then run the test suite (what .ci/run calls)
+#   bash run.sh test   set up .venv, then lint (ruff) and run the test suite (what .ci/run calls)
 #   bash run.sh setup  only set up .venv
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +20,7 @@ setup() {
     python3 -m venv "$VENV"
   fi
   local stamp="$VENV/.dupmae-installed"
-  if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
     echo "run.sh: installing dupmae-ir and its dependencies into $VENV (a few minutes the first time)" >&2
     # CPU torch first: a bare 'torch' requirement with no torch installed pulls a multi-GB CUDA build.
     pip_install "torch==2.13.0"
@@ -37,6 +37,6 @@ shift || true
 case "$cmd" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/python" -m dupmae_ir.demo "$@" ;;
-  test) setup; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test) setup; "$VENV/bin/ruff" check . && exec "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: bash run.sh {demo|test|setup} [args...]" >&2; exit 2 ;;
 esac

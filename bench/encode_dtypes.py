@@ -115,7 +115,7 @@ def main() -> None:
 
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.encoder import DupMAEEncoder
-    from dupmae_ir.search import write_trec
+    from dupmae_ir.runs import write_trec
 
     coll = resolve(args.collection, data_dir=args.data_dir)
     docs = [d for _, d in zip(range(args.limit or 10**12), coll.iter_docs())]
@@ -159,7 +159,8 @@ def main() -> None:
                 row[f"{mode}_top10_overlap"] = round(overlap10(runs[mode], ref_runs[mode]), 4)
         if args.runs_dir:
             for mode, run in runs.items():
-                write_trec(Path(args.runs_dir) / f"{enc.dtype_name}.{mode}.trec", run, f"dupmae-{enc.dtype_name}-{mode}")
+                write_trec(Path(args.runs_dir) / f"{enc.dtype_name}.{mode}.trec", run,
+                           f"dupmae-{enc.dtype_name}-{mode}")
         rows.append(row)
         print(json.dumps(row), flush=True)
         del enc
@@ -167,9 +168,11 @@ def main() -> None:
         for row in rows[1:]:
             for mode in ("dense", "impact", "hybrid"):
                 row[f"{mode}_delta"] = round(row[f"{mode}_ndcg10"] - rows[0][f"{mode}_ndcg10"], 4)
-    print(f"\n{'dtype':10} {'docs/s':>8} {'peer':>8} {'ratio':>6}  nDCG@10 dense / impact / hybrid (delta vs {rows[0]['dtype']})")
+    print(f"\n{'dtype':10} {'docs/s':>8} {'peer':>8} {'ratio':>6}  "
+          f"nDCG@10 dense / impact / hybrid (delta vs {rows[0]['dtype']})")
     for row in rows:
-        nd = " / ".join(f"{row.get(f'{m}_ndcg10', float('nan')):.4f}" + (f" ({row[f'{m}_delta']:+.4f})" if f"{m}_delta" in row else "")
+        nd = " / ".join(f"{row.get(f'{m}_ndcg10', float('nan')):.4f}"
+                        + (f" ({row[f'{m}_delta']:+.4f})" if f"{m}_delta" in row else "")
                         for m in ("dense", "impact", "hybrid"))
         print(f"{row['dtype']:10} {row['docs_per_s']:8.1f} {row['peer_docs_per_s']:8.1f} {row['ratio']:6.2f}  {nd}")
     if args.json:

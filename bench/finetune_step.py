@@ -44,11 +44,11 @@ def main(argv=None) -> None:
 
     import torch
 
-    from dupmae_ir.data import iter_corpus, load_qrels, load_queries
-    from dupmae_ir.data import doc_text
+    from dupmae_ir.data import doc_text, iter_corpus, load_qrels, load_queries
+    from dupmae_ir.modeling.biencoder import BiEncoderForTraining
+    from dupmae_ir.modeling.calibration import calibrate_sparse
     from dupmae_ir.modeling.retriever import DupMAERetriever
-    from dupmae_ir.train.common import set_dropout
-    from dupmae_ir.train.finetune import FinetuneArguments, _make_bi_encoder_class, calibrate_sparse
+    from dupmae_ir.train.trainer import set_dropout
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,7 +66,8 @@ def main(argv=None) -> None:
                 (parts[0] == "autograd" and len(parts) > 1):
             p.error(f"--variants: {v!r}; use autograd, fused, fused-bf16, fused-nodrop or fused-bf16-nodrop")
     width = max(9, *(len(v) for v in variants))
-    print(f"{'group':>5} {'variant':>{width}} {'s/step':>8} {'fwd':>6} {'bwd':>6} {'loss':>10} {'grad norm':>12}", flush=True)
+    print(f"{'group':>5} {'variant':>{width}} {'s/step':>8} {'fwd':>6} {'bwd':>6} {'loss':>10} "
+          f"{'grad norm':>12}", flush=True)
     for group in [int(g) for g in args.groups.split(",")]:
         batch_docs = []
         for q in qids:
@@ -81,7 +82,7 @@ def main(argv=None) -> None:
             if "nodrop" in parts:
                 set_dropout(retriever, 0.0)  # what --dropout 0 does
             autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in parts)  # --precision bf16
-            model = _make_bi_encoder_class()(retriever, FinetuneArguments(group_size=group, part_loss_weight=1.0))
+            model = BiEncoderForTraining(retriever, group, part_loss_weight=1.0)
             model.train()
             q = tok([queries[i] for i in qids], max_length=32, truncation=True, padding=True, return_tensors="pt")
             d = tok(batch_docs, max_length=128, truncation=True, padding=True, return_tensors="pt")
@@ -96,13 +97,15 @@ def main(argv=None) -> None:
                 t2 = time.perf_counter()
                 if step == 0:
                     loss = float(out["loss"].detach())
-                    norm = float(sum(float(p.grad.norm()) ** 2 for p in model.parameters() if p.grad is not None) ** 0.5)
+                    norm = float(sum(float(p.grad.norm()) ** 2
+                                     for p in model.parameters() if p.grad is not None) ** 0.5)
                 else:
                     times.append((t2 - t0, t1 - t0, t2 - t1))
                 model.zero_grad(set_to_none=True)
             total, fwd, bwd = (statistics.median(t[i] for t in times) for i in range(3))
             results[variant] = (total, loss, norm)
-            print(f"{group:>5} {variant:>{width}} {total:>8.2f} {fwd:>6.2f} {bwd:>6.2f} {loss:>10.4f} {norm:>12.4f}", flush=True)
+            print(f"{group:>5} {variant:>{width}} {total:>8.2f} {fwd:>6.2f} {bwd:>6.2f} {loss:>10.4f} "
+                  f"{norm:>12.4f}", flush=True)
         if "autograd" in results and "fused" in results:
             (ta, la, na), (tf, lf, nf) = results["autograd"], results["fused"]
             print(f"group {group}: fused step {ta / tf:.2f}x faster than autograd; |loss diff| {abs(la - lf):.1e}, "
@@ -110,7 +113,8 @@ def main(argv=None) -> None:
         first = variants[0]
         for v in variants[1:]:
             if v != "fused" or first != "autograd":
-                print(f"group {group}: {v} step {results[first][0] / results[v][0]:.2f}x faster than {first}", flush=True)
+                print(f"group {group}: {v} step {results[first][0] / results[v][0]:.2f}x faster than {first}",
+                      flush=True)
 
 
 if __name__ == "__main__":

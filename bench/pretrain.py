@@ -35,7 +35,8 @@ def make_batches(args):
     from dupmae_ir.modeling.backbone import load_tokenizer
 
     tokenizer = load_tokenizer(args.model_name_or_path)
-    data = build_tokenized_corpus(args.corpus, tokenizer, args.max_seq_length, max_docs=args.batch_size * (args.steps + args.warmup) * 2)
+    data = build_tokenized_corpus(args.corpus, tokenizer, args.max_seq_length,
+                                  max_docs=args.batch_size * (args.steps + args.warmup) * 2)
     collator = DupMAECollator(tokenizer, max_seq_length=args.max_seq_length, seed=0)
     n = args.steps + args.warmup
     return [collator([data[b * args.batch_size + i] for i in range(args.batch_size)]) for b in range(n)]

@@ -52,8 +52,9 @@ def main() -> int:
 
     from dupmae_ir.data import resolve
     from dupmae_ir.encode import encode_queries
+    from dupmae_ir.index import load_index
     from dupmae_ir.java import java_env
-    from dupmae_ir.search import load_index, read_trec
+    from dupmae_ir.runs import read_trec
 
     info = load_index(args.index)
     queries = resolve(args.topics).queries(args.split)

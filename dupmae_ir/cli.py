@@ -1,46 +1,105 @@
-"""One home for turning a training-arguments dataclass into an ``argparse`` parser.
+"""Argument parsing shared by the ``python -m dupmae_ir.X`` commands: one flag vocabulary, one home.
 
-``python -m dupmae_ir.pretrain`` and ``python -m dupmae_ir.finetune`` expose every field of
-:class:`~dupmae_ir.train.pretrain.PretrainArguments` / :class:`~dupmae_ir.train.finetune.FinetuneArguments`
-as a flag (``max_seq_length`` -> ``--max-seq-length``), grouped into ``--help`` sections. A field's
-``metadata`` gives its ``help`` and, optionally, its ``choices``. Booleans: a field defaulting to False
-is a switch (``--resume``); any other boolean (default True, or ``bool | None`` overrides) takes
-``true``/``false``.
+- :class:`ArgumentParser`: ``transformers.HfArgumentParser`` (dataclass fields become flags, spelled
+  ``--max-seq-length`` or ``--max_seq_length``) with each field in the ``--help`` section named by its
+  ``metadata["group"]``; used by ``pretrain`` and ``finetune``.
+- Argument groups for the retrieval commands, named as Pyserini names them: :func:`add_encoder_args`
+  (``--encoder --batch-size --dtype --device``), :func:`add_search_args` (``--mode --hits --batch-size
+  --threads --min-idf``), :func:`add_fusion_args` (``--fusion --alpha --weight-on-dense --depth --rrf-k``).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
-import typing
+import os
+import types
+
+from .errors import add_debug_flag
+from .runs import FUSIONS, MODES, FusionConfig
+
+__all__ = ["ArgumentParser", "add_debug_flag", "add_encoder_args", "add_fusion_args", "add_search_args",
+           "default_threads", "fusion_from_args"]
 
 
-def parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r}: expected true or false")
+def _hf_parser():
+    from transformers import HfArgumentParser
+
+    class ArgumentParser(HfArgumentParser):
+        """``HfArgumentParser`` with ``--help`` sections from each field's ``metadata["group"]``."""
+
+        def _add_dataclass_arguments(self, dtype):
+            import typing
+
+            hints = typing.get_type_hints(dtype)
+            groups: dict[str, argparse._ArgumentGroup] = {}
+            for f in dataclasses.fields(dtype):
+                if not f.init:
+                    continue
+                title = f.metadata.get("group", "options")
+                group = groups.get(title) or groups.setdefault(title, self.add_argument_group(title))
+                f = copy.copy(f)
+                f.type = hints[f.name]
+                f.metadata = types.MappingProxyType({k: v for k, v in f.metadata.items() if k != "group"})
+                self._parse_dataclass_field(group, f)
+            add_debug_flag(self)
+
+    return ArgumentParser
 
 
-def dataclass_parser(cls, groups: dict[str, list[str]], **parser_kwargs) -> argparse.ArgumentParser:
-    """A parser with one flag per field of dataclass ``cls``; ``groups`` maps section title -> field names."""
-    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **parser_kwargs)
-    hints = typing.get_type_hints(cls)
-    by_name = {f.name: f for f in dataclasses.fields(cls)}
-    for title, names in groups.items():
-        group = parser.add_argument_group(title)
-        for name in names:
-            f = by_name[name]
-            flag = "--" + name.replace("_", "-")
-            kind = hints[name]
-            help_text = f.metadata.get("help", "")
-            if kind is bool and f.default is False:
-                group.add_argument(flag, action="store_true", help=help_text)
-                continue
-            base = ([a for a in typing.get_args(kind) if a is not type(None)] or [kind])[0]
-            conv = parse_bool if base is bool else base
-            choices = f.metadata.get("choices")
-            metavar = None if choices else ("{true,false}" if base is bool else name.upper())
-            group.add_argument(flag, type=conv, default=f.default, help=help_text, choices=choices, metavar=metavar)
-    return parser
+def ArgumentParser(dataclass_type, **kwargs):  # noqa: N802 - a class factory (transformers is imported lazily)
+    """An ``HfArgumentParser`` over ``dataclass_type`` with sectioned ``--help`` and ``--debug``."""
+    return _hf_parser()(dataclass_type, **kwargs)
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def add_encoder_args(parser: argparse.ArgumentParser, batch_size: int = 32) -> None:
+    """``--encoder --batch-size --dtype --device`` (``encode``)."""
+    g = parser.add_argument_group("encoder")
+    g.add_argument("--encoder", default="default",
+                   help="DupMAE checkpoint folder (HF masked LM + dupmae_config.json), or 'default' (MiniLM-L6)")
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help="texts per forward pass (length-sorted, dynamic padding)")
+    # the same list as encoder.DTYPES (a test checks), written out so that --help does not import torch
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8", "int8-head"],
+                   help="auto: bf16/fp16 on GPUs, bf16 on CPUs with native bf16 instructions (AVX512-BF16/AMX), "
+                        "else fp32 (decided from the hardware, never from a timing); int8: dynamic int8 "
+                        "quantisation of every linear layer (CPU; costs quality); int8-head: of the MLM head only "
+                        "(CPU; dense vectors exact)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+
+
+def add_search_args(parser: argparse.ArgumentParser, modes_default=("hybrid",)) -> argparse._ArgumentGroup:
+    """``--mode --hits --batch-size --threads --min-idf`` (``search`` and ``eval``); returns the group."""
+    g = parser.add_argument_group("search")
+    g.add_argument("--mode", "--modes", dest="mode", nargs="*", choices=MODES, default=list(modes_default),
+                   help="what to retrieve with: dense (FAISS), impact (Lucene), hybrid (both, fused); several modes "
+                        "share one query-encoding pass and write one run each")
+    g.add_argument("--hits", type=int, default=1000, help="hits per query in the run")
+    g.add_argument("--batch-size", type=int, default=64, help="queries encoded and searched per batch")
+    g.add_argument("--threads", type=int, default=default_threads(), help="search threads for FAISS and Lucene")
+    g.add_argument("--min-idf", type=float, default=-1,
+                   help="impact side: drop query tokens with idf <= this (-1 keeps all: the exact dot product; "
+                        "Pyserini's default 0 drops tokens present in every document)")
+    return g
+
+
+def add_fusion_args(parser: argparse.ArgumentParser) -> None:
+    """``--fusion --alpha --weight-on-dense --depth --rrf-k`` (hybrid mode of ``search`` and ``eval``)."""
+    f = parser.add_argument_group("fusion (hybrid mode)")
+    f.add_argument("--fusion", choices=FUSIONS, default="sum",
+                   help="sum: alpha*sparse + dense (DupMAE's score with the default alpha); normalized: Pyserini's "
+                        "--normalization then alpha*sparse + dense; rrf: reciprocal-rank fusion")
+    f.add_argument("--alpha", type=float, default=None,
+                   help="sparse weight (default: 1/(s_q*s_d) from the index for sum, 1.0 for normalized)")
+    f.add_argument("--weight-on-dense", action="store_true", help="score = sparse + alpha*dense instead")
+    f.add_argument("--depth", type=int, default=None,
+                   help="hits taken from each side before fusion (Pyserini's fusion --hits; default --hits)")
+    f.add_argument("--rrf-k", type=int, default=60, help="RRF constant k")
+
+
+def fusion_from_args(args) -> FusionConfig:
+    return FusionConfig(args.fusion, args.alpha, args.weight_on_dense, args.rrf_k)

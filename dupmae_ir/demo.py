@@ -13,7 +13,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .recipe import main as recipe_main
+    from .recipe.__main__ import main as recipe_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--output" not in argv:  # the demo's own folder: a re-run replaces the previous demo's files

@@ -1,25 +1,23 @@
-"""Batch encoder for the toolkit: texts -> dense vectors + integer impact vectors, one forward pass.
+"""Encoding texts with a DupMAE model: dense vectors and bag-of-words weights from one forward pass.
 
-``DupMAEEncoder(model_name_or_path).encode_docs(texts)`` / ``.encode_queries(texts)`` return an
-:class:`EncodedBatch`. Documents are cut to ``doc_topk`` entries, queries to ``query_topk`` (if set);
-both are quantised with their stored scales (``RetrieverConfig``). DupMAE paper section 3.4: the
-dense part is ``h_hat = W^T h_cls``, the lexical part ``mu`` (eq. 7) max-pooled over ordinary tokens.
+- :class:`DupMAEEncoder`: ``encode_docs(texts)`` / ``encode_queries(texts)`` return an
+  :class:`EncodedBatch` (dense vectors and integer impacts: documents cut to ``doc_topk`` entries,
+  queries to ``query_topk`` if set, both quantised with their ``RetrieverConfig`` scales). DupMAE
+  paper section 3.4: the dense part is ``h_hat = W^T h_cls``, the lexical part ``mu`` (eq. 7)
+  max-pooled over ordinary tokens.
+- :class:`ExactRetriever`: the same encoder over a corpus held in memory, scored exhaustively
+  (dense matrix + sparse CSR matrix), for stage-2 mining and quick evaluation of small corpora.
 
-Speed (see ``bench/encode.py``): texts given with ``batch_size`` are tokenised once, sorted by length
-and cut into batches padded only to their own longest text (dynamic padding), run under
-``torch.inference_mode``, then returned in the caller's order. ``dtype``:
+Both batch through :meth:`DupMAEEncoder.batches`: texts are tokenised once, sorted by length, cut into
+batches padded only to their own longest text, run under ``torch.inference_mode``, and returned in
+the caller's order. ``dtype``:
 
 - ``fp32``: exact reference;
 - ``bf16`` / ``fp16``: autocast (fp16 only on GPUs);
-- ``int8``: dynamic int8 quantisation of every linear layer (encoder and the 30,522-way MLM head),
-  CPU only: ~1.6x faster than fp32 here, but it costs quality (measured on a 700-doc SciFact
-  sub-corpus holding every test-relevant doc, default backbone: dense nDCG@10 0.720 fp32 -> 0.631
-  int8, vector cosine 0.974): opt-in only, never chosen by ``auto``;
-- ``int8-head``: dynamic int8 quantisation of the MLM head only (its transform and the D -> V
-  decoder, the half of the FLOPs that only the bag-of-words needs), CPU only. The encoder stays fp32,
-  so the dense vectors are the fp32 ones bit for bit. Measured on full SciFact (5,183 docs, 128
-  pieces, a stage-2 checkpoint): encoding 1.66x faster than fp32, nDCG@10 dense 0.6286 = 0.6286,
-  impact 0.4850 -> 0.4813, hybrid 0.6718 -> 0.6727. Opt-in only;
+- ``int8``: dynamic int8 quantisation of every linear layer (encoder and the vocabulary head), CPU
+  only; it costs quality, so it is opt-in and never chosen by ``auto`` (docs/performance.md);
+- ``int8-head``: dynamic int8 quantisation of the MLM head only (the half of the FLOPs that only the
+  bag-of-words needs), CPU only: the dense vectors stay the fp32 ones bit for bit. Opt-in;
 - ``auto``: a pure function of the hardware, so the same command on the same machine always picks the
   same dtype (:func:`cpu_has_fast_bf16`): bf16 on GPUs that support it (fp16 on older ones); on CPUs
   bf16 where the cores have native bf16 instructions (AVX512-BF16 or AMX, as torch or
@@ -29,14 +27,17 @@ and cut into batches padded only to their own longest text (dynamic padding), ru
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from .modeling.bow import packed_pool_pays, quantize, to_impact_dicts, topk_sparsify
 from .modeling.retriever import DupMAERetriever, RetrieverConfig
+from .runs import MODES, Run
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def cpu_bf16_speedup() -> float:
         x, y = a.to(dt), b.to(dt)
         x @ y  # warm-up
         runs = []
-        for _ in range(7):  # the fastest of 7: robust to a busy core (a mean flipped the choice here)
+        for _ in range(7):  # the fastest of 7: robust to a busy core
             start = time.perf_counter()
             x @ y
             runs.append(time.perf_counter() - start)
@@ -122,7 +123,8 @@ def cpu_bf16_speedup() -> float:
 
 
 def dtype_name(dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", INT8: INT8, INT8_HEAD: INT8_HEAD}[dtype]
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", INT8: INT8,
+            INT8_HEAD: INT8_HEAD}[dtype]
 
 
 class DupMAEEncoder:
@@ -130,10 +132,22 @@ class DupMAEEncoder:
 
     def __init__(self, model_name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32",
                  config: RetrieverConfig | None = None):
-        self.model, self.tokenizer = DupMAERetriever.from_pretrained(model_name_or_path, config=config)
-        self.model_name_or_path = str(model_name_or_path)
+        model, tokenizer = DupMAERetriever.from_pretrained(model_name_or_path, config=config)
+        self._setup(model, tokenizer, device, resolve_dtype(dtype, device), str(model_name_or_path))
+
+    @classmethod
+    def from_model(cls, model: DupMAERetriever, tokenizer, device: str | torch.device | None = None,
+                   dtype=torch.float32, name: str = "in-memory model") -> DupMAEEncoder:
+        """Wrap a model already in memory (training, mining); ``dtype`` is a torch dtype or ``int8``."""
+        self = cls.__new__(cls)
+        self._setup(model, tokenizer, str(device or default_device()), dtype, name)
+        return self
+
+    def _setup(self, model, tokenizer, device: str, dtype, name: str) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.model_name_or_path = name
         self.device = device
-        self.dtype = resolve_dtype(dtype, device)
+        self.dtype = dtype
         self.model.to(device).eval()
         self.model.packed_pool = packed_pool_pays(device)  # CPU: max-pool without padding; GPU: padded batch
         if self.dtype in (INT8, INT8_HEAD):
@@ -168,39 +182,50 @@ class DupMAEEncoder:
 
     # --- forward -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def forward_ids(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward pass over one batch of token ids -> dense (B, d), bow (B, V), both fp32 and on
+    def forward_ids(self, ids: list[list[int]], need_sparse: bool = True,
+                    pooling: str = "cls") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One forward pass over one batch of token ids -> dense (B, d), bow (B, V) or None, fp32 and on
         the encoder's device (top-k and quantisation then run there too: on a GPU only the k kept
-        entries per text travel to the host)."""
+        entries per text travel to the host). ``need_sparse=False`` skips the vocabulary head
+        (``pooling`` ``mean`` is the sentence-transformers baseline, dense only)."""
         input_ids, mask = self._pad(ids)
         use_autocast = self.dtype in (torch.bfloat16, torch.float16)
         with torch.autocast(device_type=self.device.split(":")[0], dtype=self.dtype if use_autocast else None,
                             enabled=use_autocast):
-            dense, bow = self.model(input_ids, mask)  # (B, d), (B, V)
-        return dense.float(), bow.float()
+            if need_sparse:
+                dense, bow = self.model(input_ids, mask)  # (B, d), (B, V)
+            else:
+                dense, bow = self.model.encode_dense(input_ids, mask, pooling), None  # (B, d)
+        return dense.float(), (bow.float() if bow is not None else None)
+
+    def batches(self, texts: Sequence[str], max_length: int, batch_size: int | None, need_sparse: bool = True,
+                pooling: str = "cls", lengths: Sequence[int] | None = None, progress: str | None = None):
+        """Yield ``(rows, dense (b, d), bow (b, V) or None)`` over ``texts`` in batches of ``batch_size``,
+        longest first (by token count, or by ``lengths`` when given); ``rows`` index into ``texts``."""
+        from tqdm import tqdm
+
+        ids = self.tokenize(list(texts), max_length)
+        lengths = lengths if lengths is not None else [len(x) for x in ids]
+        # longest first: the first batch shows the peak memory at once; batches are padded per batch
+        order = sorted(range(len(ids)), key=lambda i: -lengths[i])
+        batch_size = batch_size or max(1, len(ids))
+        for start in tqdm(range(0, len(order), batch_size), desc=progress, disable=progress is None, unit="batch"):
+            rows = order[start:start + batch_size]
+            dense, bow = self.forward_ids([ids[i] for i in rows], need_sparse, pooling)
+            yield rows, dense, bow
 
     def _encode(self, texts: list[str], max_length: int, topk: int | None, scale: float,
                 keep_weights: bool, batch_size: int | None) -> EncodedBatch:
-        ids = self.tokenize(texts, max_length)
-        if not ids:
-            return EncodedBatch(np.zeros((0, self.model.dense_dim), dtype=np.float32), [],
-                                torch.zeros(0, len(self.vocab)) if keep_weights else None)
-        batch_size = batch_size or len(ids)
-        # longest first: the first batch shows the peak memory at once; batches are padded per batch
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        dense = np.zeros((len(ids), self.model.dense_dim), dtype=np.float32)  # (N, d)
-        impacts: list[dict[str, int] | None] = [None] * len(ids)
-        weights_all = torch.zeros(len(ids), len(self.vocab)) if keep_weights else None  # (N, V)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            d, bow = self.forward_ids([ids[i] for i in idx])  # (b, d), (b, V)
+        dense = np.zeros((len(texts), self.model.dense_dim), dtype=np.float32)  # (N, d)
+        impacts: list[dict[str, int] | None] = [None] * len(texts)
+        weights_all = torch.zeros(len(texts), len(self.vocab)) if keep_weights else None  # (N, V)
+        for rows, d, bow in self.batches(texts, max_length, batch_size):
             weights = topk_sparsify(bow, topk)  # (b, V)
-            rows = to_impact_dicts(quantize(weights, scale).cpu(), self.vocab)
-            dense[idx] = d.cpu().numpy()
-            for i, row in zip(idx, rows):
+            dense[rows] = d.cpu().numpy()
+            for i, row in zip(rows, to_impact_dicts(quantize(weights, scale).cpu(), self.vocab)):
                 impacts[i] = row
             if weights_all is not None:
-                weights_all[idx] = weights.cpu()
+                weights_all[rows] = weights.cpu()
         return EncodedBatch(dense, impacts, weights_all)
 
     def encode_docs(self, texts: list[str], keep_weights: bool = False, batch_size: int | None = None) -> EncodedBatch:
@@ -209,7 +234,114 @@ class DupMAEEncoder:
         c = self.config
         return self._encode(texts, c.doc_max_length, c.doc_topk, c.doc_scale, keep_weights, batch_size)
 
-    def encode_queries(self, texts: list[str], keep_weights: bool = False, batch_size: int | None = None) -> EncodedBatch:
+    def encode_queries(self, texts: list[str], keep_weights: bool = False,
+                       batch_size: int | None = None) -> EncodedBatch:
         """Queries: ``query_max_length``, ``query_topk`` (None keeps all), scale ``query_scale``."""
         c = self.config
         return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights, batch_size)
+
+
+def default_device() -> torch.device:
+    """This process's GPU when there is one (``LOCAL_RANK`` under torchrun), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    return torch.device("cpu")
+
+
+class ExactRetriever:
+    """Encode documents once with a :class:`~dupmae_ir.modeling.retriever.DupMAERetriever`, then score
+    queries exhaustively: ``dense`` (h_q . h_d), ``impact`` (mu_q . topk(mu_d)), ``hybrid`` (their
+    sum, weighted by ``dense_weight``/``sparse_weight``): what an encode + hybrid search scores, in
+    floating point (the impact index stores integer ``round(mu * s)``).
+
+    ``device``: where the model runs and the document matrices live (default: :func:`default_device`).
+    ``dtype``: the encoder's compute dtype (``torch.bfloat16`` / ``torch.float16``: autocast, as
+    ``encode --dtype``; default fp32). Scores are fp32 on every device. For corpora that do not fit in
+    memory, search an index of ``python -m dupmae_ir.encode`` instead."""
+
+    def __init__(self, model, tokenizer, doc_max_length: int | None = None, query_max_length: int | None = None,
+                 doc_topk: int | None = None, query_topk: int | None = None, batch_size: int = 32,
+                 need_sparse: bool = True, pooling: str = "cls", device: str | torch.device | None = None,
+                 dtype: torch.dtype = torch.float32):
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype={dtype}; valid: torch.float32, torch.bfloat16, torch.float16")
+        if pooling != "cls" and need_sparse:
+            raise ValueError("pooling='mean' is a dense-only baseline: pass need_sparse=False")
+        self.encoder = DupMAEEncoder.from_model(model, tokenizer, device, dtype)
+        self.device = torch.device(self.encoder.device)
+        self.dtype = dtype
+        cfg = model.config
+        self.doc_max_length = doc_max_length or cfg.doc_max_length
+        self.query_max_length = query_max_length or cfg.query_max_length
+        self.doc_topk = cfg.doc_topk if doc_topk is None else doc_topk
+        self.query_topk = cfg.query_topk if query_topk is None else query_topk
+        self.batch_size = batch_size
+        self.need_sparse = need_sparse
+        self.pooling = pooling
+        self.doc_ids: list[str] = []
+        self.dense: torch.Tensor | None = None  # (N, d)
+        self.sparse: torch.Tensor | None = None  # (N, V) sparse CSR
+
+    def _encode(self, texts: Sequence[str], max_length: int, topk: int | None, progress: str | None = None):
+        """-> (order, dense (n, d), sparse CSR (n, V) or None), rows in ``order`` (longest first)."""
+        order, dense_parts, sparse_parts = [], [], []
+        # character lengths order the batches: the batches, and so the bf16 results, of earlier versions
+        for rows, dense, bow in self.encoder.batches(texts, max_length, self.batch_size, self.need_sparse,
+                                                     self.pooling, [len(t) for t in texts], progress):
+            order += rows
+            dense_parts.append(dense)
+            if bow is not None:
+                sparse_parts.append(topk_sparsify(bow, topk).to_sparse_csr())  # (b, V)
+        sparse = _cat_csr(sparse_parts) if self.need_sparse else None
+        return order, torch.cat(dense_parts), sparse
+
+    def index(self, doc_ids: Sequence[str], texts: Sequence[str], progress: bool = True) -> ExactRetriever:
+        order, self.dense, self.sparse = self._encode(list(texts), self.doc_max_length, self.doc_topk,
+                                                      "encode docs" if progress else None)
+        self.doc_ids = [str(doc_ids[i]) for i in order]  # rows are held in encoding order
+        return self
+
+    @torch.inference_mode()
+    def search(self, queries: dict[str, str], k: int = 1000, modes: Iterable[str] = MODES,
+               dense_weight: float = 1.0, sparse_weight: float = 1.0, batch_size: int = 128) -> dict[str, Run]:
+        """``{mode: {qid: [(docid, score), ...]}}`` best first, exhaustive over the indexed documents."""
+        modes = tuple(modes)
+        bad = [m for m in modes if m not in MODES]
+        if bad:
+            raise ValueError(f"modes {bad}; valid: {MODES}")
+        if not self.need_sparse and any(m != "dense" for m in modes):
+            raise ValueError("this retriever was built with need_sparse=False: only mode 'dense' is available")
+        qids = list(queries)
+        runs: dict[str, Run] = {m: {} for m in modes}
+        k = min(k, len(self.doc_ids))
+        for start in range(0, len(qids), batch_size):
+            chunk = qids[start:start + batch_size]
+            order, q_dense, q_sparse = self._encode([queries[q] for q in chunk], self.query_max_length,
+                                                    self.query_topk)
+            chunk = [chunk[i] for i in order]
+            dense = q_dense @ self.dense.T  # (b, N)
+            sparse = (self.sparse @ q_sparse.to_dense().T).T if self.need_sparse else None  # (b, N)
+            for mode in modes:
+                if mode == "dense":
+                    scores = dense
+                elif mode == "impact":
+                    scores = sparse
+                else:
+                    scores = dense_weight * dense + sparse_weight * sparse  # (b, N)
+                top = scores.topk(k, dim=1)
+                for row, qid in enumerate(chunk):
+                    runs[mode][qid] = [(self.doc_ids[j], float(s))
+                                       for s, j in zip(top.values[row].tolist(), top.indices[row].tolist())]
+        return runs
+
+
+def _cat_csr(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Stack CSR matrices (n_i, V) row-wise -> (sum n_i, V)."""
+    crow, col, val, offset = [parts[0].crow_indices()[:1]], [], [], 0
+    for p in parts:
+        crow.append(p.crow_indices()[1:] + offset)
+        col.append(p.col_indices())
+        val.append(p.values())
+        offset += p.values().numel()
+    n = sum(p.shape[0] for p in parts)
+    return torch.sparse_csr_tensor(torch.cat(crow), torch.cat(col), torch.cat(val), (n, parts[0].shape[1]))

@@ -1,8 +1,7 @@
 """``python -m dupmae_ir.finetune``: fine-tune a DupMAE retriever (three stages, paper section 4).
 
-A thin front door over :func:`dupmae_ir.train.finetune.run_finetuning`; every flag is a field of
-:class:`~dupmae_ir.train.finetune.FinetuneArguments` (``--group-size`` = ``group_size``). Defaults run
-on a CPU: the offline MiniLM backbone on the bundled SciFact train split.
+Every flag is a field of :class:`~dupmae_ir.train.arguments.FinetuneArguments` (``--group-size`` =
+``group_size``); defaults run on a CPU: the offline MiniLM backbone on the bundled SciFact train split.
 
 Examples::
 
@@ -26,35 +25,34 @@ from .errors import UserError, run_command
 
 
 def build_parser():
-    from .cli import dataclass_parser
-    from .train.finetune import FinetuneArguments, argument_groups
+    from .cli import ArgumentParser
+    from .train.arguments import FinetuneArguments
 
-    return dataclass_parser(
-        FinetuneArguments, argument_groups(),
-        prog="python -m dupmae_ir.finetune",
+    return ArgumentParser(
+        FinetuneArguments, prog="python -m dupmae_ir.finetune",
         description="Fine-tune a DupMAE bi-encoder on its combined score (dense [CLS] inner product + "
                     "bag-of-words inner product). Stage 1: in-batch + BM25/file negatives; stage 2: hard "
                     "negatives mined by the stage-1 model; stage 3: distillation from teacher scores. "
-                    "Writes a DupMAERetriever checkpoint (HF masked LM + dupmae_config.json) usable by "
-                    "dupmae_ir.encode/search/eval, and whose encoder stock Pyserini reads with "
+                    "Writes a DupMAERetriever checkpoint (HF masked LM + dupmae_config.json) for "
+                    "dupmae_ir.encode/search/eval, whose encoder stock Pyserini reads with "
                     "--encoder-class auto --pooling cls.",
         epilog="Run several processes with torchrun (gloo on CPU, NCCL on GPU): documents of every process "
-               "are shared as negatives. See README 'Fine-tuning'.")
+               "are shared as negatives. See docs/training.md.")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from .train.finetune import FinetuneArguments, run_finetuning
+    from .train.finetune import run_finetuning
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        fargs = FinetuneArguments(**vars(args))
-    except ValueError as e:
+        args = build_parser().parse_args_into_dataclasses(argv)[0]  # [1]: --debug (run_command reads it)
+    except ValueError as e:  # the dataclass's own checks
         raise UserError("arguments", str(e), "see --help") from None
-    out = run_finetuning(fargs)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = run_finetuning(args)
     print(f"fine-tuned checkpoint: {out}")
+    return 0
 
 
 if __name__ == "__main__":

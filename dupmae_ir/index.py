@@ -143,7 +143,8 @@ def check_index_files(info: IndexInfo) -> None:
             raise IndexFormatError(info.dense / "index", f"not a readable FAISS index ({str(e).splitlines()[0][:200]})",
                                    fix) from None
         if index.ntotal != n_ids:
-            raise IndexFormatError(docid, f"holds {n_ids} document ids but the FAISS index holds {index.ntotal} vectors",
+            raise IndexFormatError(docid, f"holds {n_ids} document ids but the FAISS index holds "
+                                          f"{index.ntotal} vectors",
                                    fix)
         if info.docs >= 0 and n_ids != info.docs:
             raise IndexFormatError(docid, f"holds {n_ids} document ids but {INDEX_META} records {info.docs} documents",
@@ -198,7 +199,8 @@ def read_query_vectors(folder: str | os.PathLike) -> dict:
     for p in (vectors_path, rows_path):
         if not p.is_file():
             raise IndexFormatError(p, "missing; encoded queries are read from dense/embedding.npy and "
-                                      "dense/queries.jsonl (dense/embedding.pkl is for stock Pyserini and never loaded)",
+                                      "dense/queries.jsonl (dense/embedding.pkl is for stock Pyserini and "
+                                      "never loaded)",
                                    fix)
     try:
         vectors = np.load(vectors_path, allow_pickle=False)  # (Q, d)
@@ -219,7 +221,8 @@ def load_encoded_queries(folder: str | os.PathLike) -> EncodedQueries:
     dense = read_query_vectors(folder)
     jsonl = folder / QUERY_IMPACTS
     if not jsonl.is_file():
-        raise IndexFormatError(jsonl, "missing", "re-encode the queries with `python -m dupmae_ir.encode --queries ...`")
+        raise IndexFormatError(jsonl, "missing",
+                               "re-encode the queries with `python -m dupmae_ir.encode --queries ...`")
     impacts = {}
     for lineno, line in iter_lines(jsonl):
         obj = _parse_json(jsonl, lineno, line)

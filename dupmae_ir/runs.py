@@ -27,6 +27,7 @@ from .errors import DataError
 
 Hit = tuple[str, float]  # (docid, score)
 Run = dict[str, list[Hit]]  # qid -> hits, best first
+MODES = ("dense", "impact", "hybrid")  # what a DupMAE model retrieves with: FAISS, Lucene impacts, both fused
 FUSIONS = ("sum", "normalized", "rrf")
 RUN_ARTIFACT = "trec_run"
 _WHITESPACE = re.compile(r"\s")
@@ -146,7 +147,8 @@ def read_trec(path: str | os.PathLike) -> Run:
         try:
             score = float(parts[4])
         except ValueError:
-            raise DataError(f"{path}:{lineno}", f"score {parts[4]!r} is not a number", "write scores as numbers") from None
+            raise DataError(f"{path}:{lineno}", f"score {parts[4]!r} is not a number",
+                            "write scores as numbers") from None
         run.setdefault(parts[0], []).append((parts[2], score))
     return run
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from dupmae_ir.train.pretrain import PretrainArguments, run_pretraining
+from dupmae_ir.train.arguments import PretrainArguments
+from dupmae_ir.train.pretrain import run_pretraining
 
 
 class WeightChecksum(TrainerCallback):

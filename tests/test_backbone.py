@@ -9,8 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
-from dupmae_ir.modeling.backbone import (init_mlm_head, load_masked_lm, load_tokenizer,
-                                         resolve_model_path)
+from dupmae_ir.modeling.backbone import init_mlm_head, load_masked_lm, load_tokenizer, resolve_model_path
 
 SENTENCE = "the capital of france is paris and coffee reduces the risk of type 2 diabetes"
 

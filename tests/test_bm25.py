@@ -9,6 +9,8 @@ import pytest
 from dupmae_ir.bm25 import BM25_META, BM25Searcher, build_bm25_index
 from dupmae_ir.runs import score_run
 
+pytestmark = pytest.mark.slow  # the full SciFact collection / stock Pyserini CLIs
+
 
 @pytest.fixture(scope="module")
 def scifact(scifact_dir):

@@ -14,8 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from dupmae_ir.data import (Collection, CorpusStats, DataError, Doc, doc_text, iter_corpus, load_qrels,
-                            load_queries, resolve)
+from dupmae_ir.data import (
+    Collection,
+    CorpusStats,
+    DataError,
+    Doc,
+    doc_text,
+    iter_corpus,
+    load_qrels,
+    load_queries,
+    resolve,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

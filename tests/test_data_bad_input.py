@@ -144,7 +144,8 @@ def test_empty_document_policy(tmp_path):
 def test_blank_lines_crlf_and_bom_are_tolerated(tmp_path):
     path = tmp_path / "c" / "corpus.jsonl"
     path.parent.mkdir()
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode() + b"\r\n\r\n" + json.dumps(GOOD[1]).encode() + b"\r\n")
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD[0]).encode() + b"\r\n\r\n" + json.dumps(GOOD[1]).encode()
+                     + b"\r\n")
     assert [d.id for d in read_all(tmp_path / "c")] == ["d1", "d2"]
 
 

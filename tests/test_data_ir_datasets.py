@@ -67,7 +67,7 @@ print("RESULT " + json.dumps(out))
     out = run_py(code, irds_home)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Download failed" not in out.stderr
-    line = next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
     res = json.loads(line[len("RESULT "):])
     assert res["docs"] == res["stats_docs"] == 5183
     assert (res["test_queries"], res["test_qrels"]) == (300, 339)
@@ -95,7 +95,7 @@ for what, call in (("queries", coll.queries), ("qrels", coll.qrels), ("documents
 """
     out = run_py(code, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    errs = [l for l in out.stdout.splitlines() if l.startswith("ERR ")]
+    errs = [ln for ln in out.stdout.splitlines() if ln.startswith("ERR ")]
     assert [e.split()[1] for e in errs] == ["queries", "qrels", "documents"]
     for e in errs:
         assert "beir/fiqa" in e and "download failed" in e and "IR_DATASETS_HOME" in e and str(tmp_path) in e

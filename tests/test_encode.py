@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, faiss_vectors, lucene_impact_postings
 
 SLICE = 160
@@ -109,8 +108,8 @@ def test_int8_head_keeps_dense_exact_and_impacts_close(scifact_dir):
     import torch
 
     from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.encode.__main__ import build_parser
     from dupmae_ir.encoder import DTYPES, DupMAEEncoder, resolve_dtype
-    from dupmae_ir.encode import build_parser
 
     texts = [doc_text(d) for _, d in zip(range(12), resolve(str(scifact_dir)).iter_docs())]
     ref = DupMAEEncoder("default", dtype="fp32").encode_docs(texts, keep_weights=True, batch_size=6)
@@ -148,11 +147,15 @@ def test_slice_index_layout_and_ids(slice_index, slice_texts):
 
 def test_pyserini_searchers_match_toolkit_scores(slice_index, slice_texts, tiny_checkpoint, scifact_dir):
     """FaissSearcher: scores = q . d to 1e-4; LuceneImpactSearcher: scores = integer dot product."""
+    from dupmae_ir.java import start_jvm
+
+    start_jvm()  # a Java 21, before any pyserini import
+    from pyserini.search.faiss import FaissSearcher
+    from pyserini.search.lucene import LuceneImpactSearcher
+
     from dupmae_ir.data import resolve
     from dupmae_ir.pyserini_encoders import DupMAEImpactQueryEncoder, DupMAEQueryEncoder
     from dupmae_ir.search import raise_max_clause_count
-    from pyserini.search.faiss import FaissSearcher
-    from pyserini.search.lucene import LuceneImpactSearcher
 
     raise_max_clause_count()  # queries keep every positive weight (query_topk None): > 1024 terms
     ids, texts = slice_texts
@@ -178,6 +181,7 @@ def test_pyserini_searchers_match_toolkit_scores(slice_index, slice_texts, tiny_
         assert min(h.score for h in hits) >= np.sort(exact)[::-1][len(hits) - 1]
 
 
+@pytest.mark.slow
 def test_stock_pyserini_encode_gives_same_dense_vectors(slice_corpus, slice_index, tiny_checkpoint, tmp_path):
     """`python -m pyserini.encode ... --encoder-class auto --pooling cls` on the same checkpoint."""
     from dupmae_ir.data import doc_text, resolve
@@ -247,6 +251,7 @@ def test_bad_options_are_clear(tiny_checkpoint, tmp_path, slice_corpus):
     assert proc.returncode == 2 and "--corpus" in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_identical_indexes(slice_corpus, slice_index, tiny_checkpoint, tmp_path):
     """Kill a CLI run after some chunks, restart the same command: same indexes as an uninterrupted run."""
     out = tmp_path / "resumed"
@@ -280,7 +285,8 @@ def test_shards_then_merge_equal_single_run(slice_corpus, slice_index, tiny_chec
     with pytest.raises(UserError, match="every id"):
         merge_shards(shards[:1], tmp_path / "bad")
     merged = subprocess.run([sys.executable, "-m", "dupmae_ir.encode", "merge", "--inputs", *map(str, shards),
-                             "--output", str(tmp_path / "merged")], env=_env(), capture_output=True, text=True, cwd=ROOT)
+                             "--output", str(tmp_path / "merged")], env=_env(), capture_output=True, text=True,
+                            cwd=ROOT)
     assert merged.returncode == 0, merged.stderr[-3000:]
     _assert_same_indexes(tmp_path / "merged", slice_index)
 
@@ -294,6 +300,7 @@ def _assert_same_indexes(a: Path, b: Path):
     assert lucene_impact_postings(a / "impact", SLICE) == lucene_impact_postings(b / "impact", SLICE)
 
 
+@pytest.mark.slow
 def test_encode_queries_formats_work_with_stock_pyserini(slice_index, tiny_checkpoint, scifact_dir, tmp_path):
     """Pre-encoded queries: Pyserini's own QueryEncoder / CachedDataQueryEncoder read them, and stock
     `python -m pyserini.search.hybrid` runs on them with no patching."""
@@ -332,7 +339,7 @@ def test_encode_queries_formats_work_with_stock_pyserini(slice_index, tiny_check
 
 
 def test_tokenizer_threads_default_on_for_gpu_encoding_only():
-    from dupmae_ir.encode import tokenizer_parallelism
+    from dupmae_ir.encode.__main__ import tokenizer_parallelism
 
     assert tokenizer_parallelism("cuda") == "true" and tokenizer_parallelism("cuda:1") == "true"
     assert tokenizer_parallelism("cpu") == "false"

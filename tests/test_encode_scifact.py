@@ -38,11 +38,12 @@ def test_both_indexes_hold_every_doc(scifact_index, scifact_dir):
 def test_pyserini_searchers_agree_with_toolkit_scores(scifact_index, scifact_dir):
     """Top hits of FaissSearcher / LuceneImpactSearcher = the toolkit's own scores (dense 1e-4, impact
     exact integer dot product) for a sample of test queries; hit docs re-encoded independently."""
+    from pyserini.search.faiss import FaissSearcher
+    from pyserini.search.lucene import LuceneImpactSearcher
+
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.pyserini_encoders import DupMAEImpactQueryEncoder, DupMAEQueryEncoder
     from dupmae_ir.search import raise_max_clause_count
-    from pyserini.search.faiss import FaissSearcher
-    from pyserini.search.lucene import LuceneImpactSearcher
 
     raise_max_clause_count()
     meta = json.loads((scifact_index / "dupmae_index.json").read_text())

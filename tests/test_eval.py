@@ -10,7 +10,6 @@ import json
 import shutil
 
 import pytest
-
 from test_search import build_reference_index
 
 
@@ -50,7 +49,7 @@ def _args(root, data, ckpt, *extra):
 
 
 def test_eval_scores_scifact_and_reports_missing(eval_setup):
-    from dupmae_ir.eval import main
+    from dupmae_ir.eval.__main__ import main
 
     root, data, ckpt, n_queries = eval_setup
     assert main(_args(root, data, ckpt)) == 0
@@ -77,7 +76,7 @@ def test_eval_scores_scifact_and_reports_missing(eval_setup):
 
 
 def test_rerun_keeps_finished_collections(eval_setup):
-    from dupmae_ir.eval import main
+    from dupmae_ir.eval.__main__ import main
 
     root, data, ckpt, _ = eval_setup
     result = root / "eval" / "beir" / ckpt.name / "results" / "scifact.json"
@@ -93,10 +92,25 @@ def test_rerun_keeps_finished_collections(eval_setup):
 
 
 def test_bad_measure_and_dataset_names_fail_clearly(eval_setup):
-    from dupmae_ir.eval import main
+    from dupmae_ir.errors import UserError
+    from dupmae_ir.eval.__main__ import main
 
     root, data, ckpt, _ = eval_setup
-    with pytest.raises(SystemExit, match="ir-measures"):
+    with pytest.raises(UserError, match="ir-measures"):
         main(_args(root, data, ckpt, "--measures", "nDCG@@10"))
-    with pytest.raises(SystemExit, match="unknown BEIR collection"):
+    with pytest.raises(UserError, match="unknown BEIR collection"):
         main(["beir", "--datasets", "scifacts", "--data-dir", str(data)])
+
+
+def test_bm25_only_eval_encodes_nothing(eval_setup, tmp_path):
+    """``--mode`` with no value: BM25 alone; no index is built and the encoder is never loaded."""
+    from dupmae_ir.eval.__main__ import main
+
+    _, data, _, _ = eval_setup
+    args = ["beir", "--datasets", "scifact", "--data-dir", str(data), "--encoder", "not/a/checkpoint",
+            "--index-root", str(tmp_path / "indexes"), "--runs", str(tmp_path / "runs"),
+            "--output", str(tmp_path / "eval"), "--hits", "100", "--threads", "2", "--mode"]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "eval" / "beir" / "checkpoint" / "results" / "scifact.json").read_text())
+    assert set(res["scores"]) == {"bm25"} and res["index"] is None
+    assert sorted(p.name for p in (tmp_path / "indexes").iterdir()) == ["bm25"]

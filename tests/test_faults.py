@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, faiss_vectors, lucene_impact_postings
 
 SLICE = 40
@@ -276,7 +275,8 @@ def test_package_has_no_pickle_reading_call():
     for path in (ROOT / "dupmae_ir").rglob("*.py"):
         for n, line in enumerate(path.read_text().splitlines(), start=1):
             code = line.split("#")[0]
-            if any(s in code for s in ("read_pickle", "pickle.load", "torch.load(")) and "weights_only=True" not in code:
+            if (any(s in code for s in ("read_pickle", "pickle.load", "torch.load("))
+                    and "weights_only=True" not in code):
                 hits.append(f"{path}:{n}: {line.strip()}")
     assert hits == []
 
@@ -317,7 +317,8 @@ def _wait_for(predicate, timeout: float, what: str):
 
 def test_second_writer_fails_at_once_and_the_first_finishes(corpus, tiny_checkpoint, tmp_path):
     out = tmp_path / "shared"
-    first = subprocess.Popen([sys.executable, "-m", "dupmae_ir.encode", *map(str, encode_args(corpus, tiny_checkpoint, out))],
+    first = subprocess.Popen([sys.executable, "-m", "dupmae_ir.encode",
+                              *map(str, encode_args(corpus, tiny_checkpoint, out))],
                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: (tmp_path / ".shared.lock").exists(), 120, "the first encode's lock")
@@ -356,10 +357,12 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_sigkill_during_lucene_build_leaves_no_orphan_and_resumes_identically(corpus, tiny_checkpoint, index,
                                                                                 tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "dupmae_ir.encode", *map(str, encode_args(corpus, tiny_checkpoint, out))],
+    proc = subprocess.Popen([sys.executable, "-m", "dupmae_ir.encode",
+                             *map(str, encode_args(corpus, tiny_checkpoint, out))],
                             cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         child = _wait_for(lambda: _children_of(proc.pid), 300, "the Anserini child process")[0]
@@ -454,7 +457,7 @@ def test_auto_dtype_is_decided_by_cpu_flags_not_timing(monkeypatch):
     import torch
 
     from dupmae_ir import encoder
-    from dupmae_ir.train.common import resolve_precision
+    from dupmae_ir.train.trainer import resolve_precision
 
     flags = set(" ".join(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
     native = bool(flags & {"avx512_bf16", "amx_bf16"})

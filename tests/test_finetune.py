@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import build_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +50,7 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _args(tiny, toy, out, **kw):
-    from dupmae_ir.train.finetune import FinetuneArguments
+    from dupmae_ir.train.arguments import FinetuneArguments
 
     base = dict(model_name_or_path=str(tiny), train=str(toy), output_dir=str(out), batch_size=4, group_size=2,
                 query_max_length=16, doc_max_length=32, learning_rate=1e-3, num_train_epochs=1,
@@ -109,8 +108,8 @@ def test_part_loss_adds_each_part_trained_alone(tiny, toy, tmp_path):
     representations, for the contrastive stages and for distillation."""
     import torch.nn.functional as F
 
+    from dupmae_ir.modeling.biencoder import BiEncoderForTraining
     from dupmae_ir.modeling.retriever import DupMAERetriever
-    from dupmae_ir.train.finetune import _make_bi_encoder_class
 
     retriever, tok = DupMAERetriever.from_pretrained(tiny)
     q = tok(["what about alpha", "what about bravo"], return_tensors="pt", padding=True)
@@ -121,16 +120,23 @@ def test_part_loss_adds_each_part_trained_alone(tiny, toy, tmp_path):
     dense, sparse = qd @ dd.T, 0.5 * (qb @ db.T)  # (2, 4)
     target = torch.tensor([0, 2])
     teacher = torch.tensor([[3.0, 0.0], [1.0, 2.0]])
-    groups = lambda s: torch.stack([s[0, :2], s[1, 2:]])  # each query's own group (stage 3)
-    kl = lambda s: F.kl_div(F.log_softmax(groups(s), -1), F.log_softmax(teacher, -1), log_target=True,
-                            reduction="batchmean")
+    def groups(s):  # each query's own group (stage 3)
+        return torch.stack([s[0, :2], s[1, 2:]])
+
+    def kl(s):
+        return F.kl_div(F.log_softmax(groups(s), -1), F.log_softmax(teacher, -1), log_target=True,
+                        reduction="batchmean")
     for w in (0.0, 0.7):
-        model = _make_bi_encoder_class()(retriever, _args(tiny, toy, tmp_path, sparse_weight=0.5, part_loss_weight=w))
+        args = _args(tiny, toy, tmp_path, sparse_weight=0.5, part_loss_weight=w)
+        model = BiEncoderForTraining(retriever, args.group_size, sparse_weight=args.sparse_weight,
+                                     part_loss_weight=args.part_loss_weight)
         model.eval()
         with torch.no_grad():
             out = model(q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"])
-            out3 = model(q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"], teacher_scores=teacher)
-        want = F.cross_entropy(dense + sparse, target) + w * (F.cross_entropy(dense, target) + F.cross_entropy(sparse, target))
+            out3 = model(q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"],
+                         teacher_scores=teacher)
+        want = F.cross_entropy(dense + sparse, target) + w * (F.cross_entropy(dense, target)
+                                                              + F.cross_entropy(sparse, target))
         assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
         want3 = kl(dense + sparse) + w * (kl(dense) + kl(sparse))
         assert out3["loss"].item() == pytest.approx(want3.item(), rel=1e-5)
@@ -153,7 +159,8 @@ def test_training_bag_of_words_equals_plain_autograd(tiny, bias_shift):
     retriever.eval()  # no dropout: both passes see the same network
     with torch.no_grad():
         retriever.mlm.cls.predictions.bias.normal_(bias_shift, 1.0, generator=torch.Generator().manual_seed(1))
-    enc = tok(["alpha alpha echo golf", "bravo", "kilo lima mike november oscar papa"], return_tensors="pt", padding=True)
+    enc = tok(["alpha alpha echo golf", "bravo", "kilo lima mike november oscar papa"], return_tensors="pt",
+              padding=True)
     probe = torch.randn(3, retriever.mlm.config.vocab_size, generator=torch.Generator().manual_seed(0))
     names, params = zip(*[(n, p) for n, p in retriever.named_parameters() if p.requires_grad])
 
@@ -223,7 +230,8 @@ def test_head_learning_rate_trains_the_head_and_spares_the_encoder(tiny, toy, tm
 
 def test_stage2_negatives_mined_by_the_model_exclude_positives(tiny, toy, tmp_path):
     from dupmae_ir.data import resolve
-    from dupmae_ir.train.finetune import mine_with_model, run_finetuning
+    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.train.mining import mine_with_model
 
     out = run_finetuning(_args(tiny, toy, tmp_path / "s2", stage=2, mine_depth=5, group_size=3))
     pairs = [line.split("\t") for line in (out / "negatives.tsv").read_text().splitlines()]
@@ -245,8 +253,8 @@ def test_exact_retriever_bf16_encoding_stays_close_to_fp32(tiny, toy):
     """``ExactRetriever(dtype=torch.bfloat16)`` (the recipe's ``--eval-precision bf16``) encodes under
     autocast: the vectors change, yet stay within bf16 rounding of fp32, and the rankings agree."""
     from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.encoder import ExactRetriever
     from dupmae_ir.modeling.retriever import DupMAERetriever
-    from dupmae_ir.train.mining import ExactRetriever
 
     coll = resolve(str(toy))
     docs = {d.id: doc_text(d) for d in coll.iter_docs()}
@@ -273,8 +281,9 @@ def test_sparse_scale_calibration_rescales_to_the_best_in_batch_loss(tiny, toy, 
     """``--sparse-scale-calibration`` multiplies every sparse score by one factor s (rankings kept), and s
     minimises the sparse part's in-batch loss: scaling further either way raises it (the loss is convex in s)."""
     from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.modeling.calibration import calibrate_sparse, calibrate_sparse_scale
     from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
-    from dupmae_ir.train.finetune import calibrate_sparse, calibrate_sparse_scale, run_finetuning
+    from dupmae_ir.train.finetune import run_finetuning
 
     coll = resolve(str(toy))
     docs = {d.id: doc_text(d) for d in coll.iter_docs()}
@@ -289,7 +298,8 @@ def test_sparse_scale_calibration_rescales_to_the_best_in_batch_loss(tiny, toy, 
         with torch.no_grad():
             q = tok(texts_q, max_length=16, truncation=True, padding=True, return_tensors="pt")
             d = tok(texts_d, max_length=32, truncation=True, padding=True, return_tensors="pt")
-            return retriever(q["input_ids"], q["attention_mask"])[1] @ retriever(d["input_ids"], d["attention_mask"])[1].T
+            return (retriever(q["input_ids"], q["attention_mask"])[1]
+                    @ retriever(d["input_ids"], d["attention_mask"])[1].T)
 
     ce = lambda s: torch.nn.functional.cross_entropy(s, torch.arange(len(s))).item()  # noqa: E731
     before = sparse_scores()
@@ -328,8 +338,9 @@ def test_dropout_option_and_auto_precision(tiny, toy, tmp_path):
     auto is recorded as the concrete precision this machine resolved it to."""
     from dupmae_ir.encoder import cpu_has_fast_bf16
     from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
-    from dupmae_ir.train.common import set_dropout
-    from dupmae_ir.train.finetune import FinetuneArguments, run_finetuning
+    from dupmae_ir.train.arguments import FinetuneArguments
+    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.train.trainer import set_dropout
 
     retriever, tok = DupMAERetriever.from_pretrained(tiny)
     enc = tok(["alpha bravo charlie delta echo"], return_tensors="pt")
@@ -354,7 +365,8 @@ def test_dropout_option_and_auto_precision(tiny, toy, tmp_path):
 
 def test_bad_input_errors(tiny, toy, tmp_path):
     from dupmae_ir.data import DataError
-    from dupmae_ir.train.finetune import FinetuneArguments, run_finetuning
+    from dupmae_ir.train.arguments import FinetuneArguments
+    from dupmae_ir.train.finetune import run_finetuning
 
     with pytest.raises(ValueError, match="teacher-scores"):
         FinetuneArguments(stage=3)
@@ -401,6 +413,7 @@ def test_cli_help_has_groups():
         assert section in out
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_share_negatives(tiny, toy, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     common = ["--model-name-or-path", str(tiny), "--train", str(toy), "--batch-size", "2", "--group-size", "2",

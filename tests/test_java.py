@@ -73,7 +73,7 @@ print("RESULT " + json.dumps(out))
 """
     out = run([sys.executable, "-c", code], env={**os.environ, "JAVA_HOME": ""})
     assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    res = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
     assert res["n"] == N_DOCS
     assert res["top"] == scifact_slice["expected"]
     for scores in res["scores"].values():
@@ -88,6 +88,7 @@ def _read_run(path: Path) -> dict[str, list[tuple[str, float]]]:
     return run_
 
 
+@pytest.mark.slow
 def test_stock_cli_through_launcher_and_exports(scifact_slice):
     tmp, index, topics = scifact_slice["tmp"], scifact_slice["index"], scifact_slice["topics"]
     args = ["--index", str(index), "--topics", str(topics), "--bm25", "--hits", "10"]
@@ -134,7 +135,7 @@ print("VM", jnius_config.vm_running)
 def test_clear_error_without_java_21():
     out = run([sys.executable, "-c", NO_JAVA], env={**os.environ, "JAVA_HOME": str(SYSTEM_JAVA_17)})
     assert out.returncode == 0, out.stderr[-3000:]
-    errs = [l for l in out.stdout.splitlines() if l.startswith("ERR ")]
+    errs = [ln for ln in out.stdout.splitlines() if ln.startswith("ERR ")]
     assert len(errs) == 2
     for e in errs:
         assert f"JAVA_HOME={SYSTEM_JAVA_17} (Java 17)" in e

@@ -161,7 +161,8 @@ def test_forward_backward_tiny_bert_every_param_gets_grad(tiny_checkpoint):
     model = DupMAEForPretraining(load_masked_lm(tiny_checkpoint)).train()
     texts = ["Dense retrieval with a duplex masked auto-encoder.", "Paris is the capital of France.",
              "Bag-of-words targets from ordinary token embeddings improve lexical matching."]
-    features = [{"input_ids": tokenizer(t, add_special_tokens=False)["input_ids"], "index": i} for i, t in enumerate(texts)]
+    features = [{"input_ids": tokenizer(t, add_special_tokens=False)["input_ids"], "index": i}
+                for i, t in enumerate(texts)]
     batch = DupMAECollator(tokenizer, max_seq_length=16)(features)
     out = model(**batch)
     for name in ("loss", "mlm_loss", "dec_loss", "bow_loss"):

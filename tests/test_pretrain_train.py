@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _args(checkpoint, output_dir, cache_dir, **kw):
-    from dupmae_ir.train.pretrain import PretrainArguments
+    from dupmae_ir.train.arguments import PretrainArguments
 
     base = dict(model_name_or_path=str(checkpoint), corpus="default", max_docs=40, max_seq_length=32, batch_size=8,
                 max_steps=8, save_steps=3, logging_steps=1, output_dir=str(output_dir), cache_dir=str(cache_dir),
@@ -33,7 +33,7 @@ def _weights(folder):
     return load_file(str(Path(folder) / "model.safetensors"))
 
 
-class Crash(RuntimeError):
+class CrashError(RuntimeError):
     pass
 
 
@@ -46,11 +46,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_checkpoint, tmp_path
     class CrashAtStep7(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == 7:
-                raise Crash("simulated interruption")
+                raise CrashError("simulated interruption")
 
     cache = tmp_path / "cache"
     full = run_pretraining(_args(tiny_checkpoint, tmp_path / "full", cache))
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         run_pretraining(_args(tiny_checkpoint, tmp_path / "cut", cache), callbacks=[CrashAtStep7()])
     assert not (tmp_path / "cut" / "dupmae_pretrain.json").exists()
     resumed = run_pretraining(_args(tiny_checkpoint, tmp_path / "cut", cache, resume=True))
@@ -95,6 +95,7 @@ def test_output_is_a_standard_masked_lm_checkpoint(tiny_checkpoint, tmp_path):
         run_pretraining(_args(tiny_checkpoint, tmp_path / "out", tmp_path / "cache", max_steps=2))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tiny_checkpoint, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
@@ -114,11 +115,12 @@ def test_cli_help_has_argument_groups_and_clear_errors(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--help"], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
-    for section in ("model:", "data:", "method (DupMAE losses and masking):", "optimisation:", "run control:"):
+    for section in ("model:", "data:", "method:", "optimisation:", "run control:"):
         assert section in out
     for flag in ("--corpus", "--batch-size", "--max-seq-length", "--resume", "--method {code,paper}"):
         assert flag in out
-    bad = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--resume", "--output-dir", str(tmp_path / "none")],
+    bad = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--resume", "--output-dir",
+                          str(tmp_path / "none")],
                          env=env, cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "no checkpoint to continue from" in bad.stderr
 

@@ -144,7 +144,8 @@ def test_drop_query_id(searcher, slice_index):
 
 
 def test_cli_writes_runs_and_provenance(slice_index, tmp_path, monkeypatch):
-    from dupmae_ir.search import main, read_trec
+    from dupmae_ir.runs import read_trec
+    from dupmae_ir.search.__main__ import main
 
     index_dir, _, queries = slice_index
     topics = tmp_path / "topics.tsv"
@@ -167,7 +168,8 @@ def test_pre_encoded_queries_are_used_as_given(slice_index, tiny_checkpoint, tmp
     (what stock Pyserini reads), and the impact scores are exact dot products with those weights."""
     from dupmae_ir.encode import encode_queries
     from dupmae_ir.errors import IndexFormatError
-    from dupmae_ir.search import DupMAESearcher, load_encoded_queries
+    from dupmae_ir.index import load_encoded_queries
+    from dupmae_ir.search import DupMAESearcher
 
     index_dir, doc_impacts, queries = slice_index
     folder = encode_queries(queries, str(tiny_checkpoint), tmp_path / "q")

@@ -28,7 +28,9 @@ import sys
 
 import pytest
 
-from dupmae_ir.search import DupMAESearcher, load_encoded_queries, load_index, read_trec
+from dupmae_ir.index import load_encoded_queries, load_index
+from dupmae_ir.runs import read_trec
+from dupmae_ir.search import DupMAESearcher
 
 pytestmark = pytest.mark.slow
 HITS = 1000  # per side and in the run
@@ -79,7 +81,8 @@ def routes(scifact_index, scifact_dir, tmp_path_factory):
     encoded = encode_queries(queries, pre_searcher.encoder, tmp / "queries")
     _run(["dupmae_ir.pyserini", "search.hybrid",
           "dense", "--index", str(info.dense), "--encoded-queries", str(encoded / "dense"),
-          "sparse", "--index", str(info.impact), "--impact", "--encoder", str(encoded / "impact.jsonl"), "--min-idf", "-1",
+          "sparse", "--index", str(info.impact), "--impact", "--encoder", str(encoded / "impact.jsonl"),
+          "--min-idf", "-1",
           *fusion, "run", "--topics", str(encoded / "topics.tsv"), "--hits", str(HITS), "--batch-size", "64",
           "--threads", "2", "--output", str(tmp / "a.trec")])
     pre_searcher.encoded = load_encoded_queries(encoded)
@@ -144,7 +147,7 @@ def test_hybrid_score_is_dense_plus_dequantised_sparse(routes):
 
 def test_effectiveness_is_recorded(routes, scifact_dir):
     """Scores of the default backbone (no DupMAE training) on SciFact test: printed for the report;
-    only sanity-checked (the untrained MiniLM CLS is weak: ~0.5 dense per PERFORMANCE.md)."""
+    only sanity-checked (the untrained MiniLM with CLS pooling is weak: ~0.5 dense)."""
     from dupmae_ir.data import resolve
     from dupmae_ir.runs import score_run
 

@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from dupmae_ir.search import FusionConfig, fuse, load_index, rank_hits, read_trec, write_trec
+from dupmae_ir.index import load_index
+from dupmae_ir.runs import FusionConfig, fuse, rank_hits, read_trec, write_trec
 
 
 def _lists(seed: int, n: int = 60):

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from dupmae_ir.search import DupMAESearcher, load_index, read_trec
+from dupmae_ir.index import load_index
+from dupmae_ir.runs import read_trec
+from dupmae_ir.search import DupMAESearcher
+
+pytestmark = pytest.mark.slow  # the full SciFact collection / stock Pyserini CLIs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +68,8 @@ def test_launcher_runs_stock_hybrid_with_live_dupmae_encoding(tmp_path_factory, 
     topics.write_text("".join(f"{q}\t{t}\n" for q, t in queries.items()))
     cmd = [sys.executable, "-m", "dupmae_ir.hybrid",
            "dense", "--index", str(info.dense), "--encoder", str(tiny_checkpoint), "--encoder-class", "dupmae",
-           "sparse", "--index", str(info.impact), "--impact", "--encoder", f"dupmae:{tiny_checkpoint}", "--min-idf", "-1",
+           "sparse", "--index", str(info.impact), "--impact", "--encoder", f"dupmae:{tiny_checkpoint}",
+           "--min-idf", "-1",
            "fusion", "--alpha", repr(info.alpha), "--hits", "200",
            "run", "--topics", str(topics), "--output", str(tmp / "b.trec"), "--hits", "50", "--batch-size", "8",
            "--threads", "2"]

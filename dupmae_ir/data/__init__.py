@@ -21,9 +21,9 @@ Contracts (plain data at module boundaries, as BEIR and ir-measures use them):
 qrels ``{qid: {docid: int}}``. Title and text are kept apart; :func:`doc_text` is the one place they
 are joined (``"title text"``; the title is dropped when empty).
 """
-from .types import DataError, Doc, doc_text
 from .readers import CorpusStats, check_id
 from .resolve import Collection, iter_corpus, known_names, load_qrels, load_queries, resolve
+from .types import DataError, Doc, doc_text
 
 __all__ = [
     "DataError", "Doc", "doc_text", "Collection", "resolve", "known_names",

@@ -1,4 +1,4 @@
-"""The DupMAE pre-training collator (DUPMAE.md section 1; RetroMAE-2 sections 3.2-3.3).
+"""The DupMAE pre-training collator (RetroMAE-2 sections 3.2-3.3, and the authors' pre-training code).
 
 One example = the WordPiece ids of a text *without* specials. The collator truncates to
 ``max_seq_length - 2``, wraps ``[CLS] x [SEP]`` and produces, per batch (B examples, L = longest

@@ -193,7 +193,8 @@ def load_queries_file(path: str | Path) -> dict[str, str]:
         else:
             qid, tab, text = line.partition("\t")
             if not tab:
-                raise DataError(where, "expected 'qid<TAB>text', found no tab", "separate the id and the text with a tab")
+                raise DataError(where, "expected 'qid<TAB>text', found no tab",
+                                "separate the id and the text with a tab")
         check_id(qid, where, "query id")
         text = text.strip()
         if qid in queries:

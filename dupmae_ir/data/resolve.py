@@ -165,7 +165,8 @@ class Collection:
             ir_id = _ir_split_id(self.ir_id, split)
             ds = _ir_load(ir_id)
             if not ds.has_queries():
-                raise DataError(ir_id, "this ir_datasets id has no queries", f"name a split (for example '{self.ir_id}/test')")
+                raise DataError(ir_id, "this ir_datasets id has no queries",
+                                f"name a split (for example '{self.ir_id}/test')")
             queries: dict[str, str] = {}
             with _ir_guard(ir_id, "queries"):
                 for n, q in enumerate(ds.queries_iter(), start=1):
@@ -189,7 +190,8 @@ class Collection:
             ir_id = _ir_split_id(self.ir_id, split)
             ds = _ir_load(ir_id)
             if not ds.has_qrels():
-                raise DataError(ir_id, "this ir_datasets id has no qrels", f"name a split (for example '{self.ir_id}/test')")
+                raise DataError(ir_id, "this ir_datasets id has no qrels",
+                                f"name a split (for example '{self.ir_id}/test')")
             qrels: dict[str, dict[str, int]] = {}
             with _ir_guard(ir_id, "qrels"):
                 for n, qr in enumerate(ds.qrels_iter(), start=1):
@@ -220,7 +222,8 @@ def _ir_load(ir_id: str):
     try:
         return ir_datasets.load(ir_id)
     except KeyError:
-        raise DataError(ir_id, "not an ir_datasets id", f"use one of the close matches {close_matches(ir_id)}") from None
+        raise DataError(ir_id, "not an ir_datasets id",
+                        f"use one of the close matches {close_matches(ir_id)}") from None
 
 
 def _ir_split_id(ir_id: str, split: str | None) -> str:

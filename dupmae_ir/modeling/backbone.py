@@ -109,7 +109,8 @@ def load_masked_lm(model_name_or_path: str | Path, mlm_head_init: str = "identit
         if not hasattr(model, "cls"):
             raise CheckpointError(path, "checkpoint has no MLM head and its architecture is not BERT-like",
                                   "DupMAE needs a BERT-style masked LM")
-        log.info("%s has no MLM head: initialised one (%s transform, decoder tied to word embeddings)", path, mlm_head_init)
+        log.info("%s has no MLM head: initialised one (%s transform, decoder tied to word embeddings)",
+                 path, mlm_head_init)
         init_mlm_head(model, mlm_head_init)
     other_missing = [k for k in info.get("missing_keys", []) if k not in missing]
     if other_missing:

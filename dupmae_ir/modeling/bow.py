@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 ACTIVATIONS = ("none", "relu", "log1p_relu")
-PAD_PENALTY = 1000.0  # the authors' code adds -1000 at padding before the max (DUPMAE.md section 1)
+PAD_PENALTY = 1000.0  # the authors' code adds -1000 at padding before the max
 
 
 def max_pool_logits(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def max_pool_linear_with_mlm(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     exact: the max sends each (b, v)'s gradient to one position only. When at most a quarter of the
     (b, v) carry a gradient (a ReLU'd bag-of-words in fine-tuning: ~2% active after calibration) they
     are gathered and index-added, and the two (B*L, V) x (V, D) products of plain autograd are skipped
-    (fine-tuning step 1.5x faster at group 2 here); otherwise (the softmax BoW loss of pre-training)
+    (``bench/finetune_step.py`` measures it); otherwise (the softmax BoW loss of pre-training)
     each block's logit gradient is rebuilt and goes through those products, once for both losses.
     Respects autocast (products in the autocast dtype, softmax in fp32).
     """
@@ -207,10 +207,8 @@ def packed_pool_pays(device: str | torch.device) -> bool:
     """Whether inference should pool with :func:`max_pool_head_packed` (per text, no padding) rather
     than :func:`max_pool_head` (padded batch) on ``device``; both give the same values.
 
-    CPU: packed (whole encoding 1.27x faster here: fp32, 96 SciFact docs, 2 AVX2 cores). GPU: padded,
-    as the per-text loop is bound by kernel launches there (H200, 2,048 SciFact docs, 256 pieces,
-    batch 128, forward time packed -> padded: bf16 0.92 -> 0.27 s, fp16 0.70 -> 0.27 s, fp32 0.80 ->
-    0.74 s; at batch 32 in bf16 6.24 -> 0.56 s).
+    CPU: packed, which skips the work on padding; GPU: padded, as the per-text loop is bound by kernel
+    launches there (measurements: eval/encoding-and-search-speed.md, eval/gpu-h200-session1.md).
     """
     return torch.device(device).type == "cpu"
 

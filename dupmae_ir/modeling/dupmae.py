@@ -1,4 +1,4 @@
-"""The DupMAE pre-training model (RetroMAE-2, Xiao et al., ACL 2023, section 3; DUPMAE.md section 2).
+"""The DupMAE pre-training model (RetroMAE-2, Xiao et al., ACL 2023, section 3, and the authors' code).
 
 One forward pass of a BERT-style masked LM on the encoder-masked input gives the hidden states
 ``H`` (B, L, D), ``h_cls = H[:, 0]`` and the MLM logits ``Z`` (B, L, V). Three losses share them:
@@ -45,7 +45,7 @@ class DupMAEOptions:
     decoder_init_std: float = 0.02  # fresh init of the decoder layer
 
     @classmethod
-    def preset(cls, name: str) -> "DupMAEOptions":
+    def preset(cls, name: str) -> DupMAEOptions:
         if name == "code":
             return cls()
         if name == "paper":
@@ -82,7 +82,7 @@ class EnhancedDecoderLayer(nn.Module):
 
     def __init__(self, config, init_std: float = 0.02):
         super().__init__()
-        D, I = config.hidden_size, config.intermediate_size
+        D, inner = config.hidden_size, config.intermediate_size
         self.num_heads = config.num_attention_heads
         self.head_dim = D // self.num_heads
         self.attention_dropout = config.attention_probs_dropout_prob
@@ -91,8 +91,8 @@ class EnhancedDecoderLayer(nn.Module):
             "self": nn.ModuleDict({"query": nn.Linear(D, D), "key": nn.Linear(D, D), "value": nn.Linear(D, D)}),
             "output": nn.ModuleDict({"dense": nn.Linear(D, D), "LayerNorm": nn.LayerNorm(D, eps=eps)}),
         })
-        self.intermediate = nn.ModuleDict({"dense": nn.Linear(D, I)})
-        self.output = nn.ModuleDict({"dense": nn.Linear(I, D), "LayerNorm": nn.LayerNorm(D, eps=eps)})
+        self.intermediate = nn.ModuleDict({"dense": nn.Linear(D, inner)})
+        self.output = nn.ModuleDict({"dense": nn.Linear(inner, D), "LayerNorm": nn.LayerNorm(D, eps=eps)})
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         from transformers.activations import ACT2FN
 
@@ -144,7 +144,8 @@ class DupMAEForPretraining(nn.Module):
                 decoder_attention_mask, decoder_labels, bag_word_weight) -> DupMAEOutput:
         """The collator's batch (:class:`dupmae_ir.data.collator.DupMAECollator`) -> losses."""
         opts = self.options
-        hidden = self.mlm.bert(input_ids=encoder_input_ids, attention_mask=encoder_attention_mask).last_hidden_state  # (B, L, D)
+        # (B, L, D)
+        hidden = self.mlm.bert(input_ids=encoder_input_ids, attention_mask=encoder_attention_mask).last_hidden_state
         h_cls = hidden[:, 0]  # (B, D)
         head = self.mlm.cls.predictions
         transformed = head.transform(hidden)  # (B, L, D)
@@ -172,7 +173,8 @@ class DupMAEForPretraining(nn.Module):
                                               decoder_labels[content], self.chunk_rows)
 
         loss = dec_loss + opts.bow_loss_weight * bow_loss + mlm_loss
-        return DupMAEOutput(loss=loss, mlm_loss=mlm_loss.detach(), dec_loss=dec_loss.detach(), bow_loss=bow_loss.detach())
+        return DupMAEOutput(loss=loss, mlm_loss=mlm_loss.detach(), dec_loss=dec_loss.detach(),
+                            bow_loss=bow_loss.detach())
 
 
 def fused_linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor,

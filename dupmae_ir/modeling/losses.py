@@ -1,4 +1,4 @@
-"""Fine-tuning losses as plain functions (DupMAE paper section 3.4 / DUPMAE.md section 4).
+"""Fine-tuning losses as plain functions (DupMAE paper sections 3.4 and 4).
 
 The relevance score is DupMAE's unweighted sum of two inner products (paper section 3.4),
 generalised with weights so either part can be weighted or isolated::

@@ -23,6 +23,7 @@ from .backbone import load_masked_lm, load_tokenizer, resolve_model_path
 from .bow import ACTIVATIONS, activate, max_pool_head, max_pool_head_packed, max_pool_linear_with_mlm
 
 CONFIG_NAME = "dupmae_config.json"
+POOLINGS = ("cls", "mean")
 PROJECTION_NAME = "dupmae_projection.safetensors"
 
 
@@ -48,7 +49,7 @@ class RetrieverConfig:
             raise ValueError(f"activation={self.activation!r}; valid: {ACTIVATIONS}")
 
     @classmethod
-    def load(cls, folder: str | Path) -> "RetrieverConfig":
+    def load(cls, folder: str | Path) -> RetrieverConfig:
         path = Path(folder) / CONFIG_NAME
         if not path.is_file():
             return cls()
@@ -114,10 +115,27 @@ class DupMAERetriever(nn.Module):
         bow = activate(mu, self.config.activation).masked_fill(self.special_mask, 0.0)  # (B, V)
         return dense, bow
 
+    def encode_dense(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
+        """The dense part alone (skips the vocabulary projection): (B, d').
+
+        ``pooling="mean"`` (masked mean of the last layer, L2-normalised, no projection) is not DupMAE's
+        representation: it is the native pooling of sentence-transformers backbones such as
+        all-MiniLM-L6-v2 (Pooling(mean) + Normalize), used for their zero-shot baseline.
+        """
+        hidden = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
+        if pooling == "mean":
+            mask = attention_mask[..., None].to(hidden.dtype)  # (B, L, 1)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, D)
+            return torch.nn.functional.normalize(mean, dim=-1)  # (B, D): cosine, as the ST model scores
+        if pooling != "cls":
+            raise ValueError(f"pooling={pooling!r}; valid: {POOLINGS}")
+        h_cls = hidden[:, 0]  # (B, D)
+        return self.projection(h_cls) if self.projection is not None else h_cls  # (B, d')
+
     # --- persistence ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, model_name_or_path: str | Path, config: RetrieverConfig | None = None,
-                        mlm_head_init: str = "identity", **kwargs) -> tuple["DupMAERetriever", object]:
+                        mlm_head_init: str = "identity", **kwargs) -> tuple[DupMAERetriever, object]:
         """Load ``(retriever, tokenizer)`` from a checkpoint folder, hub id or the default backbone."""
         path = resolve_model_path(model_name_or_path)
         config = config or RetrieverConfig.load(path) if Path(path).is_dir() else (config or RetrieverConfig())
@@ -142,5 +160,6 @@ class DupMAERetriever(nn.Module):
         if self.projection is not None:
             from safetensors.torch import save_file
 
-            save_file({k: v.contiguous() for k, v in self.projection.state_dict().items()}, str(folder / PROJECTION_NAME))
+            save_file({k: v.contiguous() for k, v in self.projection.state_dict().items()},
+                      str(folder / PROJECTION_NAME))
         self.config.save(folder)

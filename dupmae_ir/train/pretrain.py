@@ -24,83 +24,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from .common import PRECISIONS, resolve_precision, resume_point, save_final_model, trainer_base, training_arguments
+from .arguments import PretrainArguments
+from .trainer import resolve_precision, resume_point, save_final_model, trainer_base, training_arguments
 
 log = logging.getLogger(__name__)
 
 PROVENANCE_NAME = "dupmae_pretrain.json"
-
-
-@dataclass
-class PretrainArguments:
-    """Everything a pre-training run needs. Defaults run on a CPU in minutes (bundled SciFact, MiniLM)."""
-
-    # model
-    model_name_or_path: str = field(default="default", metadata={"help": "Backbone: 'default' (offline MiniLM-L6), a local HF checkpoint folder, or a cached hub id (e.g. bert-base-uncased)."})
-    mlm_head_init: str = field(default="identity", metadata={"choices": ("identity", "random"), "help": "Init of a missing MLM head: identity | random (see dupmae_ir.modeling.backbone)."})
-    # data
-    corpus: str = field(default="default", metadata={"help": "Collection of the data layer: 'default' (bundled SciFact), a BEIR folder, a JSONL collection, msmarco-passage, beir/<name>."})
-    data_dir: str | None = field(default=None, metadata={"help": "Folder of local BEIR collections tried first (e.g. ../shared/data/beir)."})
-    max_seq_length: int = field(default=128, metadata={"help": "Pieces per example, [CLS] and [SEP] included (paper: 512 Wikipedia/BookCorpus, 150 MS MARCO)."})
-    layout: str = field(default="truncate", metadata={"choices": ("truncate", "pack"), "help": "truncate: one example per document; pack: documents concatenated into full-length chunks."})
-    max_docs: int | None = field(default=None, metadata={"help": "Use only the first N documents (smoke runs)."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where tokenised corpora are cached (default ~/.cache/dupmae_ir/pretrain or $DUPMAE_CACHE)."})
-    # method
-    method: str = field(default="code", metadata={"choices": ("code", "paper"), "help": "Loss preset: code (authors' code: L_dec + 0.1 L_bow + L_mlm, 1/m target, masked positions pooled) | paper (1:1:1, unnormalised target, masked positions excluded)."})
-    bow_loss_weight: float | None = field(default=None, metadata={"help": "Override the preset's L_bow weight."})
-    bow_normalize: bool | None = field(default=None, metadata={"help": "Override: 1/m bag-of-words target (True) or unnormalised sum over set(X) (False)."})
-    bow_pool_masked: bool | None = field(default=None, metadata={"help": "Override: encoder-masked positions enter the max-pool (True) or not (False)."})
-    encoder_mlm_probability: float = field(default=0.30, metadata={"help": "Encoder whole-word masking rate."})
-    decoder_mlm_probability: float = field(default=0.50, metadata={"help": "Decoder (per-row visibility) masking rate."})
-    # optimisation
-    output_dir: str = field(default="encoders/dupmae-pretrained", metadata={"help": "Folder of the final checkpoint (checkpoints/ inside)."})
-    max_steps: int = field(default=200, metadata={"help": "Optimizer steps; <= 0 means use num_train_epochs."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs when max_steps <= 0."})
-    batch_size: int = field(default=16, metadata={"help": "Examples per device per micro-batch."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (paper 1e-4)."})
-    head_learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of the parameters outside the backbone body (MLM-head transform and bias, decoder layer); for a freshly initialised head. Default: --learning-rate for all (paper)."})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "Linear warm-up fraction (paper 0.1)."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (paper 0.01)."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
-    precision: str = field(default="fp32", metadata={"choices": PRECISIONS, "help": "fp32 | bf16 (CPU or Ampere+ GPU) | fp16 (GPU) | auto (bf16 on GPUs and on CPUs with native bf16 instructions, AVX512-BF16/AMX; else fp32)."})
-    seed: int = field(default=42, metadata={"help": "Seed of init, data order and masks."})
-    # run control
-    logging_steps: int = field(default=10, metadata={"help": "Log the losses every N steps."})
-    save_steps: int = field(default=100, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir/checkpoints."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing finished model in output_dir."})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
-    ddp_backend: str | None = field(default=None, metadata={"help": "torch.distributed backend under torchrun (default: nccl on GPU, gloo on CPU)."})
-    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
-    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}; valid: {PRECISIONS}")
-        from ..data.pretrain_corpus import LAYOUTS
-        from ..modeling.dupmae import PRESETS
-
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout={self.layout!r}; valid: {LAYOUTS}")
-        if self.method not in PRESETS:
-            raise ValueError(f"method={self.method!r}; valid: {PRESETS}")
-        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
-            raise ValueError("batch_size and gradient_accumulation_steps must be >= 1")
-
-    def options(self):
-        """The :class:`~dupmae_ir.modeling.dupmae.DupMAEOptions` these arguments select."""
-        from ..modeling.dupmae import DupMAEOptions
-
-        opts = DupMAEOptions.preset(self.method)
-        for name in ("bow_loss_weight", "bow_normalize", "bow_pool_masked"):
-            if getattr(self, name) is not None:
-                setattr(opts, name, getattr(self, name))
-        return opts
 
 
 def _make_trainer_class():
@@ -207,7 +139,8 @@ def _save_final(trainer, tokenizer, out, args, options, dataset, seconds, steps_
         "max_seq_length": args.max_seq_length, "examples": len(dataset), "tokens": dataset.num_tokens,
         "steps": trainer.state.global_step, "batch_size": args.batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "world_size": trainer.args.world_size, "learning_rate": args.learning_rate, "head_learning_rate": args.head_learning_rate, "seed": args.seed,
+        "world_size": trainer.args.world_size, "learning_rate": args.learning_rate,
+        "head_learning_rate": args.head_learning_rate, "seed": args.seed,
         "precision": args.precision, "dupmae_ir_version": __version__,
     }
     retriever = DupMAERetriever(model.mlm, RetrieverConfig(pretraining=pretraining))
@@ -220,20 +153,3 @@ def _save_final(trainer, tokenizer, out, args, options, dataset, seconds, steps_
         seconds_this_run=round(seconds, 2),
         seconds_per_step=round(seconds / steps_done, 4) if steps_done else None,
         train_metrics=getattr(result, "metrics", None), log_history=history))
-
-
-def argument_groups() -> dict[str, list[str]]:
-    """Field names of :class:`PretrainArguments` per ``--help`` section (the CLI builds on this)."""
-    order = [f.name for f in fields(PretrainArguments)]
-    groups = {
-        "model": ["model_name_or_path", "mlm_head_init"],
-        "data": ["corpus", "data_dir", "max_seq_length", "layout", "max_docs", "cache_dir"],
-        "method (DupMAE losses and masking)": ["method", "bow_loss_weight", "bow_normalize", "bow_pool_masked",
-                                              "encoder_mlm_probability", "decoder_mlm_probability"],
-        "optimisation": ["output_dir", "max_steps", "num_train_epochs", "batch_size", "gradient_accumulation_steps",
-                         "learning_rate", "head_learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm", "precision", "seed"],
-        "run control": ["logging_steps", "save_steps", "save_total_limit", "resume", "overwrite_output_dir",
-                        "dataloader_num_workers", "ddp_backend", "use_cpu", "disable_tqdm"],
-    }
-    assert sorted(sum(groups.values(), [])) == sorted(order), "every argument belongs to one --help group"
-    return groups

@@ -1,13 +1,12 @@
-"""Set-up shared by pre-training and fine-tuning: output-folder and resume checks, the Hugging Face
-``TrainingArguments`` both build from their argument dataclasses (same field names), the Trainer
-base and the final save."""
+"""The training loop both pre-training and fine-tuning run on: output-folder and resume checks, the
+Hugging Face ``TrainingArguments`` built from :class:`~dupmae_ir.train.arguments.TrainArguments`, the
+``transformers.Trainer`` subclass (head learning rate, safetensors checkpoints) and the final save."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:

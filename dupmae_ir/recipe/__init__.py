@@ -12,34 +12,31 @@
 6. evaluation of every fine-tuned model on SciFact test: dense ([CLS]), impact (bag-of-words) and
    hybrid (DupMAE's unweighted sum; plus, as a measurement, a normalised fusion of the two).
 
-Fine-tuned models are scored exhaustively in memory (:class:`~dupmae_ir.train.mining.ExactRetriever`:
+Fine-tuned models are scored exhaustively in memory (:class:`~dupmae_ir.encoder.ExactRetriever`:
 the same score as an encode + hybrid search, in floating point). The table (nDCG@10, R@100) goes to
 stdout and to ``OUTPUT/results.md`` + ``results.json`` with each step's wall time.
-``--quick``: the shortened form (stage 1 only; the ablation is kept).
+``--quick``: the shortened form (stage 1 only; the ablation is kept). The command line is ``__main__``.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .outputs import OutputKind
+from ..outputs import OutputKind
 
 log = logging.getLogger(__name__)
 
 RECIPE_MARKER = "dupmae_recipe.json"
 RECIPE_OUTPUT = OutputKind("recipe working folder", RECIPE_MARKER, ("dupmae_ir.recipe",), legacy=("results.json",))
-FUSION_ANCHOR = 0.732  # BM25 + MiniLM (mean) min-max fusion, SciFact test nDCG@10 (PERFORMANCE.md)
-BAR = 0.72
 
 
 @dataclass
 class RecipeConfig:
     """Defaults are the documented CPU recipe (stages 1+2 and the ablation; ~35 min on an idle 2-core
-    AVX512-BF16 machine). Settings chosen by measurement on SciFact test (README 'The CPU recipe'):
+    AVX512-BF16 machine). Settings chosen by measurement on SciFact test (docs/recipe.md, eval/recipe-scifact-cpu.md):
     pre-training is short and gentle (80 steps at 2e-5; stronger pre-training of this sentence-embedding
     backbone on 5k documents costs nDCG); the fresh MLM head has its own lr (1e-3); each part of the
     score is also trained alone (part loss 1); fine-tuning uses 7 BM25 (stage 1) or mined (stage 2)
@@ -61,7 +58,8 @@ class RecipeConfig:
     pretrain_batch_size: int = 16
     pretrain_max_seq_length: int = 128
     pretrain_lr: float = 2e-5
-    head_learning_rate: float | None = 1e-3  # fresh MLM head/decoder layer lr in pre-training and fine-tuning (None: one lr)
+    # fresh MLM head/decoder layer lr in pre-training and fine-tuning (None: one lr)
+    head_learning_rate: float | None = 1e-3
     # fine-tuning
     stages: tuple[int, ...] = (1, 2)
     epochs: float = 1.0
@@ -72,7 +70,8 @@ class RecipeConfig:
     sparse_weight: float = 1.0
     part_loss_weight: float = 1.0  # each part also trained alone (dupmae_ir.finetune --part-loss-weight; 0: paper)
     sparse_calibration: float | None = 0.02
-    sparse_scale_calibration: bool = True  # stage 1: start the sparse part at its best-loss scale (finetune --sparse-scale-calibration)
+    # stage 1: start the sparse part at its best-loss scale (finetune --sparse-scale-calibration)
+    sparse_scale_calibration: bool = True
     mine_depth: int = 50
     mine_skip: int = 0
     ablation: bool = True  # also fine-tune the backbone without DupMAE pre-training
@@ -85,7 +84,7 @@ class RecipeConfig:
     threads: int | None = None
 
     @classmethod
-    def quick(cls, **kw) -> "RecipeConfig":
+    def quick(cls, **kw) -> RecipeConfig:
         """The shortened form (``--quick``): stage 1 only, with the ablation (stage 1 without
         pre-training), so the table still has every system the comparison needs."""
         base = dict(stages=(1,))
@@ -93,12 +92,11 @@ class RecipeConfig:
 
 
 def ndcg_recall(run: dict[str, list[tuple[str, float]]], qrels: dict) -> dict[str, float]:
-    import ir_measures
-    from ir_measures import R, nDCG
+    """nDCG@10 and R@100 (ir-measures, :func:`dupmae_ir.runs.score_run`), rounded to 4 decimals."""
+    from ..runs import score_run
 
-    scored = {q: {d: s for d, s in hits} for q, hits in run.items()}
-    res = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], {q: qrels[q] for q in qrels}, scored)
-    return {"nDCG@10": round(float(res[nDCG @ 10]), 4), "R@100": round(float(res[R @ 100]), 4)}
+    values = score_run(run, qrels, ("nDCG@10", "R@100")).values
+    return {m: round(v, 4) for m, v in values.items()}
 
 
 class Recipe:
@@ -135,7 +133,7 @@ class Recipe:
     def run(self) -> dict:
         import torch
 
-        from .data import doc_text, resolve
+        from ..data import doc_text, resolve
 
         cfg = self.cfg
         if cfg.threads:
@@ -144,11 +142,10 @@ class Recipe:
         self.load_start = os.getloadavg()
         from types import SimpleNamespace
 
-        from .train.common import resolve_precision
+        from ..train.trainer import resolve_precision
 
         self.precision = resolve_precision(SimpleNamespace(precision=cfg.precision, use_cpu=False))
-        from .encoder import dtype_name, resolve_dtype
-        from .train.mining import default_device
+        from ..encoder import default_device, dtype_name, resolve_dtype
 
         self.eval_dtype = resolve_dtype(cfg.eval_precision, str(default_device()))  # what encode --dtype resolves
         self.eval_precision = dtype_name(self.eval_dtype)
@@ -162,7 +159,7 @@ class Recipe:
         self.docs = {d.id: doc_text(d) for d in coll.iter_docs()}
 
         with self.timed("bm25"):
-            from .bm25 import bm25_search, build_bm25_index
+            from ..bm25 import bm25_search, build_bm25_index
 
             index = build_bm25_index(coll, self.out / "bm25-index", progress=self.progress)
             bm25 = bm25_search(index, self.queries, hits=1000, progress=self.progress)
@@ -172,7 +169,7 @@ class Recipe:
             zs = self.exact(cfg.backbone, pooling="mean").search(self.queries, k=1000, modes=("dense",))["dense"]
         self.add("backbone zero-shot, mean pooling (dense)", zs)
 
-        from .runs import fuse
+        from ..runs import fuse
 
         fused = {q: fuse(zs[q], bm25[q], 1000, "normalized", 1.0) for q in self.queries}
         self.add("BM25 + backbone(mean), normalised fusion", fused, "the strongest simple baseline")
@@ -192,8 +189,8 @@ class Recipe:
         return self.report()
 
     def exact(self, model_path: str, pooling: str = "cls", need_sparse: bool | None = None):
-        from .modeling.retriever import DupMAERetriever
-        from .train.mining import ExactRetriever
+        from ..encoder import ExactRetriever
+        from ..modeling.retriever import DupMAERetriever
 
         model, tok = DupMAERetriever.from_pretrained(model_path)
         sparse = pooling == "cls" if need_sparse is None else need_sparse
@@ -203,7 +200,8 @@ class Recipe:
         return r.index(list(self.docs), list(self.docs.values()), progress=self.progress)
 
     def pretrain(self) -> Path:
-        from .train.pretrain import PretrainArguments, run_pretraining
+        from ..train.arguments import PretrainArguments
+        from ..train.pretrain import run_pretraining
 
         cfg = self.cfg
         out = self.out / "pretrained"
@@ -218,9 +216,10 @@ class Recipe:
     def finetune_chain(self, label: str, start: str, stages: tuple[int, ...]) -> None:
         """Stages 1 (BM25 negatives) and 2 (negatives mined by the stage-1 model) from ``start``;
         each stage's model is evaluated on the test queries (stage 2 mines with the same encoding)."""
-        from .modeling.retriever import RetrieverConfig
-        from .train.finetune import FinetuneArguments, run_finetuning
-        from .train.mining import negatives_from_run
+        from ..modeling.retriever import RetrieverConfig
+        from ..train.arguments import FinetuneArguments
+        from ..train.finetune import run_finetuning
+        from ..train.mining import negatives_from_run
 
         cfg = self.cfg
         tag = "pt" if label.startswith("DupMAE") else "nopt"
@@ -237,7 +236,8 @@ class Recipe:
             args = FinetuneArguments(
                 model_name_or_path=model_path, stage=stage, train=cfg.corpus, split=cfg.train_split,
                 output_dir=str(out), group_size=cfg.group_size, temperature=cfg.temperature,
-                sparse_weight=cfg.sparse_weight, part_loss_weight=cfg.part_loss_weight, query_max_length=cfg.query_max_length,
+                sparse_weight=cfg.sparse_weight, part_loss_weight=cfg.part_loss_weight,
+                query_max_length=cfg.query_max_length,
                 doc_max_length=cfg.doc_max_length, batch_size=cfg.batch_size,
                 num_train_epochs=cfg.epochs if stage == 1 or cfg.stage2_epochs is None else cfg.stage2_epochs,
                 precision=self.precision, dropout=cfg.dropout,
@@ -254,16 +254,16 @@ class Recipe:
                 retriever = self.exact(model_path)
                 runs = retriever.search(self.queries, k=1000)
                 if stage + 1 in stages:  # mine stage-2 negatives with this model's own retrieval
-                    from .data import resolve
+                    from ..data import resolve
 
                     train_q = resolve(cfg.corpus).queries(cfg.train_split)
                     train_qrels = resolve(cfg.corpus).qrels(cfg.train_split)
                     mined = retriever.search(train_q, k=cfg.mine_depth + cfg.mine_skip + 5, modes=("hybrid",))["hybrid"]
                     negs = negatives_from_run(mined, train_qrels, cfg.mine_depth + cfg.mine_skip, cfg.mine_skip)
-                    from .train.finetune import write_negatives
+                    from ..data.training import write_negatives
 
                     write_negatives(self.out / f"{tag}-stage{stage + 1}-negatives.tsv", negs)
-            from .runs import fuse
+            from ..runs import fuse
 
             name = f"{label} + stage {'+'.join(str(s) for s in stages[:stages.index(stage) + 1])}"
             self.add(f"{name}: dense", runs["dense"])
@@ -276,15 +276,15 @@ class Recipe:
     def claim_output(self) -> None:
         """The working folder must be new, empty or an earlier recipe's (then only with ``overwrite``);
         a marker written at once makes even an interrupted run's folder recognisable as the recipe's."""
-        from .outputs import check_output_dir
-        from .provenance import provenance, write_json
+        from ..outputs import check_output_dir
+        from ..provenance import provenance, write_json
 
         check_output_dir(self.out, RECIPE_OUTPUT, self.overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / RECIPE_MARKER, provenance(kind="dupmae_ir.recipe", config=asdict(self.cfg)))
 
     def report(self) -> dict:
-        from .provenance import provenance, write_json
+        from ..provenance import provenance, write_json
 
         final = [r for r in self.rows if r["system"].startswith("DupMAE") and r["system"].endswith("hybrid (sum)")]
         best = final[-1]["nDCG@10"] if final else None
@@ -292,9 +292,7 @@ class Recipe:
         lines += [f"| {r['system']} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} | {r['note']} |" for r in self.rows]
         summary = []
         if best is not None:
-            summary.append(f"DupMAE hybrid (final stage) nDCG@10 {best:.4f}: bar {BAR} "
-                           f"{'met' if best >= BAR else 'NOT met'} ({best - BAR:+.4f}); distance to the 0.732 "
-                           f"fusion anchor {best - FUSION_ANCHOR:+.4f}, to this run's fusion {best - self.fusion:+.4f}.")
+            summary.append(f"DupMAE hybrid (final stage) nDCG@10 {best:.4f}.")
         summary.append(f"Training precision {self.precision} (asked: {self.cfg.precision}), evaluation precision "
                        f"{self.eval_precision} (asked: {self.cfg.eval_precision}), fine-tuning dropout "
                        f"{'as the backbone' if self.cfg.dropout is None else self.cfg.dropout}, group size "
@@ -313,81 +311,3 @@ class Recipe:
         write_json(self.out / "results.json", provenance(kind="dupmae_ir.recipe", **result))
         print("\n" + text, flush=True)
         return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m dupmae_ir.recipe",
-        description="End-to-end CPU recipe on the bundled SciFact: BM25, zero-shot backbone (mean pooling), "
-                    "their fusion, DupMAE pre-training, fine-tuning stages 1-2 (with and without pre-training), "
-                    "evaluation (dense / impact / hybrid); prints one results table.",
-    )
-    d = RecipeConfig()
-    g = p.add_argument_group("run")
-    g.add_argument("--quick", action="store_true", help="Shortened form: fine-tuning stage 1 only (with the ablation).")
-    g.add_argument("--output", default=d.output, help="Working folder (checkpoints, indexes, results.md/json; default %(default)s).")
-    g.add_argument("--overwrite", action="store_true", help="Re-use the working folder of an earlier recipe run (its files are replaced).")
-    g.add_argument("--no-ablation", action="store_true", help="Skip fine-tuning without pre-training.")
-    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-    g.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None, help=f"Training precision, pre-training and fine-tuning (default {d.precision}: bf16 on GPUs and on CPUs with native bf16 instructions (AVX512-BF16/AMX); else fp32).")
-    g.add_argument("--eval-precision", choices=("fp32", "bf16", "auto"), default=None, help=f"Encoding precision of the evaluations and the stage-2 mining (default {d.eval_precision}, as --precision). Scores are fp32.")
-    g = p.add_argument_group("model and data")
-    g.add_argument("--backbone", default=d.backbone, help="Backbone to pre-train and fine-tune (default %(default)s: the offline MiniLM-L6).")
-    g.add_argument("--corpus", default=d.corpus, help="Collection with corpus, train and test splits (default %(default)s: the bundled SciFact).")
-    g.add_argument("--doc-max-length", type=int, default=None, help=f"Passage pieces in training (default {d.doc_max_length}).")
-    g.add_argument("--eval-doc-max-length", type=int, default=None, help=f"Passage pieces at evaluation (default {d.eval_doc_max_length}).")
-    g = p.add_argument_group("pre-training")
-    g.add_argument("--pretrain-steps", type=int, default=None, help=f"DupMAE pre-training steps (default {d.pretrain_steps}).")
-    g.add_argument("--pretrain-lr", type=float, default=None, help=f"DupMAE pre-training learning rate (default {d.pretrain_lr}).")
-    g.add_argument("--head-learning-rate", type=float, default=None, help=f"Peak lr of the parameters outside the backbone body (the fresh MLM head, the decoder layer), in pre-training and fine-tuning (default {d.head_learning_rate}; 0 = one lr for all, the paper's).")
-    g = p.add_argument_group("fine-tuning")
-    g.add_argument("--stages", default=None, help="Comma-separated stages (default 1,2).")
-    g.add_argument("--ablation-stages", default=None, help="Comma-separated stages of the model without pre-training (default 1; 1,2 adds ~10 min on a 2-core CPU).")
-    g.add_argument("--epochs", type=float, default=None, help=f"Epochs per stage (default {d.epochs}).")
-    g.add_argument("--stage2-epochs", type=float, default=None, help="Epochs of stage 2 (default: as --epochs).")
-    g.add_argument("--dropout", type=float, default=None, help=f"Backbone dropout while fine-tuning (default {d.dropout}: off, ~1.7x faster steps on CPUs; 0.1 = the backbone's).")
-    g.add_argument("--group-size", type=int, default=None, help=f"1 positive + negatives per query (default {d.group_size}).")
-    g.add_argument("--learning-rate", type=float, default=None, help=f"(default {d.learning_rate})")
-    g.add_argument("--sparse-calibration", type=float, default=None, help=f"(default {d.sparse_calibration}; 0 = off)")
-    g.add_argument("--sparse-scale-calibration", action=argparse.BooleanOptionalAction, default=None, help=f"Stage 1 starts with the sparse part scaled to its best in-batch loss (finetune --sparse-scale-calibration; default {'on' if d.sparse_scale_calibration else 'off'}).")
-    g.add_argument("--sparse-weight", type=float, default=None, help=f"(default {d.sparse_weight})")
-    g.add_argument("--temperature", type=float, default=None, help=f"(default {d.temperature})")
-    g.add_argument("--part-loss-weight", type=float, default=None, help=f"Also train the dense and the sparse part each on its own, with this weight (default {d.part_loss_weight}; 0 = the paper's loss on the combined score only).")
-    return p
-
-
-def config_from_args(args) -> RecipeConfig:
-    kw = {"output": args.output, "threads": args.threads, "backbone": args.backbone, "corpus": args.corpus}
-    if args.no_ablation:
-        kw["ablation"] = False
-    for name in ("doc_max_length", "eval_doc_max_length", "pretrain_steps", "pretrain_lr", "epochs", "stage2_epochs", "group_size",
-                 "learning_rate", "sparse_weight", "part_loss_weight", "temperature", "precision", "eval_precision",
-                 "dropout", "sparse_scale_calibration"):
-        if getattr(args, name) is not None:
-            kw[name] = getattr(args, name)
-    if args.sparse_calibration is not None:
-        kw["sparse_calibration"] = args.sparse_calibration or None
-    if args.head_learning_rate is not None:
-        kw["head_learning_rate"] = args.head_learning_rate or None
-    if args.stages:
-        kw["stages"] = tuple(int(s) for s in args.stages.split(","))
-    if args.ablation_stages:
-        kw["ablation_stages"] = tuple(int(s) for s in args.ablation_stages.split(","))
-    return RecipeConfig.quick(**kw) if args.quick else RecipeConfig(**kw)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING)
-    Recipe(config_from_args(args), overwrite=args.overwrite).run()
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    from .errors import run_command
-
-    sys.exit(run_command(main))

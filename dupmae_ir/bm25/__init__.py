@@ -11,21 +11,18 @@ Library::
     index = build_bm25_index(resolve("beir/scifact", data_dir=...), "indexes/bm25/scifact")
     run = bm25_search(index, queries, hits=1000)   # {qid: [(docid, score), ...]}
 
-CLI: ``python -m dupmae_ir.bm25 --corpus NAME --index DIR [--topics NAME_OR_FILE --output run.trec]``.
+CLI (``__main__``): ``python -m dupmae_ir.bm25 --corpus NAME --index DIR [--topics NAME_OR_FILE --output run.trec]``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from .errors import add_debug_flag, run_command
-from .outputs import OutputKind
-from .runs import Run, rank_hits, write_trec
+from ..outputs import OutputKind
+from ..runs import Run, rank_hits
 
 BM25_META = "dupmae_bm25.json"
 BM25_OUTPUT = OutputKind("BM25 index", BM25_META, ("bm25_index",))
@@ -38,11 +35,11 @@ def build_bm25_index(collection, index_dir: str | os.PathLike, threads: int = 2,
     ``dupmae_bm25.json`` provenance file is written inside. Reused when that file exists (unless ``force``)."""
     from tqdm import tqdm
 
-    from ._child import child_command
-    from .data import doc_text, resolve
-    from .java import java_env
-    from .outputs import atomic_output_dir, is_output
-    from .provenance import provenance, write_json
+    from .._child import child_command
+    from ..data import doc_text, resolve
+    from ..java import java_env
+    from ..outputs import atomic_output_dir, is_output
+    from ..provenance import provenance, write_json
 
     collection = resolve(collection)
     index_dir = Path(index_dir)
@@ -82,7 +79,7 @@ class BM25Searcher:
     """Pyserini ``LuceneSearcher`` with BM25 (k1, b); hits turned into Python tuples per batch."""
 
     def __init__(self, index_dir: str | os.PathLike, k1: float = 0.9, b: float = 0.4, threads: int = 2):
-        from .java import start_jvm
+        from ..java import start_jvm
 
         start_jvm()
         from pyserini.search.lucene import LuceneSearcher
@@ -114,46 +111,3 @@ def bm25_search(index_dir, queries: dict[str, str], hits: int = 1000, k1: float 
     """BM25 search of ``{qid: text}``; returns ``{qid: [(docid, score), ...]}`` best first (ties by docid)."""
     return BM25Searcher(index_dir, k1, b, threads).search(queries, hits, drop_query_id=drop_query_id,
                                                          progress=progress)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dupmae_ir.bm25",
-                                description="BM25 baseline with Pyserini (BEIR flat: contents = title + text).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("index")
-    g.add_argument("--corpus", required=True, help="collection name or path (see dupmae_ir.data.resolve)")
-    g.add_argument("--data-dir", default=None, help="folder of local BEIR collections")
-    g.add_argument("--index", required=True, help="BM25 index folder (built when missing)")
-    g.add_argument("--threads", type=int, default=2)
-    s = p.add_argument_group("search")
-    s.add_argument("--topics", default=None, help="queries: file or collection name (default: --corpus)")
-    s.add_argument("--split", default=None, help="query split (default: the collection's evaluation split)")
-    s.add_argument("--output", default=None, help="TREC run to write (no search when omitted)")
-    s.add_argument("--hits", type=int, default=1000)
-    s.add_argument("--k1", type=float, default=0.9)
-    s.add_argument("--b", type=float, default=0.4)
-    s.add_argument("--drop-query-id", action="store_true", help="BEIR convention for ArguAna and Quora")
-    s.add_argument("--overwrite", action="store_true", help="replace the run file of an earlier search")
-    add_debug_flag(p)
-    args = p.parse_args(argv)
-    from .data import resolve
-
-    collection = resolve(args.corpus, data_dir=args.data_dir)
-    if args.output:
-        from .outputs import check_output_file
-        from .runs import is_run_file
-
-        check_output_file(args.output, is_run_file, args.overwrite, what="run file")
-    index = build_bm25_index(collection, args.index, threads=args.threads)
-    if args.output:
-        topics = resolve(args.topics, data_dir=args.data_dir) if args.topics else collection
-        queries = topics.queries(args.split)
-        run = bm25_search(index, queries, args.hits, args.k1, args.b, args.threads, args.drop_query_id)
-        write_trec(args.output, run, "bm25", dict(index=str(index), topics=topics.name, split=args.split,
-                                                   k1=args.k1, b=args.b, hits=args.hits), overwrite=args.overwrite)
-        print(f"bm25: {len(run)} queries -> {args.output}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_command(main))

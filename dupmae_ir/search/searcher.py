@@ -1,43 +1,14 @@
-"""Dense, impact and hybrid retrieval over the indexes of :mod:`dupmae_ir.encode`, with Pyserini.
-
-An index folder written by ``python -m dupmae_ir.encode`` holds ``dense/`` (FAISS, the files Pyserini's
-``FaissSearcher`` reads), ``impact/`` (Lucene impact index, read by ``LuceneImpactSearcher``) and
-``dupmae_index.json`` (provenance: encoder, quantisation scales ``s_q``/``s_d``, top-k, activation);
-see :mod:`dupmae_ir.index`.
-
-DupMAE's relevance score (paper section 3.4) is an unweighted sum of two inner products::
-
-    <q, d> = h_q . h_d + sum_{i in topk(d)} mu_q[i] * mu_d[i]
-
-The impact index stores ``round(mu * s)``, so Lucene's integer score is ``~ s_q * s_d * (mu_q . mu_d)``
-and ``score = dense + alpha * sparse`` with ``alpha = 1 / (s_q * s_d)`` and no normalisation gives
-DupMAE's score back: that is the default fusion (``sum``); fusion itself lives in
-:mod:`dupmae_ir.runs` and equals ``python -m pyserini.search.hybrid`` with ``fusion --alpha <1/(s_q*s_d)>``.
-
-Library::
-
-    from dupmae_ir.search import DupMAESearcher
-    searcher = DupMAESearcher("indexes/default/scifact")
-    runs = searcher.search_all(queries, modes=("dense", "impact", "hybrid"), hits=1000)
-    # runs["hybrid"][qid] = [(docid, score), ...] best first
-
-CLI: ``python -m dupmae_ir.search --index DIR --topics FILE_OR_NAME [--mode hybrid] --output runs/x.trec``.
-"""
+"""The DupMAE searcher: dense (FAISS), impact (Lucene) and hybrid search over one index folder."""
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import add_debug_flag, run_command
-from .index import INDEX_META, IndexInfo, check_lucene_count, load_encoded_queries, load_index  # noqa: F401
-from .runs import FUSIONS, FusionConfig, Run, fuse, rank_hits, read_trec, write_trec  # noqa: F401
+from ..index import check_lucene_count, load_encoded_queries, load_index
+from ..runs import MODES, FusionConfig, Run, fuse, rank_hits
 
-MODES = ("dense", "impact", "hybrid")
 # BEIR's evaluation drops a hit whose docid equals the query id on these sets (the query is itself a
 # document of the corpus); see BEIR's EvaluateRetrieval.evaluate(ignore_identical_ids=True).
 DROP_QUERY_ID_DATASETS = ("arguana", "quora")
@@ -99,7 +70,7 @@ class DupMAESearcher:
         self._impact_queries = _LookupImpactEncoder()
         self.impact_searcher = None
         if self.info.impact is not None:
-            from .java import start_jvm
+            from ..java import start_jvm
 
             start_jvm()
             from pyserini.search.lucene import LuceneImpactSearcher
@@ -109,9 +80,9 @@ class DupMAESearcher:
             self.impact_searcher = LuceneImpactSearcher(str(self.info.impact), self._impact_queries, min_idf=min_idf)
             check_lucene_count(self.info, int(self.impact_searcher.num_docs))
             raise_max_clause_count()
-        from .encoder import DupMAEEncoder
-        from .modeling.backbone import resolve_model_path
-        from .modeling.retriever import RetrieverConfig
+        from ..encoder import DupMAEEncoder
+        from ..modeling.backbone import resolve_model_path
+        from ..modeling.retriever import RetrieverConfig
 
         self.encoder_name = encoder or self.info.encoder
         path = resolve_model_path(self.encoder_name)
@@ -143,7 +114,7 @@ class DupMAESearcher:
         bad = [m for m in modes if m not in MODES]
         if bad:
             raise ValueError(f"modes {bad}; valid: {MODES}")
-        from .errors import IndexFormatError
+        from ..errors import IndexFormatError
 
         if self.faiss_index is None and any(m in ("dense", "hybrid") for m in modes):
             raise IndexFormatError(self.info.root, "was built with --impact-only: no dense index for modes "
@@ -216,117 +187,3 @@ class DupMAESearcher:
                     runs[m].update(part[m])
                 bar.update(len(chunk))
         return runs
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------------------
-def add_search_args(parser: argparse.ArgumentParser) -> None:
-    """Argument groups shared by ``dupmae_ir.search`` and ``dupmae_ir.eval``."""
-    g = parser.add_argument_group("search")
-    g.add_argument("--mode", nargs="+", choices=MODES, default=["hybrid"],
-                   help="what to retrieve with: dense (FAISS), impact (Lucene), hybrid (both, fused). Several "
-                        "modes share one query-encoding pass and write one run each.")
-    g.add_argument("--hits", type=int, default=1000, help="hits per query in the run (default 1000)")
-    g.add_argument("--batch-size", type=int, default=64, help="queries encoded and searched per batch")
-    g.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)),
-                   help="search threads for FAISS and Lucene")
-    g.add_argument("--encoder", default=None,
-                   help="query encoder checkpoint (default: the encoder recorded in the index's dupmae_index.json)")
-    g.add_argument("--device", default="cpu", help="query encoder device")
-    g.add_argument("--encoded-queries", default=None,
-                   help="folder from `dupmae_ir.encode --queries` (read from dense/embedding.npy, dense/queries.jsonl "
-                        "and impact.jsonl; the pickle beside them is never loaded): use these query representations "
-                        "instead of encoding (as Pyserini's --encoded-queries)")
-    g.add_argument("--min-idf", type=float, default=-1,
-                   help="impact side: drop query tokens with idf <= this (default -1 keeps all: exact dot product; "
-                        "Pyserini's default 0 drops tokens present in every document)")
-    f = parser.add_argument_group("fusion (hybrid mode)")
-    f.add_argument("--fusion", choices=FUSIONS, default="sum",
-                   help="sum: alpha*sparse + dense (DupMAE's score with the default alpha); normalized: Pyserini's "
-                        "--normalization then alpha*sparse + dense; rrf: reciprocal-rank fusion")
-    f.add_argument("--alpha", type=float, default=None,
-                   help="sparse weight (default: 1/(s_q*s_d) from the index for sum, 1.0 for normalized)")
-    f.add_argument("--weight-on-dense", action="store_true", help="score = sparse + alpha*dense instead")
-    f.add_argument("--depth", type=int, default=None,
-                   help="hits taken from each side before fusion (Pyserini's fusion --hits; default --hits)")
-    f.add_argument("--rrf-k", type=int, default=60, help="RRF constant k (default 60)")
-
-
-def fusion_from_args(args) -> FusionConfig:
-    return FusionConfig(args.fusion, args.alpha, args.weight_on_dense, args.rrf_k)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m dupmae_ir.search",
-        description="Dense, impact and hybrid (DupMAE) search over a `dupmae_ir.encode` index with FAISS and "
-                    "Pyserini's LuceneImpactSearcher. Writes TREC runs with provenance JSON beside them.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    io = p.add_argument_group("input and output")
-    io.add_argument("--index", required=True, help="folder written by `python -m dupmae_ir.encode --output`")
-    io.add_argument("--topics", required=True,
-                    help="queries: a TSV (qid<TAB>text) or JSONL file, a BEIR folder, or a collection name "
-                         "(`default`, `beir/scifact`, ...)")
-    io.add_argument("--split", default=None, help="query split of a collection (default: its evaluation split)")
-    io.add_argument("--data-dir", default=None, help="folder of local BEIR collections for --topics names")
-    io.add_argument("--output", default=None,
-                    help="run file; with several --mode, '{mode}' in it is replaced (default: "
-                         "runs/<index>.<topics>.{mode}.trec)")
-    io.add_argument("--overwrite", action="store_true", help="replace run files of an earlier search")
-    io.add_argument("--drop-query-id", action="store_true",
-                    help="remove hits whose docid equals the query id (BEIR convention for ArguAna and Quora)")
-    add_search_args(p)
-    add_debug_flag(p)
-    return p
-
-
-def _output_path(args, mode: str) -> Path:
-    """``--output`` with ``{mode}`` filled in (or ``.<mode>`` added when several modes share it);
-    default ``runs/<index>.<topics>.<mode>.trec``."""
-    if not args.output:
-        name = Path(args.topics).name.replace(".jsonl", "").replace(".tsv", "") or "topics"
-        return Path("runs") / f"{Path(args.index).name}.{name}.{mode}.trec"
-    if "{mode}" in args.output:
-        return Path(args.output.replace("{mode}", mode))
-    out = Path(args.output)
-    return out if len(args.mode) == 1 else out.with_name(f"{out.stem}.{mode}{out.suffix}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .data import resolve
-    from .outputs import check_output_file
-    from .runs import is_run_file
-
-    collection = resolve(args.topics, data_dir=args.data_dir)
-    queries = collection.queries(args.split)
-    outputs = {mode: _output_path(args, mode) for mode in args.mode}
-    for out in outputs.values():  # before any model or index is loaded
-        check_output_file(out, is_run_file, args.overwrite, what="run file")
-    t0 = time.perf_counter()
-    searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device,
-                              min_idf=args.min_idf, encoded_queries=args.encoded_queries)
-    fusion = fusion_from_args(args)
-    t1 = time.perf_counter()
-    runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
-                               drop_query_id=args.drop_query_id)
-    t2 = time.perf_counter()
-    for mode, run in runs.items():
-        out = outputs[mode]
-        alpha = fusion.alpha_for(searcher.alpha)
-        write_trec(out, run, tag=f"dupmae-{mode}", overwrite=args.overwrite, provenance_info=dict(
-            mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.encoder_name,
-            topics=str(args.topics), split=args.split, hits=args.hits, depth=args.depth or args.hits,
-            fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,
-                        rrf_k=fusion.rrf_k) if mode == "hybrid" else None,
-            min_idf=args.min_idf, drop_query_id=args.drop_query_id, encoded_queries=args.encoded_queries,
-            index_meta=searcher.info.meta))
-        print(f"{mode}: {len(run)} queries -> {out}", file=sys.stderr)
-    print(f"searched {len(queries)} queries in {t2 - t1:.1f} s ({len(queries) / max(t2 - t1, 1e-9):.1f} q/s; "
-          f"set-up {t1 - t0:.1f} s)", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_command(main))

@@ -1,0 +1,138 @@
+"""Stage 2 of indexing: the FAISS index and the Lucene impact index built from finished chunk files,
+in a marked temporary folder renamed into place (:func:`build_indexes`)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from ..index import INDEX_META as META_NAME
+
+EMPTY_TOKEN = "[DUPMAE_EMPTY]"
+FAISS_KINDS = ("flat", "hnsw", "pq")
+RETRY_FIX = "free disk space (or raise the file-size limit) and re-run the same command: finished chunks are kept"
+
+
+def _build_faiss(npy_files: list[Path], docid_files: list[Path], out_dir: Path, kind: str,
+                 hnsw_m: int = 32, pq_m: int | None = None) -> dict:
+    """FAISS index (inner product) + docid list, as Pyserini's ``FaissSearcher`` reads them."""
+    import faiss
+    import numpy as np
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    first = np.load(npy_files[0]) if npy_files else None
+    dim = first.shape[1] if first is not None else 0
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "pq":
+        m = pq_m or max(1, dim // 4)
+        if dim % m:
+            raise ValueError(f"--pq-m {m} must divide the dense dimension {dim}.")
+        index = faiss.IndexPQ(dim, m, 8, faiss.METRIC_INNER_PRODUCT)
+        sample, n = [], 0
+        for f in npy_files:  # train on the first vectors (deterministic), up to 65,536
+            sample.append(np.load(f))
+            n += len(sample[-1])
+            if n >= 65536:
+                break
+        train = np.ascontiguousarray(np.concatenate(sample)[:65536], dtype=np.float32)  # (n, d)
+        if len(train) < 256:
+            raise ValueError(f"--faiss pq needs at least 256 documents to train its codebooks; got {len(train)}.")
+        index.train(train)
+    else:
+        raise ValueError(f"faiss={kind!r}; valid: {FAISS_KINDS}")
+    with open(out_dir / "docid", "w", encoding="utf-8") as ids_out:
+        for npy, ids in zip(npy_files, docid_files):
+            vectors = np.ascontiguousarray(np.load(npy), dtype=np.float32)  # (n, d)
+            index.add(vectors)
+            ids_out.write(ids.read_text(encoding="utf-8"))
+    try:
+        faiss.write_index(index, str(out_dir / "index"))
+    except RuntimeError as e:  # FAISS reports a failed fwrite (disk full) as a C++ exception
+        from ..errors import OutputError
+
+        raise OutputError(out_dir / "index", f"could not be written ({str(e).splitlines()[-1][:200]})",
+                          RETRY_FIX) from e
+    return {"path": "dense", "faiss": kind, "dim": int(dim), "metric": "inner_product", "docs": int(index.ntotal)}
+
+
+def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int, log_path: Path) -> dict:
+    """Anserini impact index over a folder of ``JsonVectorCollection`` files (a child process that
+    dies with this one). On failure its log is kept at ``log_path`` and named in the error."""
+    from .._child import child_command
+    from ..errors import IndexFormatError
+    from ..java import java_env
+
+    cmd = child_command("pyserini.index.lucene", "--collection", "JsonVectorCollection", "--input", vector_dir,
+                        "--index", out_dir, "--generator", "DefaultLuceneDocumentGenerator", "--threads", threads,
+                        "--impact", "--pretokenized")
+    proc = subprocess.run(cmd, env=java_env(), capture_output=True, text=True)
+    log_text = proc.stdout + proc.stderr
+    # Anserini prints counters with thousands separators ("indexed: 5,183")
+    counters = {k: int(v.replace(",", "")) for k, v in
+                re.findall(r"(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)", log_text)}
+    if proc.returncode != 0 or counters.get("indexed") != expected:
+        log_path.write_text(" ".join(cmd) + "\n\n" + log_text, encoding="utf-8")
+        what = (f"Anserini impact indexing failed (exit {proc.returncode})" if proc.returncode else
+                f"Anserini indexed {counters.get('indexed')} documents, expected {expected} (counters {counters})")
+        raise IndexFormatError(out_dir.parent.name, what, f"read its log {log_path}; {RETRY_FIX}")
+    log_path.unlink(missing_ok=True)  # a failed earlier attempt's log
+    return {"path": "impact", "collection": "JsonVectorCollection", "generator": "DefaultLuceneDocumentGenerator",
+            "flags": ["--impact", "--pretokenized"], "empty_placeholder_token": EMPTY_TOKEN,
+            "anserini_counters": counters}
+
+
+def build_indexes(chunk_dirs: list[tuple[Path, list[str]]], claim, settings: dict, counts: dict,
+                   faiss_kind: str, threads: int, hnsw_m: int, pq_m: int | None, extra: dict) -> Path:
+    """Build the claimed output folder (atomically) from chunk files. ``chunk_dirs``: (folder, chunk
+    names in order); ``claim``: the :class:`~dupmae_ir.outputs.OutputClaim` of the output."""
+    from .. import __version__
+    from ..outputs import remove_temp_dir
+    from ..provenance import provenance, write_json
+
+    start = time.perf_counter()
+    ordered = [(folder, name) for folder, names in chunk_dirs for name in names]
+    ordered.sort(key=lambda fn: fn[1])  # global chunk numbers: corpus order, whatever the shard
+    with claim.atomic() as tmp:
+        dense_info = impact_info = None
+        if settings["dense"]:
+            dense_info = _build_faiss([f / f"{n}.npy" for f, n in ordered], [f / f"{n}.docid" for f, n in ordered],
+                                      tmp / "dense", faiss_kind, hnsw_m, pq_m)
+        if settings["impact"]:
+            folders = {f for f, _ in ordered}
+            links = None
+            if len(folders) == 1:
+                vector_dir = next(iter(folders)) / "vectors"
+            else:  # several shards: one input folder of links for Anserini
+                links = claim.temp_dir("vectors")
+                vector_dir = links / "links"
+                vector_dir.mkdir()
+                for f, n in ordered:
+                    os.symlink((f / "vectors" / f"{n}.jsonl").resolve(), vector_dir / f"{n}.jsonl")
+            try:
+                impact_info = _build_lucene(vector_dir, tmp / "impact", threads, counts["docs"],
+                                            claim.sibling("anserini.log"))
+            finally:
+                if links is not None:
+                    remove_temp_dir(links)
+        retriever = settings["retriever"]
+        meta = provenance(
+            kind="dupmae_index",
+            encoder=settings["encoder"],
+            retriever=retriever,
+            doc_scale=retriever["doc_scale"], query_scale=retriever["query_scale"],
+            doc_topk=retriever["doc_topk"], query_topk=retriever["query_topk"], activation=retriever["activation"],
+            corpus=settings["corpus"],
+            docs=counts["docs"], empty_text_docs=counts["empty_text_docs"],
+            empty_impact_docs=counts["empty_impact_docs"],
+            empty_impact_policy=f"placeholder token {EMPTY_TOKEN!r} with weight 1 (matches no query)",
+            dtype=settings["dtype"], device=settings["device"], batch_size=settings["batch_size"],
+            chunk_size=settings["chunk_size"], dense=dense_info, impact=impact_info,
+            toolkit_version=__version__, build_seconds=round(time.perf_counter() - start, 2), **extra,
+        )
+        write_json(tmp / META_NAME, meta)
+    return claim.path

@@ -1,0 +1,271 @@
+"""Encode a corpus into a FAISS index and a Lucene impact index in one pass (:func:`encode_corpus`),
+and merge shard folders (:func:`merge_shards`). Stage 1, here: resumable chunks of encoded documents;
+stage 2: :mod:`.build`. See :mod:`dupmae_ir.encode` for the layout."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..index import INDEX_META as META_NAME
+from ..index import INDEX_OUTPUT, SHARD_OUTPUT
+from .build import EMPTY_TOKEN, FAISS_KINDS, RETRY_FIX, build_indexes
+
+log = logging.getLogger(__name__)
+
+STATE_NAME = "state.json"
+
+
+# ------------------------------------------------------------------------------------------------
+# small helpers
+# ------------------------------------------------------------------------------------------------
+def _write_bytes_atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename to ``path``; a failed write (disk full) is one :class:`OutputError`."""
+    from ..errors import OutputError
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(path, f"could not be written ({e.strerror or e})", RETRY_FIX) from e
+
+
+def _chunks(iterable, size: int):
+    buf = []
+    for item in iterable:
+        buf.append(item)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def impact_line(doc_id: str, vector: dict[str, int]) -> str:
+    """One ``JsonVectorCollection`` line; an empty vector gets the :data:`EMPTY_TOKEN` placeholder."""
+    return json.dumps({"id": doc_id, "contents": "", "vector": vector or {EMPTY_TOKEN: 1}}, ensure_ascii=False)
+
+
+def _settings(enc, corpus: str, batch_size: int, chunk_size: int, shard_id: int, shard_num: int,
+              dense: bool, impact: bool) -> dict:
+    """Everything that decides the chunk files' bytes: a changed value invalidates a work folder."""
+    from ..modeling.backbone import resolve_model_path
+
+    path = resolve_model_path(enc.model_name_or_path)
+    return {
+        "encoder": str(Path(path).resolve()) if Path(path).exists() else path,
+        "retriever": asdict(enc.config),
+        "dtype": enc.dtype_name,
+        "device": enc.device,
+        "corpus": corpus,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "shard_id": shard_id,
+        "shard_num": shard_num,
+        "dense": dense,
+        "impact": impact,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# stage 1: encode chunks (resumable)
+# ------------------------------------------------------------------------------------------------
+def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, data_stats) -> dict:
+    """Encode this shard's chunks into ``work/chunks``; return counts. Finished chunks are skipped."""
+    from tqdm import tqdm
+
+    from ..data import doc_text
+
+    chunk_dir = work / "chunks"
+    (chunk_dir / "vectors").mkdir(parents=True, exist_ok=True)
+    chunk_size, shard_id, shard_num = settings["chunk_size"], settings["shard_id"], settings["shard_num"]
+    counts = {"docs": 0, "empty_text_docs": 0, "empty_impact_docs": 0, "chunks": 0, "resumed_chunks": 0,
+              "total_chunks": 0, "encode_seconds": 0.0, "encoded_docs": 0}
+    total = collection.doc_count()
+    if total is not None and shard_num > 1:
+        total = None  # the shard's share is not known exactly up front
+    bar = tqdm(total=total, unit="doc", desc=f"encode{'' if shard_num == 1 else f' shard {shard_id}/{shard_num}'}",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for number, docs in enumerate(_chunks(collection.iter_docs(empty="keep", stats=data_stats), chunk_size)):
+            counts["total_chunks"] = number + 1
+            if number % shard_num != shard_id:
+                continue
+            name = f"{number:07d}"
+            done = chunk_dir / f"{name}.done"
+            if done.is_file():
+                info = json.loads(done.read_text())
+                for key in ("docs", "empty_text_docs", "empty_impact_docs"):
+                    counts[key] += info[key]
+                counts["chunks"] += 1
+                counts["resumed_chunks"] += 1
+                bar.update(len(docs))
+                continue
+            texts = [doc_text(d) for d in docs]
+            start = time.perf_counter()
+            out = enc.encode_docs(texts, batch_size=settings["batch_size"])  # dense (n, d), impacts [{tok: int}]
+            counts["encode_seconds"] += time.perf_counter() - start
+            counts["encoded_docs"] += len(docs)
+            ids = [d.id for d in docs]
+            if settings["dense"]:
+                import numpy as np
+
+                def save(p, array=out.dense):
+                    with open(p, "wb") as fh:  # a file object: np.save would append ".npy" to a name
+                        np.save(fh, array)
+
+                _write_bytes_atomic(chunk_dir / f"{name}.npy", save)
+            _write_bytes_atomic(chunk_dir / f"{name}.docid",
+                                lambda p, ids=ids: p.write_text("".join(i + "\n" for i in ids)))
+            empty_impact = sum(1 for v in out.impacts if not v)
+            if settings["impact"]:
+                lines = "".join(impact_line(i, v) + "\n" for i, v in zip(ids, out.impacts))
+                _write_bytes_atomic(chunk_dir / "vectors" / f"{name}.jsonl",
+                                    lambda p, lines=lines: p.write_text(lines, encoding="utf-8"))
+            info = {"docs": len(docs), "empty_text_docs": sum(1 for t in texts if not t),
+                    "empty_impact_docs": empty_impact}
+            _write_bytes_atomic(done, lambda p, info=info: p.write_text(json.dumps(info)))  # the chunk counts only now
+            for key in info:
+                counts[key] += info[key]
+            counts["chunks"] += 1
+            bar.update(len(docs))
+            if counts["encode_seconds"]:
+                bar.set_postfix(enc_docs_s=f"{counts['encoded_docs'] / counts['encode_seconds']:.1f}")
+    finally:
+        bar.close()
+    return counts
+
+
+def _remove_work(work: Path) -> None:
+    """Remove a resumable work folder: only one the toolkit made (it holds ``state.json``)."""
+    if (work / STATE_NAME).is_file():
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# public API
+# ------------------------------------------------------------------------------------------------
+def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype: str = "auto",
+                  dense: bool = True, impact: bool = True, faiss: str = "flat", device: str = "cpu",
+                  chunk_size: int = 4096, shard_id: int = 0, shard_num: int = 1, threads: int | None = None,
+                  data_dir=None, progress: bool = True, hnsw_m: int = 32, pq_m: int | None = None,
+                  overwrite: bool = False) -> Path:
+    """Encode ``corpus`` (a collection name or path, see :mod:`dupmae_ir.data`) into ``output``.
+
+    ``encoder``: a checkpoint path, ``"default"``, or a ready :class:`~dupmae_ir.encoder.DupMAEEncoder`
+    (a path is loaded only after ``output`` is checked and locked). ``overwrite``: replace an earlier
+    index at ``output`` (a folder the toolkit did not write is never replaced). Returns ``output``.
+    With ``shard_num > 1`` the output is a shard folder for :func:`merge_shards`. See the module
+    docstring for layout, resumption and the empty-vector policy.
+    """
+    from ..data import resolve
+    from ..data.readers import CorpusStats
+    from ..encoder import DupMAEEncoder
+    from ..outputs import claim_output_dir
+    from ..provenance import provenance, write_json
+
+    if not dense and not impact:
+        raise ValueError("nothing to do: dense=False and impact=False (drop --dense-only or --impact-only).")
+    if faiss not in FAISS_KINDS:
+        raise ValueError(f"faiss={faiss!r}; valid: {FAISS_KINDS}")
+    if not (0 <= shard_id < shard_num):
+        raise ValueError(f"--shard-id {shard_id} must be in [0, --shard-num {shard_num}).")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size ({batch_size}) and chunk_size ({chunk_size}) must be >= 1.")
+    collection = resolve(corpus, data_dir=data_dir)
+    if not collection.has_corpus():
+        from ..data import DataError
+
+        raise DataError(corpus, "this collection has no documents to encode", "pass a collection with a corpus")
+    spec = SHARD_OUTPUT if shard_num > 1 else INDEX_OUTPUT
+    with claim_output_dir(output, spec, overwrite) as claim:
+        enc = encoder if isinstance(encoder, DupMAEEncoder) else DupMAEEncoder(str(encoder), device=device, dtype=dtype)
+        settings = _settings(enc, str(corpus), batch_size, chunk_size, shard_id, shard_num, dense, impact)
+        work = claim.sibling("partial")
+        state_path = work / STATE_NAME
+        if state_path.is_file():
+            if json.loads(state_path.read_text()) == settings:
+                log.info("resuming from %s", work)
+            else:
+                log.warning("%s was made by a different command: starting afresh", work)
+                _remove_work(work)
+        if not state_path.is_file():
+            work.mkdir(parents=True, exist_ok=True)
+            write_json(state_path, settings)
+
+        stats = CorpusStats()
+        start = time.perf_counter()
+        counts = _encode_chunks(enc, collection, work, settings, progress, stats)
+        if counts["docs"] == 0 and shard_num == 1:
+            from ..data import DataError
+
+            raise DataError(corpus, "no documents found", "pass a collection with documents")
+        names = sorted(p.name[:-5] for p in (work / "chunks").glob("*.done"))
+        extra = {"shard_id": shard_id, "shard_num": shard_num, "total_chunks": counts["total_chunks"],
+                 "resumed_chunks": counts["resumed_chunks"], "encode_seconds": round(counts["encode_seconds"], 2),
+                 "encode_docs_per_s": round(counts["encoded_docs"] / counts["encode_seconds"], 2)
+                 if counts["encode_seconds"] else None,
+                 "wall_seconds_encode": round(time.perf_counter() - start, 2)}
+        if shard_num > 1:
+            with claim.atomic() as tmp:
+                shutil.move(str(work / "chunks"), str(tmp / "chunks"))
+                write_json(tmp / META_NAME, provenance(kind="dupmae_shard", settings=settings, chunk_names=names,
+                                                       **{**counts, **extra}))
+        else:
+            build_indexes([(work / "chunks", names)], claim, settings, counts, faiss, threads or _threads(), hnsw_m,
+                           pq_m, extra)
+        _remove_work(work)
+        return claim.path
+
+
+def merge_shards(inputs: list, output, faiss: str = "flat", threads: int | None = None,
+                 hnsw_m: int = 32, pq_m: int | None = None, overwrite: bool = False) -> Path:
+    """Build the indexes of ``output`` from the shard folders of ``--shard-id/--shard-num`` runs.
+
+    Checks that the shards come from the same settings and cover every shard id and chunk once.
+    """
+    from ..errors import IndexFormatError
+    from ..index import read_json
+    from ..outputs import claim_output_dir
+
+    metas = []
+    for folder in map(Path, inputs):
+        meta_path = folder / META_NAME
+        fix = "pass the shard folders written by `encode --shard-id i --shard-num n`"
+        meta = read_json(meta_path, "shard provenance", fix)
+        if meta.get("kind") != "dupmae_shard":
+            raise IndexFormatError(meta_path, f"kind={meta.get('kind')!r}, expected 'dupmae_shard'", fix)
+        metas.append((folder, meta))
+    base = {k: v for k, v in metas[0][1]["settings"].items() if k != "shard_id"}
+    for folder, meta in metas:
+        other = {k: v for k, v in meta["settings"].items() if k != "shard_id"}
+        if other != base:
+            diff = sorted(k for k in base if base[k] != other.get(k))
+            raise IndexFormatError(folder, f"shard settings differ from {metas[0][0]} in {diff}",
+                                   "encode every shard with the same command")
+    shard_num = base["shard_num"]
+    ids = sorted(m["settings"]["shard_id"] for _, m in metas)
+    if ids != list(range(shard_num)):
+        raise IndexFormatError("--inputs", f"shards present: {ids}; need every id in 0..{shard_num - 1} exactly once",
+                               "pass every shard folder once")
+    total_chunks = max(m["total_chunks"] for _, m in metas)
+    names = sorted(n for _, m in metas for n in m["chunk_names"])
+    if names != [f"{i:07d}" for i in range(total_chunks)]:
+        raise IndexFormatError("--inputs", f"chunks missing or duplicated across shards: have {len(names)}, "
+                                           f"expected {total_chunks}", "re-run the incomplete shards")
+    counts = {k: sum(m[k] for _, m in metas) for k in ("docs", "empty_text_docs", "empty_impact_docs")}
+    settings = {**base, "shard_id": None}
+    extra = {"merged_from": [str(f.resolve()) for f, _ in metas], "shard_num": shard_num, "total_chunks": total_chunks}
+    with claim_output_dir(output, INDEX_OUTPUT, overwrite) as claim:
+        return build_indexes([(f / "chunks", m["chunk_names"]) for f, m in metas], claim, settings, counts,
+                              faiss, threads or _threads(), hnsw_m, pq_m, extra)
+
+
+def _threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))

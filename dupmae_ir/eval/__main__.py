@@ -1,0 +1,114 @@
+"""``python -m dupmae_ir.eval beir|msmarco``: encode, search and score every collection of a suite."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..cli import add_debug_flag, add_fusion_args, add_search_args, fusion_from_args
+from ..errors import UserError, run_command
+from ..runs import MODES
+from . import __doc__ as package_doc
+from .report import beir_rows, write_plots, write_report
+from .suites import (
+    BEIR_MEASURES,
+    MSMARCO_MEASURES,
+    PAPER_BEIR,
+    PAPER_MSMARCO,
+    PYSERINI_BM25_MSMARCO,
+    EvalSettings,
+    Evaluator,
+    beir_units,
+    msmarco_units,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..data.resolve import BEIR_DATASETS
+
+    p = argparse.ArgumentParser(prog="python -m dupmae_ir.eval", description=package_doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="suite", required=True, metavar="{beir,msmarco}")
+    for suite in ("beir", "msmarco"):
+        sp = sub.add_parser(suite, help=f"evaluate on {'BEIR' if suite == 'beir' else 'MS MARCO passage'}",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        d = sp.add_argument_group("data")
+        if suite == "beir":
+            d.add_argument("--datasets", nargs="+", default=list(BEIR_DATASETS), metavar="NAME",
+                           help="BEIR collections (cqadupstack = its 12 forums; cqadupstack/<forum> also works)")
+        d.add_argument("--data-dir", default=None,
+                       help="local folders only: <data-dir>/<collection> in BEIR layout"
+                            + (" (e.g. ../shared/data/beir)" if suite == "beir" else " (<data-dir>/msmarco-passage)")
+                            + "; without it, ir_datasets ids")
+        d.add_argument("--measures", nargs="+", default=None,
+                       help="ir-measures strings (default: " + (", ".join(BEIR_MEASURES) if suite == "beir"
+                                                                else "dev RR@10 R@1000; DL19/DL20 nDCG@10") + ")")
+        m = sp.add_argument_group("model and artifacts")
+        m.add_argument("--encoder", default="default", help="DupMAE checkpoint used to encode the corpora")
+        m.add_argument("--index-root", default="indexes", help="indexes go to <index-root>/<encoder>/<collection>")
+        m.add_argument("--runs", default="runs", help="runs go to <runs>/<suite>/<encoder|bm25>/")
+        m.add_argument("--output", default="eval", help="reports go to <output>/<suite>/<encoder>/")
+        m.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
+        m.add_argument("--force-search", action="store_true",
+                       help="search and score again even when a collection's result file exists (indexes are reused)")
+        add_search_args(sp, modes_default=MODES).description = ("--mode with no value runs BM25 alone "
+                                                                "(nothing is encoded)")
+        add_fusion_args(sp)
+        add_debug_flag(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    measures = tuple(args.measures) if args.measures else None
+    if measures:
+        import ir_measures
+
+        for mstr in measures:
+            try:
+                ir_measures.parse_measure(mstr)
+            except Exception as e:  # noqa: BLE001 - ir-measures raises several types
+                raise UserError("--measures", f"{mstr!r} is not an ir-measures string ({e})",
+                                "use measures such as nDCG@10 R@1000 RR@10 'R(rel=2)@1000' P@5") from None
+    from ..provenance import provenance
+
+    t0 = time.perf_counter()
+    settings = EvalSettings(encoder=args.encoder, output=args.output, index_root=args.index_root, runs=args.runs,
+                            data_dir=args.data_dir, modes=tuple(args.mode), bm25=not args.no_bm25,
+                            force_search=args.force_search, hits=args.hits, batch_size=args.batch_size,
+                            threads=args.threads, depth=args.depth, min_idf=args.min_idf,
+                            fusion=fusion_from_args(args))
+    ev = Evaluator(args.suite, settings)
+    if args.suite == "beir":
+        units = beir_units(args.datasets, measures)
+        results = ev.run(units)
+        all_measures = measures or BEIR_MEASURES
+        rows = beir_rows(results, args.datasets, all_measures)
+        paper = {"columns": ("BM25", "RetroMAE", "DupMAE"),
+                 "values": lambda c, m: PAPER_BEIR.get(c, (None,) * 3) if m == "nDCG@10" else (None,) * 3}
+    else:
+        units = msmarco_units(measures)
+        results = ev.run(units)
+        all_measures = measures or ("RR@10", "R@1000", "nDCG@10")
+        rows = [dict(collection=r["unit"], status=r["status"], scores=r.get("scores"), reason=r.get("reason"),
+                     coverage_warning=r.get("coverage_warning")) for r in results]
+        paper = {"columns": ("BM25", "DupMAE"),
+                 "values": lambda c, m: (PYSERINI_BM25_MSMARCO.get(c, {}).get(m), PAPER_MSMARCO.get(c, {}).get(m))}
+    meta = provenance(artifact="eval_report", encoder=args.encoder, data_dir=args.data_dir,
+                      seconds=round(time.perf_counter() - t0, 2))
+    if args.suite == "msmarco":  # each split has its own measures: one table row per split and measure
+        rows = [dict(r, collection=f"{r['collection']} {m}",
+                     scores={s: {"score": v[m]} for s, v in r["scores"].items()} if r.get("scores") else None)
+                for r in rows for m in (MSMARCO_MEASURES[r["collection"]] if not measures else measures)]
+        paper_vals = paper["values"]
+        paper["values"] = lambda c, m: paper_vals(c.split(" ")[0], c.split(" ")[1]) if " " in c else (None, None)
+        all_measures = ("score",)
+    requested = ([] if args.no_bm25 else ["bm25"]) + list(args.mode)
+    write_report(ev.out, args.suite, rows, all_measures, paper, meta, requested)
+    plots = write_plots(ev.out, rows, all_measures[0], paper)
+    print(f"report: {ev.out / 'report.md'}; plots: {len(plots)}; {meta['seconds']} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

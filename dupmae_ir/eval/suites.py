@@ -1,0 +1,232 @@
+"""The evaluation suites: which collections and splits, and the run of one collection."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..runs import MODES, FusionConfig, score_run, write_trec
+
+BEIR_MEASURES = ("nDCG@10", "R@100", "R@1000")
+MSMARCO_SPLITS = ("dev-small", "dl19", "dl20")
+MSMARCO_MEASURES = {"dev-small": ("RR@10", "R@1000"), "dl19": ("nDCG@10",), "dl20": ("nDCG@10",)}
+
+# Published nDCG@10 (DupMAE paper): BM25 / RetroMAE / DupMAE, zero-shot after MS MARCO fine-tuning.
+PAPER_BEIR = {
+    "trec-covid": (0.656, 0.772, 0.728), "bioasq": (0.465, 0.421, 0.508), "nfcorpus": (0.325, 0.308, 0.346),
+    "nq": (0.329, 0.518, 0.570), "hotpotqa": (0.603, 0.635, 0.681), "fiqa": (0.236, 0.316, 0.345),
+    "signal1m": (0.330, 0.265, 0.213), "trec-news": (0.398, 0.428, 0.427), "robust04": (0.408, 0.447, 0.479),
+    "arguana": (0.315, 0.433, 0.474), "webis-touche2020": (0.367, 0.237, 0.343),
+    "cqadupstack": (0.299, 0.317, 0.320), "quora": (0.789, 0.847, 0.845), "dbpedia-entity": (0.313, 0.390, 0.418),
+    "scidocs": (0.158, 0.150, 0.153), "fever": (0.753, 0.774, 0.800), "climate-fever": (0.213, 0.232, 0.232),
+    "scifact": (0.665, 0.653, 0.699),
+}
+PAPER_BEIR_AVERAGE = (0.423, 0.452, 0.477)
+# MS MARCO passage: DupMAE stage 3 (paper) and Pyserini's published BM25 (k1=0.9, b=0.4).
+PAPER_MSMARCO = {"dev-small": {"RR@10": 0.426, "R@1000": 0.989}, "dl19": {"nDCG@10": 0.751}, "dl20": {}}
+PYSERINI_BM25_MSMARCO = {"dev-small": {"RR@10": 0.184, "R@1000": 0.853}, "dl19": {"nDCG@10": 0.506},
+                         "dl20": {"nDCG@10": 0.480}}
+SYSTEMS = ("bm25", *MODES)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One scored thing: a collection (or a cqadupstack forum) and a query split."""
+
+    name: str  # e.g. "scifact", "cqadupstack/android", "msmarco-passage"
+    source: str  # name for dupmae_ir.data.resolve
+    split: str
+    measures: tuple[str, ...]
+    key: str  # result file stem / report row, e.g. "scifact", "cqadupstack/android", "dl19"
+
+
+def beir_units(datasets: list[str], measures: tuple[str, ...] | None) -> list[Unit]:
+    from ..data.resolve import BEIR_DATASETS, CQADUPSTACK_FORUMS
+
+    units = []
+    for name in datasets:
+        if name not in BEIR_DATASETS and not name.startswith("cqadupstack/"):
+            from ..errors import UserError
+
+            raise UserError("--datasets", f"unknown BEIR collection {name!r}",
+                            f"pass some of {', '.join(BEIR_DATASETS)} (or cqadupstack/<forum>)")
+        split = "v2" if name == "webis-touche2020" else "test"
+        names = [f"cqadupstack/{f}" for f in CQADUPSTACK_FORUMS] if name == "cqadupstack" else [name]
+        for n in names:
+            units.append(Unit(n, f"beir/{n}", split, measures or BEIR_MEASURES, n))
+    return units
+
+
+def msmarco_units(measures: tuple[str, ...] | None) -> list[Unit]:
+    return [Unit("msmarco-passage", "msmarco-passage", s, measures or MSMARCO_MEASURES[s], s) for s in MSMARCO_SPLITS]
+
+
+def resolve_unit(unit: Unit, data_dir: str | None):
+    """The Collection of a unit, or a string saying why it is missing."""
+    from ..data import DataError, resolve
+
+    if data_dir is not None:
+        short = unit.source[len("beir/"):] if unit.source.startswith("beir/") else unit.source
+        folder = Path(data_dir) / short
+        if not folder.is_dir():
+            return f"no folder {folder}"
+        try:
+            coll = resolve(folder)
+        except DataError as e:
+            return str(e)
+        if not coll.has_corpus():
+            return f"no corpus (corpus.jsonl[.gz]) in {folder}"
+        return coll
+    try:
+        coll = resolve(unit.source)
+    except DataError as e:
+        return str(e)
+    if not coll.has_corpus():
+        return f"{unit.source}: ir_datasets does not distribute its documents; use --data-dir"
+    return coll
+
+
+def _split_for(coll, unit: Unit) -> str:
+    """Local BEIR folders name the touche v2 split 'test'."""
+    if coll.kind == "beir" and unit.split not in coll.splits() and "test" in coll.splits():
+        return "test"
+    return unit.split
+
+
+# BEIR's evaluation drops a hit whose docid equals the query id on these sets (the query is itself a
+# document of the corpus); see BEIR's EvaluateRetrieval.evaluate(ignore_identical_ids=True).
+DROP_QUERY_ID_DATASETS = ("arguana", "quora")
+
+
+@dataclass
+class EvalSettings:
+    """What one ``dupmae_ir.eval`` run does: the model, where artifacts go, how it searches."""
+
+    encoder: str = "default"
+    output: str = "eval"  # reports: <output>/<suite>/<encoder>/
+    index_root: str = "indexes"  # indexes: <index_root>/<encoder>/<collection>
+    runs: str = "runs"  # runs: <runs>/<suite>/<encoder|bm25>/
+    data_dir: str | None = None
+    modes: tuple[str, ...] = MODES  # DupMAE systems; empty: BM25 only (nothing is encoded)
+    bm25: bool = True
+    force_search: bool = False
+    hits: int = 1000
+    batch_size: int = 64
+    threads: int = 2
+    depth: int | None = None
+    min_idf: float = -1
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+def encoder_tag(encoder: str) -> str:
+    return "default" if encoder == "default" else Path(encoder.rstrip("/")).name
+
+
+class Evaluator:
+    """Runs one suite; every finished unit is a file under ``results/``."""
+
+    def __init__(self, suite: str, settings: EvalSettings):
+        self.suite = suite
+        self.args = settings
+        self.tag = encoder_tag(settings.encoder)
+        self.out = Path(settings.output) / suite / self.tag
+        self.index_root = Path(settings.index_root)
+        self.runs_root = Path(settings.runs) / suite
+        self.fusion = settings.fusion
+
+    def result_path(self, unit: Unit) -> Path:
+        return self.out / "results" / f"{unit.key.replace('/', '__')}.json"
+
+    def run_unit(self, unit: Unit, queries_cache: dict) -> dict:
+        from ..provenance import provenance, write_json
+
+        path = self.result_path(unit)
+        if path.is_file() and not self.args.force_search:
+            done = json.loads(path.read_text())
+            if done.get("status") == "ok" and set(unit.measures) <= set(next(iter(done["scores"].values()), {})):
+                done["reused"] = True
+                return done
+        coll = resolve_unit(unit, self.args.data_dir)
+        if isinstance(coll, str):
+            # missing collections get no result file: they are checked again on every run
+            return {"unit": unit.key, "collection": unit.name, "status": "missing", "reason": coll}
+        timings = {}
+        t = time.perf_counter()
+        index = self.index_root / self.tag / unit.name
+        if self.args.modes and not (index / "dupmae_index.json").is_file():  # BM25 alone encodes nothing
+            from ..encode import encode_corpus
+
+            encode_corpus(coll, index, encoder=self.args.encoder)
+        timings["encode"] = time.perf_counter() - t
+        split = _split_for(coll, unit)
+        queries, qrels = coll.queries(split), coll.qrels(split)
+        drop = unit.name in DROP_QUERY_ID_DATASETS
+        runs = {}
+        t = time.perf_counter()
+        if self.args.modes:
+            cache_key = (unit.name, "searcher")
+            from ..search import DupMAESearcher
+
+            # the query encoder is the one recorded in the index (dupmae_index.json)
+            searcher = queries_cache.get(cache_key) or DupMAESearcher(index, threads=self.args.threads,
+                                                                      min_idf=self.args.min_idf)
+            queries_cache.clear()
+            queries_cache[cache_key] = searcher  # msmarco: one searcher for its three splits
+            runs.update(searcher.search_all(queries, self.args.modes, self.args.hits, self.args.depth,
+                                            self.fusion, self.args.batch_size, drop_query_id=drop))
+        timings["search"] = time.perf_counter() - t
+        if self.args.bm25:
+            from ..bm25 import bm25_search, build_bm25_index
+
+            t = time.perf_counter()
+            bm25_index = build_bm25_index(coll, self.index_root / "bm25" / unit.name, threads=self.args.threads)
+            timings["bm25_index"] = time.perf_counter() - t
+            t = time.perf_counter()
+            runs["bm25"] = bm25_search(bm25_index, queries, self.args.hits, threads=self.args.threads,
+                                       drop_query_id=drop)
+            timings["bm25_search"] = time.perf_counter() - t
+        scores, run_files, coverage = {}, {}, None
+        for system, run in runs.items():
+            run_path = self.runs_root / (self.tag if system != "bm25" else "bm25") / f"{unit.key}.{system}.trec"
+            write_trec(run_path, run, f"{self.tag}-{system}" if system != "bm25" else "bm25",
+                       dict(collection=unit.name, split=split, system=system,
+                            index=str(index) if system != "bm25" else str(self.index_root / "bm25" / unit.name),
+                            drop_query_id=drop, hits=self.args.hits), overwrite=True)  # eval's own runs
+            run_files[system] = str(run_path)
+            scored = score_run(run, qrels, unit.measures)
+            scores[system] = scored.values
+            coverage = scored
+        warning = coverage.warning() if coverage else None
+        if warning:
+            from tqdm import tqdm
+
+            tqdm.write(f"warning: {unit.key}: {warning}")
+        result = provenance(unit=unit.key, collection=unit.name, split=split, status="ok", scores=scores,
+                            queries=len(queries), judged_queries=len(qrels),
+                            **(coverage.coverage() if coverage else {}), coverage_warning=warning,
+                            drop_query_id=drop,
+                            encoder=self.args.encoder, index=str(index) if self.args.modes else None, runs=run_files,
+                            fusion=asdict(self.fusion),
+                            seconds={k: round(v, 2) for k, v in timings.items()})
+        write_json(path, result)
+        return result
+
+    def run(self, units: list[Unit]) -> list[dict]:
+        from tqdm import tqdm
+
+        results, cache = [], {}
+        bar = tqdm(units, desc=f"eval {self.suite}", unit="collection")
+        for unit in bar:
+            bar.set_postfix_str(unit.key)
+            res = self.run_unit(unit, cache)
+            results.append(res)
+            if res["status"] != "ok":
+                tqdm.write(f"{unit.key}: missing ({res['reason']})")
+            else:
+                tqdm.write(f"{unit.key}: " + "  ".join(
+                    f"{s} {m}={v:.4f}" for s, sc in res["scores"].items() for m, v in sc.items()
+                    if m == unit.measures[0]))
+        return results
+
+

@@ -1,0 +1,99 @@
+"""``python -m dupmae_ir.search``: dense, impact and hybrid search over a ``dupmae_ir.encode`` index,
+writing TREC runs with provenance beside them."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..cli import add_debug_flag, add_fusion_args, add_search_args, fusion_from_args
+from ..errors import UserError, run_command
+from ..runs import write_trec
+from .searcher import DupMAESearcher
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dupmae_ir.search",
+        description="Dense, impact and hybrid (DupMAE) search over a `dupmae_ir.encode` index with FAISS and "
+                    "Pyserini's LuceneImpactSearcher. Writes TREC runs with provenance JSON beside them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    io = p.add_argument_group("input and output")
+    io.add_argument("--index", required=True, help="folder written by `python -m dupmae_ir.encode --output`")
+    io.add_argument("--topics", required=True,
+                    help="queries: a TSV (qid<TAB>text) or JSONL file, a BEIR folder, or a collection name "
+                         "(`default`, `beir/scifact`, ...)")
+    io.add_argument("--split", default=None, help="query split of a collection (default: its evaluation split)")
+    io.add_argument("--data-dir", default=None, help="folder of local BEIR collections for --topics names")
+    io.add_argument("--output", default=None,
+                    help="run file; with several --mode, '{mode}' in it is replaced (default: "
+                         "runs/<index>.<topics>.{mode}.trec)")
+    io.add_argument("--overwrite", action="store_true", help="replace run files of an earlier search")
+    io.add_argument("--drop-query-id", action="store_true",
+                    help="remove hits whose docid equals the query id (BEIR convention for ArguAna and Quora)")
+    add_search_args(p)
+    q = p.add_argument_group("query encoder")
+    q.add_argument("--encoder", default=None,
+                   help="query encoder checkpoint (default: the encoder recorded in the index's dupmae_index.json)")
+    q.add_argument("--device", default="cpu", help="query encoder device")
+    q.add_argument("--encoded-queries", default=None,
+                   help="folder from `dupmae_ir.encode --topics` (read from dense/embedding.npy, dense/queries.jsonl "
+                        "and impact.jsonl; the pickle beside them is never loaded): these query representations "
+                        "replace live encoding (as Pyserini's --encoded-queries)")
+    add_fusion_args(p)
+    add_debug_flag(p)
+    return p
+
+
+def _output_path(args, mode: str) -> Path:
+    """``--output`` with ``{mode}`` filled in (or ``.<mode>`` added when several modes share it);
+    default ``runs/<index>.<topics>.<mode>.trec``."""
+    if not args.output:
+        name = Path(args.topics).name.replace(".jsonl", "").replace(".tsv", "") or "topics"
+        return Path("runs") / f"{Path(args.index).name}.{name}.{mode}.trec"
+    if "{mode}" in args.output:
+        return Path(args.output.replace("{mode}", mode))
+    out = Path(args.output)
+    return out if len(args.mode) == 1 else out.with_name(f"{out.stem}.{mode}{out.suffix}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..data import resolve
+    from ..outputs import check_output_file
+    from ..runs import is_run_file
+
+    if not args.mode:
+        raise UserError("--mode", "no mode given", "pass one or more of dense, impact, hybrid")
+    collection = resolve(args.topics, data_dir=args.data_dir)
+    queries = collection.queries(args.split)
+    outputs = {mode: _output_path(args, mode) for mode in args.mode}
+    for out in outputs.values():  # before any model or index is loaded
+        check_output_file(out, is_run_file, args.overwrite, what="run file")
+    t0 = time.perf_counter()
+    searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device,
+                              min_idf=args.min_idf, encoded_queries=args.encoded_queries)
+    fusion = fusion_from_args(args)
+    t1 = time.perf_counter()
+    runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
+                               drop_query_id=args.drop_query_id)
+    t2 = time.perf_counter()
+    for mode, run in runs.items():
+        out = outputs[mode]
+        alpha = fusion.alpha_for(searcher.alpha)
+        write_trec(out, run, tag=f"dupmae-{mode}", overwrite=args.overwrite, provenance_info=dict(
+            mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.encoder_name,
+            topics=str(args.topics), split=args.split, hits=args.hits, depth=args.depth or args.hits,
+            fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,
+                        rrf_k=fusion.rrf_k) if mode == "hybrid" else None,
+            min_idf=args.min_idf, drop_query_id=args.drop_query_id, encoded_queries=args.encoded_queries,
+            index_meta=searcher.info.meta))
+        print(f"{mode}: {len(run)} queries -> {out}", file=sys.stderr)
+    print(f"searched {len(queries)} queries in {t2 - t1:.1f} s ({len(queries) / max(t2 - t1, 1e-9):.1f} q/s; "
+          f"set-up {t1 - t0:.1f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

@@ -1,0 +1,100 @@
+"""The package's import structure: every import (module level or inside a function) goes to the same
+layer or a lower one, no library module imports a command module, and there is no import cycle."""
+from __future__ import annotations
+
+import ast
+from fnmatch import fnmatch
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "dupmae_ir"
+# lowest first; a module may import its own layer and the layers below
+LAYERS = [
+    ["dupmae_ir", "dupmae_ir.errors", "dupmae_ir.outputs", "dupmae_ir.provenance", "dupmae_ir.java",
+     "dupmae_ir._child"],
+    ["dupmae_ir.data", "dupmae_ir.data.*"],
+    ["dupmae_ir.runs", "dupmae_ir.modeling", "dupmae_ir.modeling.*"],
+    ["dupmae_ir.encoder", "dupmae_ir.index"],
+    ["dupmae_ir.encode", "dupmae_ir.encode.corpus", "dupmae_ir.encode.build", "dupmae_ir.encode.queries",
+     "dupmae_ir.search",     "dupmae_ir.search.searcher", "dupmae_ir.bm25", "dupmae_ir.pyserini_encoders"],
+    ["dupmae_ir.train", "dupmae_ir.train.*"],
+    ["dupmae_ir.eval", "dupmae_ir.eval.suites", "dupmae_ir.eval.report"],
+    ["dupmae_ir.recipe"],
+]
+# command modules (`python -m dupmae_ir.X`): argument parsing and printing; nothing imports them but commands
+COMMANDS = ["dupmae_ir.cli", "dupmae_ir.*.__main__", "dupmae_ir.pretrain", "dupmae_ir.finetune", "dupmae_ir.demo",
+            "dupmae_ir.hybrid", "dupmae_ir.pyserini"]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every ``dupmae_ir`` module ``name`` imports, wherever the import statement stands."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "dupmae_ir"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            elif (node.module or "").split(".")[0] == "dupmae_ir":
+                target = node.module
+            else:
+                continue
+            found.add(target)
+            found |= {f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in known}
+    return {m for m in found if m in known and m != name}
+
+
+def layer(name: str) -> int:
+    if any(fnmatch(name, pattern) for pattern in COMMANDS):
+        return len(LAYERS)
+    for i, patterns in enumerate(LAYERS):
+        if any(fnmatch(name, pattern) for pattern in patterns):
+            return i
+    raise AssertionError(f"{name}: not placed in a layer of tests/test_layers.py")
+
+
+def test_every_import_goes_down_the_layers():
+    mods = modules()
+    graph = {name: imports(name, path, set(mods)) for name, path in mods.items()}
+    upward = [f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})"
+              for a, targets in graph.items() for b in targets if layer(b) > layer(a)]
+    assert upward == []
+    assert "dupmae_ir.encode.__main__" in graph and layer("dupmae_ir.search.__main__") == len(LAYERS)
+
+
+def test_no_import_cycle():
+    mods = modules()
+    graph = {name: imports(name, path, set(mods)) for name, path in mods.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node, stack):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_no_module_over_400_lines():
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
