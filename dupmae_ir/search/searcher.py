@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -37,6 +37,18 @@ class _LookupImpactEncoder:
 
     def encode(self, text: str, **kwargs) -> dict[str, int]:
         return self.table[text]
+
+
+@dataclass(frozen=True)
+class PartHit:
+    """A hit with the score of each side (:meth:`DupMAESearcher.search_parts`)."""
+
+    docid: str
+    rank: int
+    score: float  # the mode's score (fused for hybrid)
+    dense: float | None  # h_q . h_d, None when outside the dense top-depth
+    sparse: float | None  # mu_q . mu_d de-quantised (impact * alpha), None when outside the impact top-depth
+    impact: int | None  # Lucene's integer impact score
 
 
 class DupMAESearcher:
@@ -167,6 +179,25 @@ class DupMAESearcher:
                 for q in qids
             }
         return out
+
+    def search_parts(self, text: str, k: int = 10, mode: str = "hybrid", depth: int = 1000,
+                     fusion: FusionConfig = FusionConfig()) -> list[PartHit]:
+        """One query's top ``k`` in ``mode``, each hit with the scores of both sides: ``dense`` (inner
+        product) and ``sparse`` (de-quantised impact score, Lucene's integer score ``impact`` times
+        ``alpha``) when the document is in that side's top ``depth``, else None (hybrid fusion then
+        gives it that side's minimum, as Pyserini does)."""
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; valid: {MODES}")
+        depth = max(k, depth)
+        sides = tuple(m for m in ("dense", "impact") if (self.faiss_index if m == "dense" else self.impact_searcher))
+        modes = tuple(dict.fromkeys((*sides, mode)))
+        runs = self.search_batch(["q"], [text], modes, hits=depth, depth=depth, fusion=fusion)
+        dense = dict(runs["dense"]["q"]) if "dense" in runs else {}
+        impact = dict(runs["impact"]["q"]) if "impact" in runs else {}
+        return [PartHit(docid, rank, score, dense.get(docid),
+                        impact[docid] * self.alpha if docid in impact else None,
+                        int(impact[docid]) if docid in impact else None)
+                for rank, (docid, score) in enumerate(runs[mode]["q"][:k], start=1)]
 
     def search_all(self, queries: dict[str, str], modes: Iterable[str] = MODES, hits: int = 1000,
                    depth: int | None = None, fusion: FusionConfig = FusionConfig(), batch_size: int = 64,
