@@ -24,6 +24,56 @@ def provenance(**info) -> dict:
     }
 
 
+def machine() -> dict:
+    """The machine a figure came from: CPU model, cores, whether it has native bf16 (AVX512-BF16/AMX),
+    memory, and the GPUs torch sees (only when torch is already imported: this stays cheap)."""
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), None)
+        flags = set(next((ln.split(":", 1)[1] for ln in text.splitlines() if ln.startswith("flags")), "").split())
+        info.update(cpu=model or info["cpu"], avx512_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}))
+        mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+        info["memory_gib"] = round(int(mem.split()[1]) / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def git_commit(folder: str | Path | None = None) -> str | None:
+    """The commit of the toolkit's checkout (``+dirty`` when it has uncommitted changes), or None."""
+    import subprocess
+
+    root = Path(folder) if folder else Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def report_header(title: str, what: str, commands: list[str]) -> str:
+    """The head of a committed Markdown report: what was measured, the commands, date, machine, commit."""
+    m = machine()
+    bf16 = ", AVX512-BF16" if m.get("avx512_bf16") else ", no AVX512-BF16"
+    memory = f", {m['memory_gib']} GiB" if "memory_gib" in m else ""
+    cpu = f"{m.get('cpu')} ({m.get('cores')} cores{bf16}{memory})"
+    lines = [f"# {title}", "", what, "", "| | |", "|---|---|",
+             f"| **Command** | {'<br>'.join(f'`{c}`' for c in commands)} |",
+             f"| **Date** | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} |",
+             f"| **Machine** | {cpu}" + (f"; GPUs: {', '.join(m['gpus'])}" if m.get("gpus") else "") + " |",
+             f"| **Commit** | {git_commit() or 'not a git checkout'} |", ""]
+    return "\n".join(lines)
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """The command as a user would retype it: ``python -m dupmae_ir.eval beir ...`` for a module run with
     ``-m`` (Python puts the module's file path in ``sys.argv[0]``), else ``python <argv...>``."""

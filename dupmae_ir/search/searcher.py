@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -29,16 +30,6 @@ def raise_max_clause_count(n: int = MAX_CLAUSES) -> None:
         searcher_class.setMaxClauseCount(n)
 
 
-class _LookupImpactEncoder:
-    """Pyserini impact query encoder answering from impacts computed in a batch (``{text: {tok: int}}``)."""
-
-    def __init__(self):
-        self.table: dict[str, dict[str, int]] = {}
-
-    def encode(self, text: str, **kwargs) -> dict[str, int]:
-        return self.table[text]
-
-
 @dataclass(frozen=True)
 class PartHit:
     """A hit with the score of each side (:meth:`DupMAESearcher.search_parts`)."""
@@ -58,9 +49,9 @@ class DupMAESearcher:
     counts), before the JVM or the model start. Queries are encoded once per batch by
     :class:`dupmae_ir.encoder.DupMAEEncoder` (dense vector and integer impacts in one forward pass)
     with the scales, top-k and activation stored in the index; FAISS (read directly, as Pyserini's
-    ``FaissSearcher`` does) and Pyserini's ``LuceneImpactSearcher`` then search the batch with
-    ``threads`` threads. Java hits become Python tuples at once (millions of live Java objects exhaust
-    the JVM heap).
+    ``FaissSearcher`` does) and Lucene (:class:`~dupmae_ir.search.lucene.ImpactSearcher`: Anserini's
+    impact scoring with Lucene's top-k pruning) then search the batch with ``threads`` threads. Java
+    hits become Python tuples at once (millions of live Java objects exhaust the JVM heap).
     """
 
     def __init__(self, index_dir: str | os.PathLike, encoder: str | None = None, threads: int = 1,
@@ -74,23 +65,21 @@ class DupMAESearcher:
         self.encoded = load_encoded_queries(encoded_queries) if encoded_queries else None
         self.threads = threads
         self.min_idf = min_idf
+        # seconds spent per stage and queries searched, summed over calls (bench/latency.py reads them)
+        self.timings = dict.fromkeys(("encode", "faiss", "lucene", "fusion", "queries"), 0.0)
         self.faiss_index = self.docids = None
         if self.info.dense is not None:
             self.faiss_index = faiss.read_index(str(self.info.dense / "index"))
             with open(self.info.dense / "docid", encoding="utf-8") as fh:
                 self.docids = [line.rstrip("\n") for line in fh]
-        self._impact_queries = _LookupImpactEncoder()
         self.impact_searcher = None
         if self.info.impact is not None:
-            from ..java import start_jvm
-
-            start_jvm()
-            from pyserini.search.lucene import LuceneImpactSearcher
+            from .lucene import ImpactSearcher
 
             # min_idf=-1 keeps every query token the index holds: the exact dot product. Pyserini's
             # default 0 drops tokens present in every document (idf 0), which changes DupMAE's score.
-            self.impact_searcher = LuceneImpactSearcher(str(self.info.impact), self._impact_queries, min_idf=min_idf)
-            check_lucene_count(self.info, int(self.impact_searcher.num_docs))
+            self.impact_searcher = ImpactSearcher(str(self.info.impact), min_idf=min_idf)
+            check_lucene_count(self.info, self.impact_searcher.num_docs)
             raise_max_clause_count()
         from ..encoder import DupMAEEncoder
         from ..modeling.backbone import resolve_model_path
@@ -149,8 +138,10 @@ class DupMAESearcher:
         depth = depth or hits
         extra = 1 if drop_query_id else 0
         qids, texts = [str(q) for q in qids], list(texts)
+        clock = time.perf_counter()
         # dense (B, d), impacts [{tok: int}]
         enc = self.encoded.batch(texts) if self.encoded else self.encoder.encode_queries(texts)
+        clock = self._tick("encode", clock)
         need_dense = "dense" in modes or "hybrid" in modes
         need_sparse = "impact" in modes or "hybrid" in modes
         k_dense = max(hits if "dense" in modes else 0, depth if "hybrid" in modes else 0) + extra
@@ -158,11 +149,10 @@ class DupMAESearcher:
         dense_run = sparse_run = None
         if need_dense:
             dense_run = dict(zip(qids, self._dense_search(enc.dense, k_dense)))
+            clock = self._tick("faiss", clock)
         if need_sparse:
-            self._impact_queries.table = dict(zip(texts, enc.impacts))
-            res = self.impact_searcher.batch_search(texts, qids, k=k_sparse, threads=self.threads)
-            sparse_run = {q: [(h.docid, float(h.score)) for h in res.get(q, [])] for q in qids}
-            del res  # release the Java hit objects now
+            sparse_run = dict(zip(qids, self.impact_searcher.batch_search(enc.impacts, k_sparse, self.threads)))
+            clock = self._tick("lucene", clock)
         if drop_query_id:
             dense_run = dense_run and {q: [h for h in v if h[0] != q] for q, v in dense_run.items()}
             sparse_run = sparse_run and {q: [h for h in v if h[0] != q] for q, v in sparse_run.items()}
@@ -178,7 +168,15 @@ class DupMAESearcher:
                         fusion.weight_on_dense, fusion.rrf_k)
                 for q in qids
             }
+        self._tick("fusion", clock)
+        self.timings["queries"] += len(qids)
         return out
+
+    def _tick(self, stage: str, since: float) -> float:
+        """Add the time since ``since`` to ``stage`` in :attr:`timings`; return now."""
+        now = time.perf_counter()
+        self.timings[stage] += now - since
+        return now
 
     def search_parts(self, text: str, k: int = 10, mode: str = "hybrid", depth: int = 1000,
                      fusion: FusionConfig = FusionConfig()) -> list[PartHit]:

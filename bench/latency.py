@@ -1,0 +1,157 @@
+"""Benchmark: query latency and throughput of BM25, dense, impact and hybrid search, in one run.
+
+    python bench/latency.py --index IDX --bm25-index BM25_IDX [--topics default --split test]
+        [--single 100] [--hits 1000] [--label "recipe final"] [--report eval/latency-scifact.md]
+
+For one collection and one DupMAE index (and a BM25 index of the same corpus):
+
+- start-up: building a ``DupMAESearcher`` (index checks, JVM, FAISS, Lucene, model) and a BM25 searcher;
+- single query at a time, 1 thread (torch, FAISS, Lucene): per-query latency p50 / p95 / p99 of each
+  system, the DupMAE ones split into query encoding, FAISS, Lucene and fusion;
+- batched: batch 64, 2 threads: queries/s of each system over all the topics, with the same split;
+- the average number of impact terms per query, and ratios to BM25.
+
+Timings vary with machine load: compare within one run. ``--report`` writes the table as Markdown
+(command, date, machine, commit in its header); ``--append`` adds a section to an existing report.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODES = ("dense", "impact", "hybrid")
+STAGES = ("encode", "faiss", "lucene", "fusion")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def single_query(searcher, bm25, queries: dict[str, str], n: int, hits: int) -> dict:
+    """Per-query wall time (ms) of each system, one query at a time; DupMAE stage split (ms/query)."""
+    items = list(queries.items())[:n]
+    out = {}
+    for q, t in items[:5]:  # warm-up: first-call costs are start-up, not latency
+        bm25.search({q: t}, hits=hits, batch_size=1, progress=False)
+        searcher.search_batch([q], [t], MODES, hits=hits)
+    times = []
+    for q, t in items:
+        start = time.perf_counter()
+        bm25.search({q: t}, hits=hits, batch_size=1, progress=False)
+        times.append(1000 * (time.perf_counter() - start))
+    out["bm25"] = {"times": times}
+    for mode in MODES:
+        before = dict(searcher.timings)
+        times = []
+        for q, t in items:
+            start = time.perf_counter()
+            searcher.search_batch([q], [t], (mode,), hits=hits)
+            times.append(1000 * (time.perf_counter() - start))
+        split = {s: 1000 * (searcher.timings[s] - before[s]) / len(items) for s in STAGES}
+        out[mode] = {"times": times, "split": split}
+    return out
+
+
+def batched(searcher, bm25, queries: dict[str, str], hits: int, batch_size: int) -> dict:
+    """Queries/s of each system over all queries, batch ``batch_size``; DupMAE stage split (ms/query)."""
+    out = {}
+    start = time.perf_counter()
+    bm25.search(queries, hits=hits, batch_size=batch_size, progress=False)
+    out["bm25"] = {"qps": len(queries) / (time.perf_counter() - start)}
+    for mode in MODES:
+        before = dict(searcher.timings)
+        start = time.perf_counter()
+        searcher.search_all(queries, (mode,), hits=hits, batch_size=batch_size, progress=False)
+        seconds = time.perf_counter() - start
+        split = {s: 1000 * (searcher.timings[s] - before[s]) / len(queries) for s in STAGES}
+        out[mode] = {"qps": len(queries) / seconds, "split": split}
+    return out
+
+
+def table(label: str, startup: dict, single: dict, batch: dict, terms: float, n_single: int, n_batch: int) -> str:
+    from dupmae_ir.provenance import command_line, git_commit
+
+    lines = [f"### {label}", "", f"`{command_line()}` at commit {git_commit()}, "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
+             f"Start-up: DupMAE searcher {startup['dupmae']:.1f} s, BM25 searcher {startup['bm25']:.1f} s. "
+             f"Impact terms per query (mean): {terms:.1f}.", "",
+             f"| system | single p50 ms | p95 | p99 | p50 / BM25 | batched q/s | q/s / BM25 | split, single (ms/query): "
+             f"encode / FAISS / Lucene / fusion | split, batched |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    base_p50 = statistics.median(single["bm25"]["times"])
+    base_qps = batch["bm25"]["qps"]
+    for system in ("bm25", *MODES):
+        ts = single[system]["times"]
+        p50 = statistics.median(ts)
+        split1 = " / ".join(f"{single[system]['split'][s]:.1f}" for s in STAGES) if "split" in single[system] else "-"
+        split2 = " / ".join(f"{batch[system]['split'][s]:.2f}" for s in STAGES) if "split" in batch[system] else "-"
+        lines.append(f"| {system} | {p50:.1f} | {percentile(ts, 95):.1f} | {percentile(ts, 99):.1f} | "
+                     f"{p50 / base_p50:.2f} | {batch[system]['qps']:.1f} | {batch[system]['qps'] / base_qps:.2f} | "
+                     f"{split1} | {split2} |")
+    lines += ["", f"Single: {n_single} queries one at a time, 1 thread. Batched: {n_batch} queries, batch 64, "
+                  "2 threads. Hits 1,000 per query in every system; hybrid fuses the top 1,000 of each side.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", required=True, help="a `dupmae_ir.encode` output folder")
+    p.add_argument("--bm25-index", required=True, help="a BM25 index of the same corpus (`dupmae_ir.bm25 --index`)")
+    p.add_argument("--topics", default="default", help="queries: collection name, BEIR folder or topics file")
+    p.add_argument("--split", default="test")
+    p.add_argument("--single", type=int, default=100, help="queries timed one at a time")
+    p.add_argument("--hits", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2, help="threads of the batched measurement")
+    p.add_argument("--label", default="DupMAE index", help="the section title in the report")
+    p.add_argument("--report", default=None, help="write (or with --append, extend) this Markdown report")
+    p.add_argument("--append", action="store_true")
+    args = p.parse_args()
+
+    import torch
+
+    from dupmae_ir.bm25 import BM25Searcher
+    from dupmae_ir.data import resolve
+    from dupmae_ir.provenance import command_line, report_header
+    from dupmae_ir.search import DupMAESearcher
+
+    queries = resolve(args.topics).queries(args.split)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    searcher = DupMAESearcher(args.index, threads=1)
+    startup = {"dupmae": time.perf_counter() - start}
+    start = time.perf_counter()
+    bm25 = BM25Searcher(args.bm25_index, threads=1)
+    startup["bm25"] = time.perf_counter() - start
+    enc = searcher.encoder.encode_queries(list(queries.values()), batch_size=64)
+    terms = sum(len(v) for v in enc.impacts) / len(enc.impacts)
+
+    single = single_query(searcher, bm25, queries, args.single, args.hits)
+    torch.set_num_threads(args.threads)
+    searcher.threads = bm25.threads = args.threads
+    batch = batched(searcher, bm25, queries, args.hits, args.batch_size)
+    text = table(args.label, startup, single, batch, terms, min(args.single, len(queries)), len(queries))
+    print(text)
+    if args.report:
+        path = Path(args.report)
+        if args.append and path.is_file():
+            body = path.read_text() + "\n" + text
+        else:
+            head = report_header("Query latency and throughput", "BM25 (Pyserini), and DupMAE dense (FAISS), impact "
+                                 "(Lucene) and hybrid search with `dupmae_ir.search`, on one collection, in one run "
+                                 "(`bench/latency.py`).", [command_line()])
+            body = head + "\n" + text
+        path.write_text(body)
+        print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
