@@ -18,8 +18,15 @@ import types
 from .errors import add_debug_flag
 from .runs import FUSIONS, MODES, FusionConfig
 
-__all__ = ["ArgumentParser", "add_debug_flag", "add_encoder_args", "add_fusion_args", "add_search_args",
-           "default_threads", "fusion_from_args"]
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to a flag's help unless the help already names its default or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or action.option_strings == []:
+            return text
+        return super()._get_help_string(action)
 
 
 def _hf_parser():
@@ -49,7 +56,7 @@ def _hf_parser():
 
 def ArgumentParser(dataclass_type, **kwargs):  # noqa: N802 - a class factory (transformers is imported lazily)
     """An ``HfArgumentParser`` over ``dataclass_type`` with sectioned ``--help`` and ``--debug``."""
-    return _hf_parser()(dataclass_type, **kwargs)
+    return _hf_parser()(dataclass_type, **{"formatter_class": HelpFormatter, **kwargs})
 
 
 def default_threads() -> int:
@@ -70,6 +77,18 @@ def add_encoder_args(parser: argparse.ArgumentParser, batch_size: int = 32) -> N
                         "quantisation of every linear layer (CPU; costs quality); int8-head: of the MLM head only "
                         "(CPU; dense vectors exact)")
     g.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+
+
+def add_length_args(parser: argparse.ArgumentParser, query: bool = True, doc: bool = True,
+                    note: str = "default: the checkpoint's") -> None:
+    """``--query-max-length`` / ``--doc-max-length``: word pieces per text at use time (recorded in provenance)."""
+    g = parser.add_argument_group("lengths")
+    if query:
+        g.add_argument("--query-max-length", type=int, default=None,
+                       help=f"word pieces per query, [CLS] and [SEP] included ({note})")
+    if doc:
+        g.add_argument("--doc-max-length", type=int, default=None,
+                       help=f"word pieces per document, fixed in the index at encoding ({note})")
 
 
 def add_search_args(parser: argparse.ArgumentParser, modes_default=("hybrid",)) -> argparse._ArgumentGroup:

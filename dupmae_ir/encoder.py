@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterable, Sequence
 
@@ -164,6 +164,20 @@ class DupMAEEncoder:
     def dtype_name(self) -> str:
         return dtype_name(self.dtype)
 
+    def with_lengths(self, query_max_length: int | None = None, doc_max_length: int | None = None) -> DupMAEEncoder:
+        """This encoder (same model, shared) with other maximum lengths; ``None`` keeps the current one."""
+        if query_max_length is None and doc_max_length is None:
+            return self
+        import copy
+
+        for name, value in (("query_max_length", query_max_length), ("doc_max_length", doc_max_length)):
+            if value is not None and value < 2:
+                raise ValueError(f"{name}={value}: must be >= 2 ([CLS] and [SEP])")
+        other = copy.copy(self)
+        other.config = replace(self.config, **{k: v for k, v in (("query_max_length", query_max_length),
+                                                               ("doc_max_length", doc_max_length)) if v is not None})
+        return other
+
     # --- tokenisation --------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Token ids with [CLS] ... [SEP], truncated to ``max_length``, unpadded."""
@@ -215,12 +229,14 @@ class DupMAEEncoder:
             yield rows, dense, bow
 
     def _encode(self, texts: list[str], max_length: int, topk: int | None, scale: float,
-                keep_weights: bool, batch_size: int | None) -> EncodedBatch:
+                keep_weights: bool, batch_size: int | None, min_weight: float = 0.0) -> EncodedBatch:
         dense = np.zeros((len(texts), self.model.dense_dim), dtype=np.float32)  # (N, d)
         impacts: list[dict[str, int] | None] = [None] * len(texts)
         weights_all = torch.zeros(len(texts), len(self.vocab)) if keep_weights else None  # (N, V)
         for rows, d, bow in self.batches(texts, max_length, batch_size):
             weights = topk_sparsify(bow, topk)  # (b, V)
+            if min_weight > 0:
+                weights = weights * (weights >= min_weight)  # (b, V) light terms dropped (query pruning)
             dense[rows] = d.cpu().numpy()
             for i, row in zip(rows, to_impact_dicts(quantize(weights, scale).cpu(), self.vocab)):
                 impacts[i] = row
@@ -236,9 +252,11 @@ class DupMAEEncoder:
 
     def encode_queries(self, texts: list[str], keep_weights: bool = False,
                        batch_size: int | None = None) -> EncodedBatch:
-        """Queries: ``query_max_length``, ``query_topk`` (None keeps all), scale ``query_scale``."""
+        """Queries: ``query_max_length``, ``query_topk`` (None keeps all), weights below
+        ``query_min_weight`` dropped, scale ``query_scale``."""
         c = self.config
-        return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights, batch_size)
+        return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights, batch_size,
+                            c.query_min_weight)
 
 
 def default_device() -> torch.device:
@@ -275,6 +293,7 @@ class ExactRetriever:
         self.query_max_length = query_max_length or cfg.query_max_length
         self.doc_topk = cfg.doc_topk if doc_topk is None else doc_topk
         self.query_topk = cfg.query_topk if query_topk is None else query_topk
+        self.query_min_weight = cfg.query_min_weight
         self.batch_size = batch_size
         self.need_sparse = need_sparse
         self.pooling = pooling
@@ -282,7 +301,8 @@ class ExactRetriever:
         self.dense: torch.Tensor | None = None  # (N, d)
         self.sparse: torch.Tensor | None = None  # (N, V) sparse CSR
 
-    def _encode(self, texts: Sequence[str], max_length: int, topk: int | None, progress: str | None = None):
+    def _encode(self, texts: Sequence[str], max_length: int, topk: int | None, progress: str | None = None,
+                min_weight: float = 0.0):
         """-> (order, dense (n, d), sparse CSR (n, V) or None), rows in ``order`` (longest first)."""
         order, dense_parts, sparse_parts = [], [], []
         # character lengths order the batches: the batches, and so the bf16 results, of earlier versions
@@ -291,7 +311,10 @@ class ExactRetriever:
             order += rows
             dense_parts.append(dense)
             if bow is not None:
-                sparse_parts.append(topk_sparsify(bow, topk).to_sparse_csr())  # (b, V)
+                weights = topk_sparsify(bow, topk)  # (b, V)
+                if min_weight > 0:
+                    weights = weights * (weights >= min_weight)
+                sparse_parts.append(weights.to_sparse_csr())  # (b, V)
         sparse = _cat_csr(sparse_parts) if self.need_sparse else None
         return order, torch.cat(dense_parts), sparse
 
@@ -317,7 +340,7 @@ class ExactRetriever:
         for start in range(0, len(qids), batch_size):
             chunk = qids[start:start + batch_size]
             order, q_dense, q_sparse = self._encode([queries[q] for q in chunk], self.query_max_length,
-                                                    self.query_topk)
+                                                    self.query_topk, min_weight=self.query_min_weight)
             chunk = [chunk[i] for i in order]
             dense = q_dense @ self.dense.T  # (b, N)
             sparse = (self.sparse @ q_sparse.to_dense().T).T if self.need_sparse else None  # (b, N)

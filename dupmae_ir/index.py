@@ -30,7 +30,7 @@ QUERIES_META = "dupmae_queries.json"
 INDEX_OUTPUT = OutputKind("dupmae_ir index", INDEX_META, ("dupmae_index",))
 SHARD_OUTPUT = OutputKind("dupmae_ir index shard", INDEX_META, ("dupmae_shard",))
 QUERIES_OUTPUT = OutputKind("folder of encoded queries", QUERIES_META, ("dupmae_queries",))
-RETRIEVER_FIELDS = ("doc_scale", "query_scale", "doc_topk", "query_topk", "activation")
+RETRIEVER_FIELDS = ("doc_scale", "query_scale", "doc_topk", "query_topk", "query_min_weight", "activation")
 # encoded queries: dense vectors as .npy rows aligned with the lines of a JSONL file (safe to read)
 QUERY_VECTORS = "dense/embedding.npy"
 QUERY_ROWS = "dense/queries.jsonl"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import add_debug_flag, default_threads
+from ..cli import HelpFormatter, add_debug_flag, default_threads
 from ..errors import run_command
 from ..runs import write_trec
 from . import bm25_search, build_bm25_index
@@ -13,7 +13,7 @@ from . import bm25_search, build_bm25_index
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dupmae_ir.bm25",
                                 description="BM25 baseline with Pyserini (BEIR flat: contents = title + text).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     g = p.add_argument_group("index")
     g.add_argument("--corpus", required=True, help="collection name or path (see dupmae_ir.data.resolve)")
     g.add_argument("--data-dir", default=None, help="folder of local BEIR collections")

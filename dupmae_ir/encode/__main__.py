@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ..cli import add_debug_flag, add_encoder_args
+from ..cli import HelpFormatter, add_debug_flag, add_encoder_args, add_length_args
 from ..errors import run_command
 from ..index import INDEX_OUTPUT, QUERIES_OUTPUT, SHARD_OUTPUT
 from .corpus import FAISS_KINDS, encode_corpus, merge_shards
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Encode a corpus with DupMAE into a FAISS index (dense [CLS]) and a Lucene impact index "
                     "(bag-of-words weights) in one pass, and/or pre-encode topics for dupmae_ir.search and stock "
                     "Pyserini. `python -m dupmae_ir.encode merge --help` merges shard folders.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     io = parser.add_argument_group("input / output")
     io.add_argument("--corpus", help="collection: 'default' (bundled SciFact), an ir_datasets id "
                                      "(msmarco-passage, beir/...), a BEIR folder or a JSONL collection")
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace an earlier output of this command at --output "
                          "(never a folder dupmae_ir did not write)")
     add_encoder_args(parser)
+    add_length_args(parser)
     ix = parser.add_argument_group("indexes")
     only = ix.add_mutually_exclusive_group()
     only.add_argument("--dense-only", action="store_true", help="write only the FAISS index")
@@ -111,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
                             faiss=args.faiss, chunk_size=args.chunk_size, shard_id=args.shard_id,
                             shard_num=args.shard_num, threads=args.threads, data_dir=args.data_dir,
                             progress=not args.no_progress, hnsw_m=args.hnsw_m, pq_m=args.pq_m,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, doc_max_length=args.doc_max_length)
         print(out)
     if queries is not None:
         # queries are cheap: always the fp32 reference
         print(encode_queries(queries, args.encoder, qout, batch_size=args.batch_size, dtype="fp32", device=args.device,
-                             overwrite=args.overwrite))
+                             overwrite=args.overwrite, query_max_length=args.query_max_length))
     return 0
 
 

@@ -155,11 +155,12 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
                   dense: bool = True, impact: bool = True, faiss: str = "flat", device: str = "cpu",
                   chunk_size: int = 4096, shard_id: int = 0, shard_num: int = 1, threads: int | None = None,
                   data_dir=None, progress: bool = True, hnsw_m: int = 32, pq_m: int | None = None,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, doc_max_length: int | None = None) -> Path:
     """Encode ``corpus`` (a collection name or path, see :mod:`dupmae_ir.data`) into ``output``.
 
     ``encoder``: a checkpoint path, ``"default"``, or a ready :class:`~dupmae_ir.encoder.DupMAEEncoder`
-    (a path is loaded only after ``output`` is checked and locked). ``overwrite``: replace an earlier
+    (a path is loaded only after ``output`` is checked and locked). ``doc_max_length``: pieces per document
+    (default: the checkpoint's ``RetrieverConfig``), fixed in the index. ``overwrite``: replace an earlier
     index at ``output`` (a folder the toolkit did not write is never replaced). Returns ``output``.
     With ``shard_num > 1`` the output is a shard folder for :func:`merge_shards`. See the module
     docstring for layout, resumption and the empty-vector policy.
@@ -186,6 +187,7 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
     spec = SHARD_OUTPUT if shard_num > 1 else INDEX_OUTPUT
     with claim_output_dir(output, spec, overwrite) as claim:
         enc = encoder if isinstance(encoder, DupMAEEncoder) else DupMAEEncoder(str(encoder), device=device, dtype=dtype)
+        enc = enc.with_lengths(doc_max_length=doc_max_length)  # recorded in the provenance's retriever config
         settings = _settings(enc, str(corpus), batch_size, chunk_size, shard_id, shard_num, dense, impact)
         work = claim.sibling("partial")
         state_path = work / STATE_NAME

@@ -13,7 +13,7 @@ LUCENE_MAX_CLAUSES = 1024  # Lucene's default IndexSearcher.maxClauseCount (stoc
 
 def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int = 64,
                    dtype: str = "fp32", device: str = "cpu", max_impact_terms: int | None = LUCENE_MAX_CLAUSES,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, query_max_length: int | None = None) -> Path:
     """Pre-encode queries; returns ``output_dir``. Files:
 
     - ``dense/embedding.npy`` (Q, d) float32 + ``dense/queries.jsonl`` (``{"id", "text"}`` per row):
@@ -41,6 +41,7 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
     for qid in queries:
         check_id(qid, "queries", "query id")
     enc = encoder if isinstance(encoder, DupMAEEncoder) else DupMAEEncoder(str(encoder), device=device, dtype=dtype)
+    enc = enc.with_lengths(query_max_length=query_max_length)
     qids = list(queries)
     texts = [queries[q] for q in qids]
     out = enc.encode_queries(texts, batch_size=batch_size)  # dense (Q, d), impacts [{tok: int}]

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from ..cli import add_debug_flag, add_fusion_args, add_search_args, fusion_from_args
+from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_args, add_search_args, fusion_from_args
 from ..errors import UserError, run_command
 from ..runs import MODES
 from . import __doc__ as package_doc
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="suite", required=True, metavar="{beir,msmarco}")
     for suite in ("beir", "msmarco"):
         sp = sub.add_parser(suite, help=f"evaluate on {'BEIR' if suite == 'beir' else 'MS MARCO passage'}",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=HelpFormatter)
         d = sp.add_argument_group("data")
         if suite == "beir":
             d.add_argument("--datasets", nargs="+", default=list(BEIR_DATASETS), metavar="NAME",
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_search_args(sp, modes_default=MODES).description = ("--mode with no value runs BM25 alone "
                                                                 "(nothing is encoded)")
         add_fusion_args(sp)
+        add_length_args(sp, note="default: documents 512 on BEIR, queries 512 on ArguAna, else the checkpoint's")
         add_debug_flag(sp)
     return p
 
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                             data_dir=args.data_dir, modes=tuple(args.mode), bm25=not args.no_bm25,
                             force_search=args.force_search, hits=args.hits, batch_size=args.batch_size,
                             threads=args.threads, depth=args.depth, min_idf=args.min_idf,
+                            doc_max_length=args.doc_max_length, query_max_length=args.query_max_length,
                             fusion=fusion_from_args(args))
     ev = Evaluator(args.suite, settings)
     if args.suite == "beir":

@@ -94,6 +94,10 @@ def _split_for(coll, unit: Unit) -> str:
     return unit.split
 
 
+# Lengths at evaluation: BEIR practice encodes documents with 512 pieces; ArguAna's queries are whole
+# arguments (~200 words), which a 32-piece training length would cut to their first sentence.
+BEIR_DOC_MAX_LENGTH = 512
+LONG_QUERY_MAX_LENGTH = {"arguana": 512}
 # BEIR's evaluation drops a hit whose docid equals the query id on these sets (the query is itself a
 # document of the corpus); see BEIR's EvaluateRetrieval.evaluate(ignore_identical_ids=True).
 DROP_QUERY_ID_DATASETS = ("arguana", "quora")
@@ -116,6 +120,8 @@ class EvalSettings:
     threads: int = 2
     depth: int | None = None
     min_idf: float = -1
+    doc_max_length: int | None = None  # None: BEIR_DOC_MAX_LENGTH on BEIR, the checkpoint's on MS MARCO
+    query_max_length: int | None = None  # None: LONG_QUERY_MAX_LENGTH, else the checkpoint's
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
 
@@ -134,6 +140,22 @@ class Evaluator:
         self.index_root = Path(settings.index_root)
         self.runs_root = Path(settings.runs) / suite
         self.fusion = settings.fusion
+
+    def lengths(self, unit: Unit) -> tuple[int | None, int | None]:
+        """(document, query) pieces for a unit: the settings', else the suite's defaults (None: the checkpoint's)."""
+        doc = self.args.doc_max_length or (BEIR_DOC_MAX_LENGTH if self.suite == "beir" else None)
+        return doc, self.args.query_max_length or LONG_QUERY_MAX_LENGTH.get(unit.name.split("/")[0])
+
+    @staticmethod
+    def _check_doc_length(index: Path, doc_len: int) -> None:
+        """An index built earlier is reused only when it was encoded at the requested document length."""
+        from ..errors import UserError
+        from ..index import load_index
+
+        built = load_index(index, check=False).meta.get("retriever", {}).get("doc_max_length")
+        if built is not None and built != doc_len:  # an index that does not record its length is taken as is
+            raise UserError(index, f"was encoded with documents of {built} pieces, {doc_len} asked",
+                            "pass --doc-max-length " + str(built) + " or another --index-root")
 
     def result_path(self, unit: Unit) -> Path:
         return self.out / "results" / f"{unit.key.replace('/', '__')}.json"
@@ -154,10 +176,13 @@ class Evaluator:
         timings = {}
         t = time.perf_counter()
         index = self.index_root / self.tag / unit.name
+        doc_len, query_len = self.lengths(unit)
         if self.args.modes and not (index / "dupmae_index.json").is_file():  # BM25 alone encodes nothing
             from ..encode import encode_corpus
 
-            encode_corpus(coll, index, encoder=self.args.encoder)
+            encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len)
+        elif self.args.modes and doc_len is not None:
+            self._check_doc_length(index, doc_len)
         timings["encode"] = time.perf_counter() - t
         split = _split_for(coll, unit)
         queries, qrels = coll.queries(split), coll.qrels(split)
@@ -169,8 +194,8 @@ class Evaluator:
             from ..search import DupMAESearcher
 
             # the query encoder is the one recorded in the index (dupmae_index.json)
-            searcher = queries_cache.get(cache_key) or DupMAESearcher(index, threads=self.args.threads,
-                                                                      min_idf=self.args.min_idf)
+            searcher = queries_cache.get(cache_key) or DupMAESearcher(
+                index, threads=self.args.threads, min_idf=self.args.min_idf, query_max_length=query_len)
             queries_cache.clear()
             queries_cache[cache_key] = searcher  # msmarco: one searcher for its three splits
             runs.update(searcher.search_all(queries, self.args.modes, self.args.hits, self.args.depth,
@@ -205,7 +230,7 @@ class Evaluator:
         result = provenance(unit=unit.key, collection=unit.name, split=split, status="ok", scores=scores,
                             queries=len(queries), judged_queries=len(qrels),
                             **(coverage.coverage() if coverage else {}), coverage_warning=warning,
-                            drop_query_id=drop,
+                            drop_query_id=drop, lengths={"doc_max_length": doc_len, "query_max_length": query_len},
                             encoder=self.args.encoder, index=str(index) if self.args.modes else None, runs=run_files,
                             fusion=asdict(self.fusion),
                             seconds={k: round(v, 2) for k, v in timings.items()})

@@ -37,6 +37,7 @@ class RetrieverConfig:
     # Queries keep their 1,024 largest weights: Lucene's default BooleanQuery limit, so stock Pyserini
     # searches DupMAE queries unpatched (an untrimmed query holds ~30k positive entries). None: keep all.
     query_topk: int | None = 1024
+    query_min_weight: float = 0.0  # query weights below this are dropped before quantisation (0: keep all)
     doc_scale: float = 100.0  # integer impact = round(weight * scale)
     query_scale: float = 100.0
     query_max_length: int = 32

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import add_debug_flag, add_fusion_args, add_search_args, fusion_from_args
+from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_args, add_search_args, fusion_from_args
 from ..errors import UserError, run_command
 from ..runs import write_trec
 from .searcher import DupMAESearcher
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m dupmae_ir.search",
         description="Dense, impact and hybrid (DupMAE) search over a `dupmae_ir.encode` index with FAISS and "
                     "Pyserini's LuceneImpactSearcher. Writes TREC runs with provenance JSON beside them.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     io = p.add_argument_group("input and output")
     io.add_argument("--index", required=True, help="folder written by `python -m dupmae_ir.encode --output`")
     io.add_argument("--topics", required=True,
@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder from `dupmae_ir.encode --topics` (read from dense/embedding.npy, dense/queries.jsonl "
                         "and impact.jsonl; the pickle beside them is never loaded): these query representations "
                         "replace live encoding (as Pyserini's --encoded-queries)")
+    q.add_argument("--query-topk", type=int, default=None,
+                   help="keep each query's N largest impact weights (default: the index's query_topk)")
+    q.add_argument("--query-min-weight", type=float, default=None,
+                   help="drop query impact weights below this, before quantisation (default: the index's)")
+    add_length_args(p, doc=False)
     add_fusion_args(p)
     add_debug_flag(p)
     return p
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(out, is_run_file, args.overwrite, what="run file")
     t0 = time.perf_counter()
     searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device,
-                              min_idf=args.min_idf, encoded_queries=args.encoded_queries)
+                              min_idf=args.min_idf, encoded_queries=args.encoded_queries,
+                              query_max_length=args.query_max_length, query_topk=args.query_topk,
+                              query_min_weight=args.query_min_weight)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
     runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,
                         rrf_k=fusion.rrf_k) if mode == "hybrid" else None,
             min_idf=args.min_idf, drop_query_id=args.drop_query_id, encoded_queries=args.encoded_queries,
+            query_config={k: getattr(searcher.encoder.config, k)
+                          for k in ("query_max_length", "query_topk", "query_min_weight", "query_scale")},
             index_meta=searcher.info.meta))
         print(f"{mode}: {len(run)} queries -> {out}", file=sys.stderr)
     print(f"searched {len(queries)} queries in {t2 - t1:.1f} s ({len(queries) / max(t2 - t1, 1e-9):.1f} q/s; "

@@ -56,7 +56,10 @@ class DupMAESearcher:
 
     def __init__(self, index_dir: str | os.PathLike, encoder: str | None = None, threads: int = 1,
                  device: str = "cpu", dtype: str = "fp32", min_idf: float = -1,
-                 encoded_queries: str | os.PathLike | None = None):
+                 encoded_queries: str | os.PathLike | None = None, query_max_length: int | None = None,
+                 query_topk: int | None = None, query_min_weight: float | None = None):
+        """``query_max_length``, ``query_topk``, ``query_min_weight``: query-side settings for this
+        searcher (default: the checkpoint's length, the index's top-k and minimum weight)."""
         import faiss
 
         self.info = load_index(index_dir)
@@ -89,6 +92,9 @@ class DupMAESearcher:
         path = resolve_model_path(self.encoder_name)
         config = RetrieverConfig.load(path) if Path(path).is_dir() else RetrieverConfig()
         config = replace(config, **self.info.retriever)  # the index's scales/top-k/activation win
+        overrides = {"query_max_length": query_max_length, "query_topk": query_topk,
+                     "query_min_weight": query_min_weight}
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         self.encoder = DupMAEEncoder(self.encoder_name, device=device, dtype=dtype, config=config)
 
     @property
