@@ -5,6 +5,8 @@
   pre-encoded queries (``encoded_query_dir``) like Pyserini's own encoders.
 - :class:`DupMAEImpactQueryEncoder`: for ``LuceneImpactSearcher``: ``encode(text) -> {token: int}``
   (Python ints, ``query_topk`` and ``query_scale`` from the checkpoint's ``RetrieverConfig``).
+- every class takes ``max_length`` (word pieces per query, or per document for the document encoder;
+  default: the checkpoint's).
 - :class:`DupMAEDocumentEncoder`: a ``pyserini.encode.DocumentEncoder``: ``encode(texts, titles=None)
   -> np.ndarray (B, d)`` (title and text joined like Pyserini's ``AutoDocumentEncoder``);
   ``encode_impacts`` gives the impact dicts of the same forward pass.
@@ -27,9 +29,11 @@ from pyserini.encode import DocumentEncoder, QueryEncoder  # noqa: E402
 from .encoder import DupMAEEncoder  # noqa: E402
 
 
-def _encoder(checkpoint, device: str, dtype: str) -> DupMAEEncoder:
-    return (checkpoint if isinstance(checkpoint, DupMAEEncoder)
-            else DupMAEEncoder(str(checkpoint), device=device, dtype=dtype))
+def _encoder(checkpoint, device: str, dtype: str, query_max_length: int | None = None,
+             doc_max_length: int | None = None) -> DupMAEEncoder:
+    enc = (checkpoint if isinstance(checkpoint, DupMAEEncoder)
+           else DupMAEEncoder(str(checkpoint), device=device, dtype=dtype))
+    return enc.with_lengths(query_max_length=query_max_length, doc_max_length=doc_max_length)
 
 
 class DupMAEQueryEncoder(QueryEncoder):
@@ -43,11 +47,12 @@ class DupMAEQueryEncoder(QueryEncoder):
     """
 
     def __init__(self, checkpoint=None, device: str = "cpu", dtype: str = "fp32",
-                 encoded_query_dir: str | None = None, tokenizer_name: str | None = None):
+                 encoded_query_dir: str | None = None, tokenizer_name: str | None = None,
+                 max_length: int | None = None):
         super().__init__(None)  # never Pyserini's pickle loader
         self.encoder = None
         if checkpoint is not None:
-            self.encoder = _encoder(checkpoint, device, dtype)
+            self.encoder = _encoder(checkpoint, device, dtype, query_max_length=max_length)
             self.has_model = True
         if encoded_query_dir is not None:
             from .index import read_query_vectors
@@ -76,8 +81,8 @@ class DupMAEImpactQueryEncoder:
     set); Lucene's impact score is then the integer dot product with the documents' impacts.
     """
 
-    def __init__(self, checkpoint="default", device: str = "cpu", dtype: str = "fp32"):
-        self.encoder = _encoder(checkpoint, device, dtype)
+    def __init__(self, checkpoint="default", device: str = "cpu", dtype: str = "fp32", max_length: int | None = None):
+        self.encoder = _encoder(checkpoint, device, dtype, query_max_length=max_length)
 
     def encode(self, text: str, **kwargs) -> dict[str, int]:
         return self.encoder.encode_queries([text]).impacts[0]
@@ -89,8 +94,8 @@ class DupMAEImpactQueryEncoder:
 class DupMAEDocumentEncoder(DocumentEncoder):
     """Pyserini ``DocumentEncoder``: dense document vectors (and, on request, impact dicts)."""
 
-    def __init__(self, checkpoint="default", device: str = "cpu", dtype: str = "fp32"):
-        self.encoder = _encoder(checkpoint, device, dtype)
+    def __init__(self, checkpoint="default", device: str = "cpu", dtype: str = "fp32", max_length: int | None = None):
+        self.encoder = _encoder(checkpoint, device, dtype, doc_max_length=max_length)
 
     @staticmethod
     def _texts(texts, titles=None) -> list[str]:
