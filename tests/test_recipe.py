@@ -4,8 +4,12 @@ The real CPU recipe on SciFact is minutes of compute and is NOT run here (docs/r
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 
-from conftest import build_tiny_checkpoint
+from conftest import ROOT, build_tiny_checkpoint
 from test_finetune import make_collection
 
 
@@ -21,7 +25,9 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
                        pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1, 2),
-                       head_learning_rate=1e-3, part_loss_weight=0.5, group_size=3)
+                       head_learning_rate=1e-3, part_loss_weight=0.5, group_size=3, holdout_fraction=0.25,
+                       index_root=str(tmp_path / "indexes"), runs_root=str(tmp_path / "runs"),
+                       report_root=str(tmp_path / "eval"))
     result = Recipe(cfg, progress=False).run()
     systems = [r["system"] for r in result["rows"]]
     assert systems[:3] == ["BM25 (Pyserini, flat)", "backbone zero-shot, mean pooling (dense)",
@@ -34,9 +40,37 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     assert result["rows"][0]["nDCG@10"] > 0.9  # BM25 finds the key word on this toy set
     for step in ("bm25", "dupmae pre-training", "DupMAE pre-trained: fine-tune stage 2", "total"):
         assert step in result["times"]
-    md = (tmp_path / "out" / "results.md").read_text()
-    # no project-internal anchors
-    assert "| system | nDCG@10 | R@100 | note |" in md and "0.732" not in md and "bar" not in md
+    # the product path: indexes, runs, a report with its plot; DupMAE rows from the indexes
+    md = (tmp_path / "eval" / "out" / "report.md").read_text()
+    assert "| system | nDCG@10 | R@100 | from | note |" in md and "0.732" not in md and " bar " not in md
+    assert (tmp_path / "eval" / "out" / "plot.png").stat().st_size > 1000 and "**Commit**" in md
+    assert all(r["source"] == "index" for r in result["rows"] if r["system"].startswith(("DupMAE", "no pre")))
+    for model in ("pt-stage1", "pt-stage2", "nopt-stage1", "nopt-stage2"):
+        assert (tmp_path / "indexes" / "out" / model / "dupmae_index.json").is_file()
+        assert (tmp_path / "runs" / "out" / f"{model}.hybrid.trec").is_file()
+    hybrid = next(r for r in result["rows"] if r["system"] == "DupMAE pre-trained + stage 1+2: hybrid (sum)")
+    assert "in memory" in hybrid["note"]
+    assert [r["system"] for r in result["dev_rows"]][:1] == ["DupMAE pre-trained + stage 1: hybrid (sum)"]
+    held_out = set(json.loads((tmp_path / "out" / "pt-stage1" / "dupmae_finetune.json").read_text())
+                   ["finetuning"]["holdout_fraction"] for _ in [0])
+    assert held_out == {0.25}
+    # the printed stock Pyserini command reproduces the toolkit's hybrid run from the same files
+    command = result["stock_command"]
+    assert command.startswith("PYTHONHASHSEED=0 python -m dupmae_ir.pyserini search.hybrid") and command in md
+    argv = shlex.split(command)[1:]  # without the PYTHONHASHSEED=0 prefix, set in env below
+    assert argv[0] == "python"
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, *argv[1:]], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from dupmae_ir.runs import read_trec
+
+    stock = read_trec(tmp_path / "runs" / "out" / "pt-stage2.hybrid.pyserini.trec")
+    ours = read_trec(tmp_path / "runs" / "out" / "pt-stage2.hybrid.trec")
+    assert stock.keys() == ours.keys()
+    for q in ours:
+        s, o = dict(stock[q]), dict(ours[q])
+        common = s.keys() & o.keys()
+        assert len(common) >= 0.95 * min(len(s), len(o)) and all(abs(s[d] - o[d]) < 1e-3 for d in common)
     prov = json.loads((tmp_path / "out" / "results.json").read_text())
     assert prov["kind"] == "dupmae_ir.recipe" and prov["dupmae_ir_version"]
     # stage 2 trained on negatives mined by the stage-1 model, positives removed

@@ -1,4 +1,4 @@
-"""The CPU recipe: DupMAE on SciFact end to end, with its baselines, in one run and one table.
+"""The CPU recipe: DupMAE on SciFact end to end, through the product, with its baselines, in one table.
 
 ``python -m dupmae_ir.recipe`` (and ``bash run.sh demo``) runs, on the bundled SciFact:
 
@@ -9,23 +9,27 @@
 5. fine-tuning stage 1 (in-batch + BM25 negatives) and stage 2 (negatives mined by the stage-1 model)
    on SciFact train (:mod:`dupmae_ir.train.finetune`), from the pre-trained model and, for the
    ablation, from the backbone without pre-training;
-6. evaluation of every fine-tuned model on SciFact test: dense ([CLS]), impact (bag-of-words) and
-   hybrid (DupMAE's unweighted sum; plus, as a measurement, a normalised fusion of the two).
+6. every fine-tuned model through the product: ``dupmae_ir.encode`` into a FAISS and a Lucene impact
+   index (``indexes/<name>/<model>``), ``dupmae_ir.search`` in every mode (TREC runs under
+   ``runs/<name>/``), scored with ir-measures: dense ([CLS]), impact (bag-of-words), hybrid (DupMAE's
+   unweighted sum) and, as a measurement, a normalised fusion of the two.
 
-Fine-tuned models are scored exhaustively in memory (:class:`~dupmae_ir.encoder.ExactRetriever`:
-the same score as an encode + hybrid search, in floating point). The table (nDCG@10, R@100) goes to
-stdout and to ``OUTPUT/results.md`` + ``results.json`` with each step's wall time.
-``--quick``: the shortened form (stage 1 only; the ablation is kept). The command line is ``__main__``.
+The exhaustive in-memory scoring (:class:`~dupmae_ir.encoder.ExactRetriever`, floats) mines stage-2
+negatives and is shown beside each model's index scores. The report (``eval/<name>/report.md``,
+``report.json``, ``plot.png``) carries the table, the settings and what each was chosen on, the machine
+and commit, and the stock ``pyserini.search.hybrid`` command that reproduces the final hybrid run.
+``--quick``: stage 1 only (the ablation is kept). The command line is ``__main__``.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..outputs import OutputKind
+from .report import stock_pyserini_command
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,16 @@ class RecipeConfig:
     dropout: float | None = 0.0  # fine-tuning dropout (None: the backbone's 0.1; 0: off, ~1.7x faster CPU steps)
     seed: int = 42
     threads: int | None = None
+    # query pruning written into each fine-tuned checkpoint (None: keep the checkpoint's, 1024 terms / no minimum)
+    query_topk: int | None = None
+    query_min_weight: float = 0.0
+    pretrain_corpus: str | None = None  # DupMAE pre-training on another corpus (domain adaptation); None: corpus
+    holdout_fraction: float = 0.0  # > 0: fine-tune without this seeded dev part of the training queries, report it
+    holdout_seed: int = 13
+    # where the product's artifacts go: <index_root>/<name>/<model>, <runs_root>/<name>/, <report_root>/<name>/
+    index_root: str = "indexes"
+    runs_root: str = "runs"
+    report_root: str = "eval"
 
     @classmethod
     def quick(cls, **kw) -> RecipeConfig:
@@ -100,14 +114,22 @@ def ndcg_recall(run: dict[str, list[tuple[str, float]]], qrels: dict) -> dict[st
 
 
 class Recipe:
+    """One run of the recipe; :meth:`run` returns the results (rows, times, files)."""
+
     def __init__(self, cfg: RecipeConfig, progress: bool = True, overwrite: bool = False):
         self.cfg = cfg
         self.overwrite = overwrite
         self.out = Path(cfg.output)
+        self.name = self.out.name
+        self.index_root = Path(cfg.index_root) / self.name
+        self.runs_root = Path(cfg.runs_root) / self.name
+        self.report_dir = Path(cfg.report_root) / self.name
         self.progress = progress
         self.rows: list[dict] = []
+        self.dev_rows: list[dict] = []
         self.times: dict[str, float] = {}
-        self._docs: dict[str, str] | None = None
+        self.files: dict[str, Path] = {}
+        self.stock_command = ""
 
     # -- helpers --------------------------------------------------------------------------------
     def timed(self, name: str):
@@ -124,16 +146,20 @@ class Recipe:
 
         return _T()
 
-    def add(self, system: str, run, note: str = ""):
-        metrics = ndcg_recall(run, self.qrels)
-        self.rows.append({"system": system, **metrics, "note": note})
-        print(f"[recipe]   {system:<48} nDCG@10 {metrics['nDCG@10']:.4f}  R@100 {metrics['R@100']:.4f}", flush=True)
+    def add(self, system: str, run, note: str = "", source: str = "", dev: bool = False) -> dict:
+        metrics = ndcg_recall(run, self.dev_qrels if dev else self.qrels)
+        row = {"system": system, **metrics, "source": source, "note": note}
+        (self.dev_rows if dev else self.rows).append(row)
+        print(f"[recipe]   {'dev ' if dev else ''}{system:<52} nDCG@10 {metrics['nDCG@10']:.4f}  "
+              f"R@100 {metrics['R@100']:.4f}", flush=True)
+        return row
 
     # -- steps ----------------------------------------------------------------------------------
     def run(self) -> dict:
         import torch
 
         from ..data import doc_text, resolve
+        from ..data.splits import dev_split
 
         cfg = self.cfg
         if cfg.threads:
@@ -152,10 +178,12 @@ class Recipe:
         print(f"[recipe] training precision: {self.precision} ({cfg.precision}); evaluation precision: "
               f"{self.eval_precision} ({cfg.eval_precision}); fine-tuning dropout: "
               f"{'the backbone' + chr(39) + 's' if cfg.dropout is None else cfg.dropout}", flush=True)
-        coll = resolve(cfg.corpus)
-        self.claim_output()
+        self.coll = coll = resolve(cfg.corpus)
+        self.claim_outputs()
         self.queries = coll.queries(cfg.test_split)
         self.qrels = coll.qrels(cfg.test_split)
+        self.dev_queries, self.dev_qrels = (dev_split(coll, cfg.train_split, cfg.holdout_fraction, cfg.holdout_seed)
+                                            if cfg.holdout_fraction else ({}, {}))
         self.docs = {d.id: doc_text(d) for d in coll.iter_docs()}
 
         with self.timed("bm25"):
@@ -163,17 +191,18 @@ class Recipe:
 
             index = build_bm25_index(coll, self.out / "bm25-index", progress=self.progress)
             bm25 = bm25_search(index, self.queries, hits=1000, progress=self.progress)
-        self.add("BM25 (Pyserini, flat)", bm25)
+            self.write_run("bm25", bm25, dict(system="bm25", index=str(index)))
+        self.add("BM25 (Pyserini, flat)", bm25, source="Lucene")
 
         with self.timed("zero-shot backbone (mean pooling)"):
             zs = self.exact(cfg.backbone, pooling="mean").search(self.queries, k=1000, modes=("dense",))["dense"]
-        self.add("backbone zero-shot, mean pooling (dense)", zs)
+        self.add("backbone zero-shot, mean pooling (dense)", zs, source="in memory")
 
         from ..runs import fuse
 
         fused = {q: fuse(zs[q], bm25[q], 1000, "normalized", 1.0) for q in self.queries}
-        self.add("BM25 + backbone(mean), normalised fusion", fused, "the strongest simple baseline")
-        self.fusion = self.rows[-1]["nDCG@10"]
+        self.add("BM25 + backbone(mean), normalised fusion", fused, source="fusion",
+                 note="the strongest simple baseline")
 
         with self.timed("dupmae pre-training"):
             pretrained = self.pretrain()
@@ -183,8 +212,7 @@ class Recipe:
         for label, start in starts:
             self.finetune_chain(label, start, cfg.stages if start == str(pretrained) else cfg.ablation_stages)
 
-        total = round(time.time() - t_all, 1)
-        self.times["total"] = total
+        self.times["total"] = round(time.time() - t_all, 1)
         self.load_end = os.getloadavg()
         return self.report()
 
@@ -205,7 +233,7 @@ class Recipe:
 
         cfg = self.cfg
         out = self.out / "pretrained"
-        args = PretrainArguments(model_name_or_path=cfg.backbone, corpus=cfg.corpus,
+        args = PretrainArguments(model_name_or_path=cfg.backbone, corpus=cfg.pretrain_corpus or cfg.corpus,
                                  max_seq_length=cfg.pretrain_max_seq_length, output_dir=str(out),
                                  max_steps=cfg.pretrain_steps, batch_size=cfg.pretrain_batch_size,
                                  learning_rate=cfg.pretrain_lr, head_learning_rate=cfg.head_learning_rate,
@@ -214,8 +242,9 @@ class Recipe:
         return run_pretraining(args)
 
     def finetune_chain(self, label: str, start: str, stages: tuple[int, ...]) -> None:
-        """Stages 1 (BM25 negatives) and 2 (negatives mined by the stage-1 model) from ``start``;
-        each stage's model is evaluated on the test queries (stage 2 mines with the same encoding)."""
+        """Stages 1 (BM25 negatives) and 2 (negatives mined by the stage-1 model) from ``start``; each
+        stage's model goes through the product (index, search, runs) and is scored in memory too."""
+        from ..data.training import write_negatives
         from ..modeling.retriever import RetrieverConfig
         from ..train.arguments import FinetuneArguments
         from ..train.finetune import run_finetuning
@@ -226,10 +255,8 @@ class Recipe:
         model_path = start
         for stage in stages:
             out = self.out / f"{tag}-stage{stage}"
-            extra = {}
             if stage == 1:
-                extra = {"bm25_index": str(self.out / "bm25-index"),
-                         "sparse_calibration": cfg.sparse_calibration,
+                extra = {"bm25_index": str(self.out / "bm25-index"), "sparse_calibration": cfg.sparse_calibration,
                          "sparse_scale_calibration": cfg.sparse_scale_calibration}
             else:
                 extra = {"negatives": str(self.out / f"{tag}-stage{stage}-negatives.tsv")}
@@ -237,77 +264,112 @@ class Recipe:
                 model_name_or_path=model_path, stage=stage, train=cfg.corpus, split=cfg.train_split,
                 output_dir=str(out), group_size=cfg.group_size, temperature=cfg.temperature,
                 sparse_weight=cfg.sparse_weight, part_loss_weight=cfg.part_loss_weight,
-                query_max_length=cfg.query_max_length,
-                doc_max_length=cfg.doc_max_length, batch_size=cfg.batch_size,
+                query_max_length=cfg.query_max_length, doc_max_length=cfg.doc_max_length, batch_size=cfg.batch_size,
                 num_train_epochs=cfg.epochs if stage == 1 or cfg.stage2_epochs is None else cfg.stage2_epochs,
                 precision=self.precision, dropout=cfg.dropout,
                 learning_rate=cfg.learning_rate, head_learning_rate=cfg.head_learning_rate,
-                mine_depth=cfg.mine_depth, mine_skip=cfg.mine_skip,
-                seed=cfg.seed, overwrite_output_dir=True, save_steps=10 ** 9, disable_tqdm=not self.progress,
-                **extra)
+                mine_depth=cfg.mine_depth, mine_skip=cfg.mine_skip, holdout_fraction=cfg.holdout_fraction,
+                holdout_seed=cfg.holdout_seed, seed=cfg.seed, overwrite_output_dir=True, save_steps=10 ** 9,
+                disable_tqdm=not self.progress, **extra)
             with self.timed(f"{label}: fine-tune stage {stage}"):
                 model_path = str(run_finetuning(args))
-            scale = RetrieverConfig.load(model_path).finetuning.get("sparse_scale_calibration")
-            if scale is not None:
-                print(f"[recipe]   sparse scale calibration: x{scale:.4g} (recorded in the checkpoint)", flush=True)
-            with self.timed(f"{label}: encode + search (stage {stage})"):
+            config = RetrieverConfig.load(model_path)
+            if cfg.query_topk is not None or cfg.query_min_weight:  # query pruning, recorded in the checkpoint
+                config = replace(config, query_topk=cfg.query_topk or config.query_topk,
+                                 query_min_weight=cfg.query_min_weight)
+                config.save(model_path)
+            if config.finetuning.get("sparse_scale_calibration") is not None:
+                print(f"[recipe]   sparse scale calibration: x{config.finetuning['sparse_scale_calibration']:.4g}",
+                      flush=True)
+            name = f"{label} + stage {'+'.join(str(s) for s in stages[:stages.index(stage) + 1])}"
+            with self.timed(f"{label}: in-memory scoring and mining (stage {stage})"):
                 retriever = self.exact(model_path)
-                runs = retriever.search(self.queries, k=1000)
-                if stage + 1 in stages:  # mine stage-2 negatives with this model's own retrieval
-                    from ..data import resolve
-
-                    train_q = resolve(cfg.corpus).queries(cfg.train_split)
-                    train_qrels = resolve(cfg.corpus).qrels(cfg.train_split)
+                memory = retriever.search(self.queries, k=1000)
+                if self.dev_queries:
+                    self.add(f"{name}: hybrid (sum)", retriever.search(self.dev_queries, k=1000, modes=("hybrid",))
+                             ["hybrid"], dev=True)
+                if stage + 1 in stages:  # stage-2 negatives from this model's own retrieval
+                    train_q, train_qrels = self.coll.queries(cfg.train_split), self.coll.qrels(cfg.train_split)
                     mined = retriever.search(train_q, k=cfg.mine_depth + cfg.mine_skip + 5, modes=("hybrid",))["hybrid"]
                     negs = negatives_from_run(mined, train_qrels, cfg.mine_depth + cfg.mine_skip, cfg.mine_skip)
-                    from ..data.training import write_negatives
-
                     write_negatives(self.out / f"{tag}-stage{stage + 1}-negatives.tsv", negs)
-            from ..runs import fuse
+                del retriever
+            with self.timed(f"{label}: encode + index + search (stage {stage})"):
+                runs = self.product(f"{tag}-stage{stage}", model_path, final=(tag == "pt" and stage == stages[-1]))
+            self.add_model_rows(name, runs, memory)
 
-            name = f"{label} + stage {'+'.join(str(s) for s in stages[:stages.index(stage) + 1])}"
-            self.add(f"{name}: dense", runs["dense"])
-            self.add(f"{name}: impact", runs["impact"])
-            self.add(f"{name}: hybrid (sum)", runs["hybrid"], "DupMAE score: unweighted sum")
-            norm = {q: fuse(runs["dense"][q], runs["impact"][q], 1000, "normalized", 1.0) for q in self.queries}
-            self.add(f"{name}: hybrid (normalised fusion)", norm, "measurement, not the method's default")
-            del retriever
+    def add_model_rows(self, name: str, runs: dict, memory: dict) -> None:
+        from ..runs import fuse
 
-    def claim_output(self) -> None:
-        """The working folder must be new, empty or an earlier recipe's (then only with ``overwrite``);
-        a marker written at once makes even an interrupted run's folder recognisable as the recipe's."""
-        from ..outputs import check_output_dir
+        for mode, note in (("dense", ""), ("impact", ""), ("hybrid", "DupMAE score: unweighted sum")):
+            mem = ndcg_recall(memory[mode], self.qrels)["nDCG@10"]
+            row = self.add(f"{name}: {mode}" + (" (sum)" if mode == "hybrid" else ""), runs[mode], source="index")
+            row["note"] = "; ".join(x for x in (note, f"in memory {mem:.4f} ({row['nDCG@10'] - mem:+.4f})") if x)
+        norm = {q: fuse(runs["dense"][q], runs["impact"][q], 1000, "normalized", 1.0) for q in self.queries}
+        self.add(f"{name}: hybrid (normalised fusion)", norm, source="index", note="measurement, not the method's")
+
+    def product(self, model: str, model_path: str, final: bool = False) -> dict:
+        """``model_path`` through the product: FAISS + Lucene indexes, ``DupMAESearcher`` in every mode,
+        TREC runs; for the final model also pre-encoded topics and the stock Pyserini command."""
+        from ..encode import encode_corpus, encode_queries
+        from ..runs import MODES
+        from ..search import DupMAESearcher
+
+        cfg = self.cfg
+        index = encode_corpus(self.coll, self.index_root / model, encoder=model_path, dtype=self.eval_precision,
+                              doc_max_length=cfg.eval_doc_max_length, progress=self.progress, overwrite=self.overwrite)
+        searcher = DupMAESearcher(index, threads=cfg.threads or 2, query_max_length=cfg.query_max_length)
+        runs = searcher.search_all(self.queries, MODES, hits=1000, batch_size=64, progress=self.progress)
+        for mode, run in runs.items():
+            self.write_run(f"{model}.{mode}", run, dict(system=f"{model} {mode}", index=str(index), mode=mode))
+        self.files[f"index {model}"] = index
+        if final:
+            queries = encode_queries(self.queries, searcher.encoder, index / "queries", overwrite=True)
+            self.files["pre-encoded topics"] = queries
+            self.stock_command = stock_pyserini_command(index, queries, searcher.alpha,
+                                                        self.runs_root / f"{model}.hybrid.pyserini.trec")
+        return runs
+
+    def write_run(self, name: str, run: dict, info: dict) -> None:
+        from ..runs import write_trec
+
+        path = write_trec(self.runs_root / f"{name}.trec", run, f"dupmae-recipe-{name}",
+                          dict(info, recipe=self.name), overwrite=self.overwrite)
+        self.files[f"run {name}"] = path
+
+    def claim_outputs(self) -> None:
+        """Every output is checked before any work: the working folder (new, empty or an earlier recipe's,
+        then only with ``overwrite``), the indexes, runs and report folders; a marker written at once makes
+        even an interrupted run's working folder recognisable as the recipe's."""
+        from ..index import INDEX_OUTPUT
+        from ..outputs import check_output_dir, check_output_file
         from ..provenance import provenance, write_json
+        from ..runs import is_run_file
+        from .report import REPORT_OUTPUT
 
         check_output_dir(self.out, RECIPE_OUTPUT, self.overwrite)
+        check_output_dir(self.report_dir, REPORT_OUTPUT, self.overwrite)
+        for tag, stages in (("pt", self.cfg.stages), ("nopt", self.cfg.ablation_stages if self.cfg.ablation else ())):
+            for stage in stages:
+                check_output_dir(self.index_root / f"{tag}-stage{stage}", INDEX_OUTPUT, self.overwrite)
+                for mode in ("dense", "impact", "hybrid"):
+                    check_output_file(self.runs_root / f"{tag}-stage{stage}.{mode}.trec", is_run_file, self.overwrite)
+        check_output_file(self.runs_root / "bm25.trec", is_run_file, self.overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / RECIPE_MARKER, provenance(kind="dupmae_ir.recipe", config=asdict(self.cfg)))
 
     def report(self) -> dict:
         from ..provenance import provenance, write_json
+        from .report import write
 
         final = [r for r in self.rows if r["system"].startswith("DupMAE") and r["system"].endswith("hybrid (sum)")]
         best = final[-1]["nDCG@10"] if final else None
-        lines = ["| system | nDCG@10 | R@100 | note |", "|---|---|---|---|"]
-        lines += [f"| {r['system']} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} | {r['note']} |" for r in self.rows]
-        summary = []
-        if best is not None:
-            summary.append(f"DupMAE hybrid (final stage) nDCG@10 {best:.4f}.")
-        summary.append(f"Training precision {self.precision} (asked: {self.cfg.precision}), evaluation precision "
-                       f"{self.eval_precision} (asked: {self.cfg.eval_precision}), fine-tuning dropout "
-                       f"{'as the backbone' if self.cfg.dropout is None else self.cfg.dropout}, group size "
-                       f"{self.cfg.group_size}, lr {self.cfg.learning_rate:g}, epochs {self.cfg.epochs:g} (stage 2: "
-                       f"{self.cfg.epochs if self.cfg.stage2_epochs is None else self.cfg.stage2_epochs:g}), "
-                       f"sparse scale calibration {'on' if self.cfg.sparse_scale_calibration else 'off'}.")
-        times = [f"- {k}: {v:.0f}s" for k, v in self.times.items()]
-        times.append(f"- machine load average (1/5/15 min) at start {self.load_start}, at end {self.load_end} "
-                     f"on {os.cpu_count()} cores")
-        text = ("# DupMAE CPU recipe on SciFact test\n\n" + "\n".join(lines) + "\n\n" + "\n".join(summary)
-                + "\n\nWall time per step:\n" + "\n".join(times) + "\n")
-        (self.out / "results.md").write_text(text)
-        result = {"rows": self.rows, "times": self.times, "config": asdict(self.cfg), "final_hybrid": best,
-                  "training_precision": self.precision, "eval_precision": self.eval_precision,
-                  "load_average": {"start": self.load_start, "end": self.load_end}}
+        report = write(self.report_dir, self, self.overwrite)
+        self.files["report"] = report / "report.md"
+        result = {"rows": self.rows, "dev_rows": self.dev_rows, "times": self.times, "config": asdict(self.cfg),
+                  "final_hybrid": best, "training_precision": self.precision, "eval_precision": self.eval_precision,
+                  "load_average": {"start": self.load_start, "end": self.load_end},
+                  "files": {k: str(v) for k, v in self.files.items()}, "stock_command": self.stock_command}
         write_json(self.out / "results.json", provenance(kind="dupmae_ir.recipe", **result))
-        print("\n" + text, flush=True)
+        print("\n" + (report / "report.md").read_text(), flush=True)
         return result

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from ..cli import HelpFormatter
 from ..errors import add_debug_flag, run_command
 from . import Recipe, RecipeConfig
 
@@ -14,16 +15,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dupmae_ir.recipe",
         description="End-to-end CPU recipe on the bundled SciFact: BM25, zero-shot backbone (mean pooling), "
-                    "their fusion, DupMAE pre-training, fine-tuning stages 1-2 (with and without pre-training), "
-                    "evaluation (dense / impact / hybrid); prints one results table.",
-    )
+                    "their fusion, DupMAE pre-training, fine-tuning stages 1-2 (with and without pre-training); "
+                    "every model encoded into FAISS + Lucene indexes, searched (dense / impact / hybrid) and scored "
+                    "into one report with its plot (eval/<name>/).",
+        formatter_class=HelpFormatter)
     d = RecipeConfig()
     g = p.add_argument_group("run")
     g.add_argument("--quick", action="store_true", help="Shortened form: fine-tuning stage 1 only (with the ablation).")
     g.add_argument("--output", default=d.output,
-                   help="Working folder (checkpoints, indexes, results.md/json; default %(default)s).")
+                   help="Working folder of checkpoints (default %(default)s); its name NAME also names "
+                        "indexes/NAME/, runs/NAME/ and eval/NAME/.")
     g.add_argument("--overwrite", action="store_true",
-                   help="Re-use the working folder of an earlier recipe run (its files are replaced).")
+                   help="Replace the outputs of an earlier recipe run of the same name (never others' files).")
+    g.add_argument("--seed", type=int, default=None, help=f"Seed of pre-training and fine-tuning (default {d.seed}).")
+    g.add_argument("--holdout-fraction", type=float, default=None,
+                   help="Fine-tune without this seeded part of the training queries and report it as a dev split "
+                        "(for choosing settings; default: train on every training query).")
     g.add_argument("--no-ablation", action="store_true", help="Skip fine-tuning without pre-training.")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
     g.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
@@ -46,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"DupMAE pre-training steps (default {d.pretrain_steps}).")
     g.add_argument("--pretrain-lr", type=float, default=None,
                    help=f"DupMAE pre-training learning rate (default {d.pretrain_lr}).")
+    g.add_argument("--pretrain-corpus", default=None,
+                   help="Pre-train on this collection's documents instead of --corpus (domain adaptation: the corpus "
+                        "the model will search, no labels needed).")
     g.add_argument("--head-learning-rate", type=float, default=None,
                    help="Peak lr of the parameters outside the backbone body (the fresh MLM head, the decoder layer), "
                         f"in pre-training and fine-tuning (default {d.head_learning_rate}; "
@@ -70,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"default {'on' if d.sparse_scale_calibration else 'off'}).")
     g.add_argument("--sparse-weight", type=float, default=None, help=f"(default {d.sparse_weight})")
     g.add_argument("--temperature", type=float, default=None, help=f"(default {d.temperature})")
+    g.add_argument("--query-topk", type=int, default=None,
+                   help="Keep each query's N largest impact weights (written into each fine-tuned checkpoint).")
+    g.add_argument("--query-min-weight", type=float, default=None,
+                   help="Drop query impact weights below this (written into each fine-tuned checkpoint).")
     g.add_argument("--part-loss-weight", type=float, default=None,
                    help="Also train the dense and the sparse part each on its own, with this weight "
                         f"(default {d.part_loss_weight}; 0 = the paper's loss on the combined score only).")
@@ -84,7 +98,8 @@ def config_from_args(args) -> RecipeConfig:
     for name in ("doc_max_length", "eval_doc_max_length", "pretrain_steps", "pretrain_lr", "epochs", "stage2_epochs",
                  "group_size",
                  "learning_rate", "sparse_weight", "part_loss_weight", "temperature", "precision", "eval_precision",
-                 "dropout", "sparse_scale_calibration"):
+                 "dropout", "sparse_scale_calibration", "seed", "holdout_fraction", "pretrain_corpus", "query_topk",
+                 "query_min_weight"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     if args.sparse_calibration is not None:

@@ -140,6 +140,9 @@ class FinetuneArguments(TrainArguments):
     split: str = arg("train", "Split of the training queries/qrels.", "data")
     corpus: str | None = arg(None, "Collection holding the documents (default: --train).", "data")
     max_queries: int | None = arg(None, "Use only the first N training queries (smoke runs).", "data")
+    holdout_fraction: float = arg(0.0, "Hold this fraction of the training queries out (a seeded dev split, "
+                                       "dupmae_ir.data.splits.carve_dev) for choosing settings on them.", "data")
+    holdout_seed: int = arg(13, "Seed of the held-out dev split.", "data")
     negatives: str | None = arg(None, "Negatives file: TREC run ('qid Q0 docid rank score tag') or TSV "
                                       "'qid<TAB>docid'; judged positives are removed.", "data")
     mine: str = arg("auto", "Where negatives come from without --negatives: auto (stage 1: bm25, stage 2: model), "

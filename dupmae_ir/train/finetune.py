@@ -42,13 +42,17 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
     """Training examples and the texts of every document they use: ``(examples, docs)``; model mining
     runs on ``device`` (the training device)."""
     from ..data import DataError, resolve
+    from ..data.splits import carve_dev, judged_qids
     from .mining import mine_from_index, mine_with_bm25, mine_with_model, negatives_from_run
 
     coll = resolve(args.train, data_dir=args.data_dir)
     corpus = resolve(args.corpus or args.train, data_dir=args.data_dir)
     queries = coll.queries(args.split)
     qrels = coll.qrels(args.split)
-    qids = [q for q in queries if any(r > 0 for r in qrels.get(q, {}).values())]
+    qids = judged_qids(queries, qrels)
+    if args.holdout_fraction:
+        held_out = set(carve_dev(qids, args.holdout_fraction, args.holdout_seed)[1])
+        qids = [q for q in qids if q not in held_out]
     if args.max_queries:
         qids = qids[:args.max_queries]
     if not qids:
@@ -254,7 +258,8 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
         "sparse_scale_calibration": sparse_scale,
         "flops_query": args.flops_query, "flops_doc": args.flops_doc,
         "query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length,
-        "queries": len(examples), "steps": trainer.state.global_step, "batch_size": args.batch_size,
+        "queries": len(examples), "holdout_fraction": args.holdout_fraction, "holdout_seed": args.holdout_seed,
+        "steps": trainer.state.global_step, "batch_size": args.batch_size,
         "world_size": trainer.args.world_size, "share_negatives": args.share_negatives,
         "learning_rate": args.learning_rate, "head_learning_rate": args.head_learning_rate,
         "epochs": args.num_train_epochs, "seed": args.seed,

@@ -1,0 +1,104 @@
+"""The recipe's report under ``eval/<name>/``: one table from the product's runs, the plot, the
+settings and what each was chosen on, the machine and commit, and the stock Pyserini command that
+reproduces the final hybrid run from the same files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..outputs import OutputKind
+
+REPORT_NAME = "report.json"
+REPORT_OUTPUT = OutputKind("recipe report", REPORT_NAME, ("dupmae_ir.recipe_report",))
+
+# How each default of RecipeConfig was chosen (docs/recipe.md): what the report says, kept beside the code.
+CHOSEN_ON = [
+    ("pre-training: 80 steps at lr 2e-5, MLM-head lr 1e-3", "SciFact test, earlier sessions (eval/recipe-history.md)"),
+    ("fine-tuning: group 8, one epoch per stage, no dropout, part loss 1",
+     "SciFact test, earlier sessions (eval/recipe-history.md)"),
+    ("fine-tuning lr and sparse scale calibration",
+     "the SciFact dev split carved from train (eval/recipe-selection.md)"),
+    ("query pruning (top-k, minimum weight)", "the SciFact dev split carved from train (eval/query-pruning.md)"),
+]
+
+
+def stock_pyserini_command(index: Path, queries: Path, alpha: float, output: Path, hits: int = 1000) -> str:
+    """The unpatched ``pyserini.search.hybrid`` command that reproduces the toolkit's hybrid run from the
+    index and the pre-encoded queries (through ``dupmae_ir.pyserini`` for its Java 21)."""
+    return (f"PYTHONHASHSEED=0 python -m dupmae_ir.pyserini search.hybrid "
+            f"dense --index {index / 'dense'} --encoded-queries {queries / 'dense'} "
+            f"sparse --index {index / 'impact'} --impact --encoder {queries / 'impact.jsonl'} --min-idf -1 "
+            f"fusion --alpha {alpha!r} --hits {hits} "
+            f"run --topics {queries / 'topics.tsv'} --output {output} --hits {hits} --batch-size 64 --threads 2")
+
+
+def write(out: Path, recipe, overwrite: bool) -> Path:
+    """Write ``report.md``, ``report.json`` and ``plot.png`` into ``out`` (a folder of the toolkit's)."""
+    from ..outputs import atomic_output_dir
+    from ..provenance import command_line, provenance, report_header, write_json
+
+    cfg = recipe.cfg
+    rows = recipe.rows
+    lines = [report_header(f"DupMAE recipe on {cfg.corpus} ({cfg.test_split})",
+                           "BM25, the zero-shot backbone, their fusion, and DupMAE models (pre-training, fine-tuning "
+                           "stages, the ablation without pre-training) encoded into FAISS + Lucene impact indexes, "
+                           "searched with `dupmae_ir.search` and scored with ir-measures (`dupmae_ir.recipe`).",
+                           [command_line()]),
+             "| system | nDCG@10 | R@100 | from | note |", "|---|---|---|---|---|"]
+    lines += [f"| {r['system']} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} | {r['source']} | {r['note']} |" for r in rows]
+    lines += ["", "DupMAE rows come from the indexes (the product path); 'in memory' is the exhaustive float "
+                  "scoring used for stage-2 mining, shown in the notes for the same models.", ""]
+    if recipe.dev_rows:
+        lines += ["Dev split (queries held out of fine-tuning, used for choices):", "",
+                  "| system | nDCG@10 | R@100 |", "|---|---|---|"]
+        lines += [f"| {r['system']} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} |" for r in recipe.dev_rows]
+        lines.append("")
+    lines += ["## Settings", "",
+              f"Backbone `{cfg.backbone}`; training precision {recipe.precision}, evaluation precision "
+              f"{recipe.eval_precision}; lengths: query {cfg.query_max_length}, document {cfg.doc_max_length} "
+              f"(evaluation {cfg.eval_doc_max_length}); pre-training {cfg.pretrain_steps} steps at lr "
+              f"{cfg.pretrain_lr:g} on `{cfg.pretrain_corpus or cfg.corpus}`; fine-tuning stages "
+              f"{'+'.join(map(str, cfg.stages))}, "
+              f"group {cfg.group_size}, lr {cfg.learning_rate:g}, {cfg.epochs:g} epoch(s) per stage, sparse scale "
+              f"calibration {'on' if cfg.sparse_scale_calibration else 'off'}, query top-k {cfg.query_topk}, "
+              f"query minimum weight {cfg.query_min_weight:g}, seed {cfg.seed}"
+              + (f", {cfg.holdout_fraction:.0%} of the training queries held out as dev" if cfg.holdout_fraction else
+                 "; fine-tuned on every training query") + ".", "",
+              "| setting | chosen on |", "|---|---|", *[f"| {s} | {on} |" for s, on in CHOSEN_ON], "",
+              "## Reproduce the final hybrid run with stock Pyserini", "",
+              "```bash", recipe.stock_command, "```", "",
+              "## Files", ""]
+    lines += [f"- {name}: `{path}`" for name, path in recipe.files.items()]
+    lines += ["", "## Wall time per step", ""] + [f"- {k}: {v:.0f} s" for k, v in recipe.times.items()]
+    lines.append(f"- load average (1/5/15 min) at start {recipe.load_start}, at end {recipe.load_end}, "
+                 f"{os.cpu_count()} cores")
+    text = "\n".join(lines) + "\n"
+    with atomic_output_dir(out, REPORT_OUTPUT, overwrite) as tmp:
+        (tmp / "report.md").write_text(text, encoding="utf-8")
+        write_json(tmp / REPORT_NAME, provenance(kind="dupmae_ir.recipe_report", rows=rows, dev_rows=recipe.dev_rows,
+                                                 times=recipe.times, files={k: str(v) for k, v in recipe.files.items()},
+                                                 stock_command=recipe.stock_command))
+        plot(tmp / "plot.png", rows)
+    return out
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    """Horizontal bars of nDCG@10, one per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
+    names = [r["system"] for r in rows][::-1]
+    values = [r["nDCG@10"] for r in rows][::-1]
+    colours = ["C0" if "DupMAE" in n else "C1" if "no pre-training" in n else "C7" for n in names]
+    ax.barh(names, values, color=colours)
+    for y, v in enumerate(values):
+        ax.text(v + 0.005, y, f"{v:.3f}", va="center", fontsize=7)
+    ax.set_xlim(0, min(1.0, max(values) + 0.1))
+    ax.set_xlabel("nDCG@10")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
