@@ -117,3 +117,23 @@ def test_recipe_defaults_and_training_flags():
     assert old.eval_precision == "fp32"
     both = config_from_args(build_parser().parse_args(["--ablation-stages", "1,2"]))
     assert both.ablation_stages == (1, 2) and both.stages == (1, 2)
+
+
+def test_selection_run_reads_no_test_split(tmp_path):
+    """``test=False`` (what bench/recipe_study.py runs): dev rows only, nothing indexed, and the test
+    split is never read (its qrels file is removed here)."""
+    from dupmae_ir.recipe import Recipe, RecipeConfig
+
+    toy = make_collection(tmp_path / "beir", n_docs=32, n_queries=24)
+    tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=3)
+    assert not (toy / "qrels" / "test.tsv").exists()
+    cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "sel"), doc_max_length=32,
+                       eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
+                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1,), ablation=False,
+                       group_size=3, holdout_fraction=0.25, test=False, index_root=str(tmp_path / "indexes"),
+                       runs_root=str(tmp_path / "runs"), report_root=str(tmp_path / "eval"))
+    result = Recipe(cfg, progress=False).run()
+    assert result["rows"] == []
+    assert [r["system"] for r in result["dev_rows"]] == ["DupMAE pre-trained + stage 1: hybrid (sum)"]
+    assert not (tmp_path / "indexes").exists() and not (tmp_path / "runs").exists()
+    assert "Dev split" in (tmp_path / "eval" / "sel" / "report.md").read_text()

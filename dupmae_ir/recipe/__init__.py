@@ -92,6 +92,8 @@ class RecipeConfig:
     pretrain_corpus: str | None = None  # DupMAE pre-training on another corpus (domain adaptation); None: corpus
     holdout_fraction: float = 0.0  # > 0: fine-tune without this seeded dev part of the training queries, report it
     holdout_seed: int = 13
+    test: bool = True  # False: a selection run (dev rows only; the test split is never read, nothing is indexed)
+    pretrained: str | None = None  # start from this DupMAE pre-trained checkpoint instead of pre-training
     # where the product's artifacts go: <index_root>/<name>/<model>, <runs_root>/<name>/, <report_root>/<name>/
     index_root: str = "indexes"
     runs_root: str = "runs"
@@ -180,8 +182,12 @@ class Recipe:
               f"{'the backbone' + chr(39) + 's' if cfg.dropout is None else cfg.dropout}", flush=True)
         self.coll = coll = resolve(cfg.corpus)
         self.claim_outputs()
-        self.queries = coll.queries(cfg.test_split)
-        self.qrels = coll.qrels(cfg.test_split)
+        if cfg.test:
+            self.queries, self.qrels = coll.queries(cfg.test_split), coll.qrels(cfg.test_split)
+        else:
+            self.queries, self.qrels = {}, {}
+            if not cfg.holdout_fraction:
+                raise ValueError("a selection run (test=False) needs holdout_fraction > 0: it reports the dev split")
         self.dev_queries, self.dev_qrels = (dev_split(coll, cfg.train_split, cfg.holdout_fraction, cfg.holdout_seed)
                                             if cfg.holdout_fraction else ({}, {}))
         self.docs = {d.id: doc_text(d) for d in coll.iter_docs()}
@@ -190,22 +196,23 @@ class Recipe:
             from ..bm25 import bm25_search, build_bm25_index
 
             index = build_bm25_index(coll, self.out / "bm25-index", progress=self.progress)
-            bm25 = bm25_search(index, self.queries, hits=1000, progress=self.progress)
-            self.write_run("bm25", bm25, dict(system="bm25", index=str(index)))
-        self.add("BM25 (Pyserini, flat)", bm25, source="Lucene")
+            if cfg.test:
+                bm25 = bm25_search(index, self.queries, hits=1000, progress=self.progress)
+                self.write_run("bm25", bm25, dict(system="bm25", index=str(index)))
+                self.add("BM25 (Pyserini, flat)", bm25, source="Lucene")
+        if cfg.test:
+            with self.timed("zero-shot backbone (mean pooling)"):
+                zs = self.exact(cfg.backbone, pooling="mean").search(self.queries, k=1000, modes=("dense",))["dense"]
+            self.add("backbone zero-shot, mean pooling (dense)", zs, source="in memory")
 
-        with self.timed("zero-shot backbone (mean pooling)"):
-            zs = self.exact(cfg.backbone, pooling="mean").search(self.queries, k=1000, modes=("dense",))["dense"]
-        self.add("backbone zero-shot, mean pooling (dense)", zs, source="in memory")
+            from ..runs import fuse
 
-        from ..runs import fuse
-
-        fused = {q: fuse(zs[q], bm25[q], 1000, "normalized", 1.0) for q in self.queries}
-        self.add("BM25 + backbone(mean), normalised fusion", fused, source="fusion",
-                 note="the strongest simple baseline")
+            fused = {q: fuse(zs[q], bm25[q], 1000, "normalized", 1.0) for q in self.queries}
+            self.add("BM25 + backbone(mean), normalised fusion", fused, source="fusion",
+                     note="the strongest simple baseline")
 
         with self.timed("dupmae pre-training"):
-            pretrained = self.pretrain()
+            pretrained = Path(cfg.pretrained) if cfg.pretrained else self.pretrain()
         starts = [("DupMAE pre-trained", str(pretrained))]
         if cfg.ablation:
             starts.append(("no pre-training", cfg.backbone))
@@ -284,7 +291,7 @@ class Recipe:
             name = f"{label} + stage {'+'.join(str(s) for s in stages[:stages.index(stage) + 1])}"
             with self.timed(f"{label}: in-memory scoring and mining (stage {stage})"):
                 retriever = self.exact(model_path)
-                memory = retriever.search(self.queries, k=1000)
+                memory = retriever.search(self.queries, k=1000) if cfg.test else None
                 if self.dev_queries:
                     self.add(f"{name}: hybrid (sum)", retriever.search(self.dev_queries, k=1000, modes=("hybrid",))
                              ["hybrid"], dev=True)
@@ -294,9 +301,10 @@ class Recipe:
                     negs = negatives_from_run(mined, train_qrels, cfg.mine_depth + cfg.mine_skip, cfg.mine_skip)
                     write_negatives(self.out / f"{tag}-stage{stage + 1}-negatives.tsv", negs)
                 del retriever
-            with self.timed(f"{label}: encode + index + search (stage {stage})"):
-                runs = self.product(f"{tag}-stage{stage}", model_path, final=(tag == "pt" and stage == stages[-1]))
-            self.add_model_rows(name, runs, memory)
+            if cfg.test:
+                with self.timed(f"{label}: encode + index + search (stage {stage})"):
+                    runs = self.product(f"{tag}-stage{stage}", model_path, final=(tag == "pt" and stage == stages[-1]))
+                self.add_model_rows(name, runs, memory)
 
     def add_model_rows(self, name: str, runs: dict, memory: dict) -> None:
         from ..runs import fuse
@@ -349,12 +357,14 @@ class Recipe:
 
         check_output_dir(self.out, RECIPE_OUTPUT, self.overwrite)
         check_output_dir(self.report_dir, REPORT_OUTPUT, self.overwrite)
-        for tag, stages in (("pt", self.cfg.stages), ("nopt", self.cfg.ablation_stages if self.cfg.ablation else ())):
+        products = (("pt", self.cfg.stages), ("nopt", self.cfg.ablation_stages if self.cfg.ablation else ()))
+        for tag, stages in products if self.cfg.test else ():
             for stage in stages:
                 check_output_dir(self.index_root / f"{tag}-stage{stage}", INDEX_OUTPUT, self.overwrite)
                 for mode in ("dense", "impact", "hybrid"):
                     check_output_file(self.runs_root / f"{tag}-stage{stage}.{mode}.trec", is_run_file, self.overwrite)
-        check_output_file(self.runs_root / "bm25.trec", is_run_file, self.overwrite)
+        if self.cfg.test:
+            check_output_file(self.runs_root / "bm25.trec", is_run_file, self.overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / RECIPE_MARKER, provenance(kind="dupmae_ir.recipe", config=asdict(self.cfg)))
 

@@ -78,7 +78,8 @@ def write(out: Path, recipe, overwrite: bool) -> Path:
         write_json(tmp / REPORT_NAME, provenance(kind="dupmae_ir.recipe_report", rows=rows, dev_rows=recipe.dev_rows,
                                                  times=recipe.times, files={k: str(v) for k, v in recipe.files.items()},
                                                  stock_command=recipe.stock_command))
-        plot(tmp / "plot.png", rows)
+        if rows:
+            plot(tmp / "plot.png", rows)
     return out
 
 

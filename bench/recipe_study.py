@@ -1,0 +1,173 @@
+"""Choices of the CPU recipe made on a dev split carved from SciFact train (never on test), and the
+recipe's spread over seeds. Each subcommand writes a Markdown report (command, date, machine, commit).
+
+    python bench/recipe_study.py select  [--learning-rates 5e-5,1.5e-4] [--calibration on,off]
+                                         [--report eval/recipe-selection.md]
+    python bench/recipe_study.py pruning --model CKPT [--report eval/query-pruning.md]
+    python bench/recipe_study.py seeds   [--seeds 1,2,3] [--report eval/recipe-seeds.md]
+
+- ``select``: DupMAE pre-training once, then fine-tuning stage 1 with each learning rate and sparse
+  scale calibration on/off, on the training queries minus a seeded 20% dev part, scored on that dev
+  part (hybrid nDCG@10, exhaustive in memory); the best is the recipe's default.
+- ``pruning``: for a checkpoint fine-tuned without the dev part, the dev hybrid nDCG@10 and the mean
+  impact terms per query for query top-k 16..1024 and minimum weights; the smallest pruning within
+  0.002 of the unpruned dev score is chosen.
+- ``seeds``: the whole recipe (no ablation) with each seed, through the product; mean and standard
+  deviation of every row on the test split.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOPKS = (16, 32, 64, 128, 256, 1024)
+MIN_WEIGHTS = (0.0, 0.05, 0.1, 0.2)
+
+
+def sd(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def write_report(path: str, title: str, what: str, body: list[str]) -> None:
+    from dupmae_ir.provenance import command_line, report_header
+
+    text = report_header(title, what, [command_line()]) + "\n" + "\n".join(body) + "\n"
+    Path(path).write_text(text, encoding="utf-8")
+    print(text)
+
+
+def select(args) -> None:
+    from dupmae_ir.recipe import Recipe, RecipeConfig
+
+    variants = [(float(lr), cal == "on") for lr in args.learning_rates.split(",")
+                for cal in args.calibration.split(",")]
+    results, pretrained = [], None
+    for i, (lr, cal) in enumerate(variants):
+        cfg = RecipeConfig(output=f"{args.work}/select-{i}", stages=(1,), ablation=False, test=False,
+                           holdout_fraction=args.holdout, learning_rate=lr, sparse_scale_calibration=cal,
+                           pretrained=pretrained, report_root=f"{args.work}/eval", seed=args.seed)
+        start = time.time()
+        result = Recipe(cfg, progress=False, overwrite=True).run()
+        pretrained = pretrained or f"{args.work}/select-0/pretrained"
+        row = result["dev_rows"][-1]
+        results.append((lr, cal, row["nDCG@10"], row["R@100"], time.time() - start))
+    best = max(results, key=lambda r: r[2])
+    body = ["| fine-tuning lr | sparse scale calibration | dev nDCG@10 (hybrid) | dev R@100 | seconds |",
+            "|---|---|---|---|---|"]
+    body += [f"| {lr:g} | {'on' if cal else 'off'} | {n:.4f} | {r:.4f} | {t:.0f} |" for lr, cal, n, r, t in results]
+    body += ["", f"Chosen: lr {best[0]:g}, sparse scale calibration {'on' if best[1] else 'off'} (best dev hybrid "
+                 f"nDCG@10). Stage 1 only, one epoch, group 8, seed {args.seed}; the dev split is "
+                 f"{args.holdout:.0%} of SciFact train (seed 13), held out of fine-tuning; the test split is not read."]
+    write_report(args.report, "Recipe selection on the SciFact dev split",
+                 "The fine-tuning learning rate and the sparse scale calibration of the CPU recipe, chosen on a dev "
+                 "split carved from the training queries (`bench/recipe_study.py select`).", body)
+
+
+def pruning(args) -> None:
+    import torch
+
+    from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.data.splits import dev_split
+    from dupmae_ir.encoder import ExactRetriever, resolve_dtype
+    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.runs import score_run
+
+    coll = resolve(args.corpus)
+    dev_q, dev_qrels = dev_split(coll, "train", args.holdout, 13)
+    docs = {d.id: doc_text(d) for d in coll.iter_docs()}
+    model, tok = DupMAERetriever.from_pretrained(args.model)
+    ft = model.config.finetuning or {}
+    if ft.get("holdout_fraction") != args.holdout:
+        raise SystemExit(f"{args.model} was fine-tuned with holdout_fraction={ft.get('holdout_fraction')}: its dev "
+                         f"scores would be scores on training queries; fine-tune with {args.holdout}")
+    retriever = ExactRetriever(model, tok, doc_max_length=args.doc_max_length, dtype=resolve_dtype("auto", "cpu"))
+    retriever.index(list(docs), list(docs.values()), progress=False)
+    rows = []
+    for topk in TOPKS:
+        for min_w in MIN_WEIGHTS:
+            retriever.query_topk, retriever.query_min_weight = topk, min_w
+            _, _, q_sparse = retriever._encode(list(dev_q.values()), retriever.query_max_length, topk,
+                                               min_weight=min_w)
+            terms = float((q_sparse.to_dense() > 0).sum(dim=1).float().mean())
+            with torch.inference_mode():
+                run = retriever.search(dev_q, k=1000, modes=("hybrid",))["hybrid"]
+            scores = score_run(run, dev_qrels, ("nDCG@10", "R@100")).values
+            rows.append((topk, min_w, terms, scores["nDCG@10"], scores["R@100"]))
+            print(rows[-1], flush=True)
+    full = next(r for r in rows if r[0] == max(TOPKS) and r[1] == 0.0)
+    ok = [r for r in rows if r[3] >= full[3] - args.tolerance]
+    chosen = min(ok, key=lambda r: (r[2], -r[3]))
+    body = ["| query top-k | minimum weight | impact terms per query (mean) | dev nDCG@10 (hybrid) | dev R@100 |",
+            "|---|---|---|---|---|"]
+    body += [f"| {k} | {w:g} | {t:.1f} | {n:.4f} | {r:.4f} |" for k, w, t, n, r in rows]
+    body += ["", f"Chosen: query top-k {chosen[0]}, minimum weight {chosen[1]:g}: {chosen[2]:.1f} terms per query "
+                 f"(unpruned: {full[2]:.1f}), dev nDCG@10 {chosen[3]:.4f} against {full[3]:.4f} unpruned (the fewest "
+                 f"terms within {args.tolerance} of it). Model `{args.model}`, fine-tuned without the dev split "
+                 f"({args.holdout:.0%} of SciFact train, seed 13); exhaustive in-memory scoring; the test split is "
+                 "not read."]
+    write_report(args.report, "Query pruning chosen on the SciFact dev split",
+                 "How many impact terms a DupMAE query keeps (top-k, minimum weight), chosen on a dev split carved "
+                 "from the training queries (`bench/recipe_study.py pruning`).", body)
+
+
+def seeds(args) -> None:
+    from dupmae_ir.recipe import Recipe, RecipeConfig
+
+    per_system: dict[str, list[tuple[float, float]]] = {}
+    times = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        cfg = RecipeConfig(output=f"{args.work}/seed-{seed}", ablation=False, seed=seed,
+                           index_root=f"{args.work}/indexes", runs_root=f"{args.work}/runs",
+                           report_root=f"{args.work}/eval")
+        result = Recipe(cfg, progress=False, overwrite=True).run()
+        times.append(result["times"]["total"])
+        for row in result["rows"]:
+            per_system.setdefault(row["system"], []).append((row["nDCG@10"], row["R@100"]))
+    n = len(times)
+    body = [f"| system | nDCG@10 mean | std | R@100 mean | std | per seed nDCG@10 ({args.seeds}) |",
+            "|---|---|---|---|---|---|"]
+    for system, values in per_system.items():
+        nd, rc = [v[0] for v in values], [v[1] for v in values]
+        body.append(f"| {system} | {statistics.mean(nd):.4f} | {sd(nd):.4f} | {statistics.mean(rc):.4f} | "
+                    f"{sd(rc):.4f} | {' / '.join(f'{x:.4f}' for x in nd)} |")
+    body += ["", f"{n} runs of the recipe's defaults (no ablation), one per seed (pre-training and fine-tuning "
+                 f"seeds); DupMAE rows from the indexes (`dupmae_ir.search`); standard deviation over seeds (n-1). "
+                 f"Wall time per run: {', '.join(f'{t:.0f} s' for t in times)}."]
+    write_report(args.report, "The CPU recipe over seeds (SciFact test)",
+                 "Mean and standard deviation of every row of the recipe's table over seeds "
+                 "(`bench/recipe_study.py seeds`).", body)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="study", required=True)
+    s = sub.add_parser("select")
+    s.add_argument("--learning-rates", default="5e-5,1.5e-4")
+    s.add_argument("--calibration", default="on,off")
+    s.add_argument("--report", default="eval/recipe-selection.md")
+    s = sub.add_parser("pruning")
+    s.add_argument("--model", required=True, help="a checkpoint fine-tuned with the same --holdout")
+    s.add_argument("--corpus", default="default")
+    s.add_argument("--doc-max-length", type=int, default=128)
+    s.add_argument("--tolerance", type=float, default=0.002)
+    s.add_argument("--report", default="eval/query-pruning.md")
+    s = sub.add_parser("seeds")
+    s.add_argument("--seeds", default="1,2,3")
+    s.add_argument("--report", default="eval/recipe-seeds.md")
+    for sp in sub.choices.values():
+        sp.add_argument("--work", default="encoders/study", help="working folder of the study's models")
+        sp.add_argument("--holdout", type=float, default=0.2, help="dev fraction of the training queries")
+        sp.add_argument("--seed", type=int, default=42)
+    args = p.parse_args()
+    {"select": select, "pruning": pruning, "seeds": seeds}[args.study](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
