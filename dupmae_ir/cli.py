@@ -76,7 +76,8 @@ def add_encoder_args(parser: argparse.ArgumentParser, batch_size: int = 32) -> N
                         "else fp32 (decided from the hardware, never from a timing); int8: dynamic int8 "
                         "quantisation of every linear layer (CPU; costs quality); int8-head: of the MLM head only "
                         "(CPU; dense vectors exact)")
-    g.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    g.add_argument("--device", default="auto",
+                   help="cpu, cuda[:i], or auto: the GPU when there is one (cuda:LOCAL_RANK under torchrun), else cpu")
 
 
 def add_length_args(parser: argparse.ArgumentParser, query: bool = True, doc: bool = True,

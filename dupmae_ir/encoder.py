@@ -132,6 +132,7 @@ class DupMAEEncoder:
 
     def __init__(self, model_name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32",
                  config: RetrieverConfig | None = None):
+        device = str(default_device()) if device == "auto" else device
         model, tokenizer = DupMAERetriever.from_pretrained(model_name_or_path, config=config)
         self._setup(model, tokenizer, device, resolve_dtype(dtype, device), str(model_name_or_path))
 

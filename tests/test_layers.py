@@ -17,6 +17,7 @@ LAYERS = [
     ["dupmae_ir.runs", "dupmae_ir.modeling", "dupmae_ir.modeling.*"],
     ["dupmae_ir.encoder", "dupmae_ir.index"],
     ["dupmae_ir.encode", "dupmae_ir.encode.corpus", "dupmae_ir.encode.build", "dupmae_ir.encode.queries",
+     "dupmae_ir.encode.distributed",
      "dupmae_ir.search", "dupmae_ir.search.searcher", "dupmae_ir.search.lucene", "dupmae_ir.bm25",
      "dupmae_ir.pyserini_encoders"],
     ["dupmae_ir.train", "dupmae_ir.train.*"],

@@ -75,6 +75,10 @@ def build_merge_parser() -> argparse.ArgumentParser:
 def tokenizer_parallelism(device: str) -> str:
     """Default of ``TOKENIZERS_PARALLELISM`` for an encoding run on ``device`` (a user's setting wins):
     on a GPU the tokeniser's threads keep the device fed; on a CPU they would compete with torch's."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return "true" if str(device).startswith("cuda") else "false"
 
 
@@ -106,7 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.corpus and output in qout.parents):  # inside a new index folder it cannot exist yet
             check_output_dir(qout, QUERIES_OUTPUT, args.overwrite)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", tokenizer_parallelism(args.device))
-    if args.corpus:
+    from .distributed import encode_corpus_distributed, world
+
+    if args.corpus and world() and args.shard_num == 1:  # torchrun: each process a share, rank 0 the indexes
+        print(encode_corpus_distributed(args.corpus, output, encoder=args.encoder, batch_size=args.batch_size,
+                                        dtype=args.dtype, dense=not args.impact_only, impact=not args.dense_only,
+                                        faiss=args.faiss, device=args.device, chunk_size=args.chunk_size,
+                                        threads=args.threads, data_dir=args.data_dir, progress=not args.no_progress,
+                                        hnsw_m=args.hnsw_m, pq_m=args.pq_m, overwrite=args.overwrite,
+                                        doc_max_length=args.doc_max_length))
+    elif args.corpus:
         out = encode_corpus(args.corpus, output, encoder=args.encoder, dtype=args.dtype, device=args.device,
                             batch_size=args.batch_size, dense=not args.impact_only, impact=not args.dense_only,
                             faiss=args.faiss, chunk_size=args.chunk_size, shard_id=args.shard_id,
@@ -114,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                             progress=not args.no_progress, hnsw_m=args.hnsw_m, pq_m=args.pq_m,
                             overwrite=args.overwrite, doc_max_length=args.doc_max_length)
         print(out)
-    if queries is not None:
+    if queries is not None and (world() is None or world()[0] == 0):  # under torchrun rank 0 encodes the topics
         # queries are cheap: always the fp32 reference
-        print(encode_queries(queries, args.encoder, qout, batch_size=args.batch_size, dtype="fp32", device=args.device,
+        device = "cpu" if args.device == "auto" else args.device
+        print(encode_queries(queries, args.encoder, qout, batch_size=args.batch_size, dtype="fp32", device=device,
                              overwrite=args.overwrite, query_max_length=args.query_max_length))
     return 0
 

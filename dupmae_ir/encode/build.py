@@ -130,7 +130,7 @@ def build_indexes(chunk_dirs: list[tuple[Path, list[str]]], claim, settings: dic
             docs=counts["docs"], empty_text_docs=counts["empty_text_docs"],
             empty_impact_docs=counts["empty_impact_docs"],
             empty_impact_policy=f"placeholder token {EMPTY_TOKEN!r} with weight 1 (matches no query)",
-            dtype=settings["dtype"], device=settings["device"], batch_size=settings["batch_size"],
+            dtype=settings["dtype"], batch_size=settings["batch_size"],
             chunk_size=settings["chunk_size"], dense=dense_info, impact=impact_info,
             toolkit_version=__version__, build_seconds=round(time.perf_counter() - start, 2), **extra,
         )

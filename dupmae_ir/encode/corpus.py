@@ -62,7 +62,6 @@ def _settings(enc, corpus: str, batch_size: int, chunk_size: int, shard_id: int,
         "encoder": str(Path(path).resolve()) if Path(path).exists() else path,
         "retriever": asdict(enc.config),
         "dtype": enc.dtype_name,
-        "device": enc.device,
         "corpus": corpus,
         "batch_size": batch_size,
         "chunk_size": chunk_size,
@@ -76,15 +75,19 @@ def _settings(enc, corpus: str, batch_size: int, chunk_size: int, shard_id: int,
 # ------------------------------------------------------------------------------------------------
 # stage 1: encode chunks (resumable)
 # ------------------------------------------------------------------------------------------------
-def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, data_stats) -> dict:
-    """Encode this shard's chunks into ``work/chunks``; return counts. Finished chunks are skipped."""
+def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, data_stats,
+                   part: tuple[int, int] | None = None) -> dict:
+    """Encode this shard's chunks into ``work/chunks``; return counts. Finished chunks are skipped.
+    ``part``: ``(rank, world_size)`` under torchrun (chunks ``rank, rank + world, ...``); default the
+    settings' shard."""
     from tqdm import tqdm
 
     from ..data import doc_text
 
     chunk_dir = work / "chunks"
     (chunk_dir / "vectors").mkdir(parents=True, exist_ok=True)
-    chunk_size, shard_id, shard_num = settings["chunk_size"], settings["shard_id"], settings["shard_num"]
+    chunk_size = settings["chunk_size"]
+    shard_id, shard_num = part or (settings["shard_id"], settings["shard_num"])
     counts = {"docs": 0, "empty_text_docs": 0, "empty_impact_docs": 0, "chunks": 0, "resumed_chunks": 0,
               "total_chunks": 0, "encode_seconds": 0.0, "encoded_docs": 0}
     total = collection.doc_count()
@@ -142,6 +145,36 @@ def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, 
     return counts
 
 
+def _done_totals(chunk_dir: Path) -> tuple[dict, list[str]]:
+    """Counts summed over every finished chunk of a work folder, and the finished chunk names in order."""
+    totals = {"docs": 0, "empty_text_docs": 0, "empty_impact_docs": 0}
+    names = sorted(p.name[:-5] for p in chunk_dir.glob("*.done"))
+    for name in names:
+        info = json.loads((chunk_dir / f"{name}.done").read_text())
+        for key in totals:
+            totals[key] += info[key]
+    return totals, names
+
+
+def _prepare_work(claim, settings: dict) -> Path:
+    """The resumable work folder ``.NAME.partial`` of a claimed output, kept when it was made by the same
+    settings (a resumed run), else started afresh; its ``state.json`` records the settings."""
+    from ..provenance import write_json
+
+    work = claim.sibling("partial")
+    state_path = work / STATE_NAME
+    if state_path.is_file():
+        if json.loads(state_path.read_text()) == settings:
+            log.info("resuming from %s", work)
+        else:
+            log.warning("%s was made by a different command: starting afresh", work)
+            _remove_work(work)
+    if not state_path.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(state_path, settings)
+    return work
+
+
 def _remove_work(work: Path) -> None:
     """Remove a resumable work folder: only one the toolkit made (it holds ``state.json``)."""
     if (work / STATE_NAME).is_file():
@@ -189,17 +222,7 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
         enc = encoder if isinstance(encoder, DupMAEEncoder) else DupMAEEncoder(str(encoder), device=device, dtype=dtype)
         enc = enc.with_lengths(doc_max_length=doc_max_length)  # recorded in the provenance's retriever config
         settings = _settings(enc, str(corpus), batch_size, chunk_size, shard_id, shard_num, dense, impact)
-        work = claim.sibling("partial")
-        state_path = work / STATE_NAME
-        if state_path.is_file():
-            if json.loads(state_path.read_text()) == settings:
-                log.info("resuming from %s", work)
-            else:
-                log.warning("%s was made by a different command: starting afresh", work)
-                _remove_work(work)
-        if not state_path.is_file():
-            work.mkdir(parents=True, exist_ok=True)
-            write_json(state_path, settings)
+        work = _prepare_work(claim, settings)
 
         stats = CorpusStats()
         start = time.perf_counter()
@@ -209,7 +232,8 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
 
             raise DataError(corpus, "no documents found", "pass a collection with documents")
         names = sorted(p.name[:-5] for p in (work / "chunks").glob("*.done"))
-        extra = {"shard_id": shard_id, "shard_num": shard_num, "total_chunks": counts["total_chunks"],
+        extra = {"device": enc.device, "shard_id": shard_id, "shard_num": shard_num,
+                 "total_chunks": counts["total_chunks"],
                  "resumed_chunks": counts["resumed_chunks"], "encode_seconds": round(counts["encode_seconds"], 2),
                  "encode_docs_per_s": round(counts["encoded_docs"] / counts["encode_seconds"], 2)
                  if counts["encode_seconds"] else None,

@@ -1,0 +1,115 @@
+"""``torchrun --nproc_per_node=2 -m dupmae_ir.encode`` (gloo, CPU): each process encodes a share of the
+chunks, rank 0 builds the indexes, and they equal a one-process run's; a killed rank's rerun resumes."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, faiss_vectors, lucene_impact_postings
+
+pytestmark = pytest.mark.slow  # torchrun with two processes, three times (~2 minutes)
+N_DOCS = 400
+CHUNK = 8
+
+
+@pytest.fixture(scope="module")
+def corpus(scifact_dir, tmp_path_factory) -> Path:
+    from dupmae_ir.data import resolve
+
+    path = tmp_path_factory.mktemp("dist") / "corpus.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i, d in enumerate(resolve(scifact_dir).iter_docs()):
+            if i == N_DOCS:
+                break
+            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    return path
+
+
+def _args(corpus, ckpt, out):
+    return ["--corpus", str(corpus), "--encoder", str(ckpt), "--output", str(out), "--dtype", "fp32",
+            "--chunk-size", str(CHUNK), "--batch-size", "8", "--device", "cpu", "--no-progress"]
+
+
+def _env():
+    return dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+                PYTHONPATH=str(ROOT))
+
+
+def _torchrun(corpus, ckpt, out) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+            str(29500 + random.randrange(2000)), "-m", "dupmae_ir.encode", *_args(corpus, ckpt, out)]
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "index"
+    proc = subprocess.run([sys.executable, "-m", "dupmae_ir.encode", *_args(corpus, tiny_checkpoint, out)],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _assert_same(a: Path, b: Path) -> None:
+    (va, ia), (vb, ib) = faiss_vectors(a), faiss_vectors(b)
+    assert ia == ib and np.array_equal(va, vb)
+    assert lucene_impact_postings(a / "impact", N_DOCS) == lucene_impact_postings(b / "impact", N_DOCS)
+
+
+def test_two_processes_build_the_one_process_indexes(corpus, tiny_checkpoint, reference, tmp_path):
+    out = tmp_path / "index"
+    proc = subprocess.run(_torchrun(corpus, tiny_checkpoint, out), cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _assert_same(out, reference)
+    meta = json.loads((out / "dupmae_index.json").read_text())
+    assert meta["world_size"] == 2 and [r["rank"] for r in meta["ranks"]] == [0, 1]
+    n_chunks = -(-N_DOCS // CHUNK)
+    assert [r["chunks"] for r in meta["ranks"]] == [len(range(0, n_chunks, 2)), len(range(1, n_chunks, 2))]
+    assert sum(r["docs"] for r in meta["ranks"]) == meta["docs"] == N_DOCS
+    assert not list(tmp_path.glob(".index.*"))  # no work folder, temporary folder or lock left
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_rank_is_resumed(corpus, tiny_checkpoint, reference, tmp_path):
+    out = tmp_path / "index"
+    job = subprocess.Popen(_torchrun(corpus, tiny_checkpoint, out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    chunks = tmp_path / ".index.partial" / "chunks"
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and len(list(chunks.glob("*.done"))) < 2 and job.poll() is None:
+            time.sleep(0.02)
+        workers = _children(job.pid)
+        assert workers and job.poll() is None, "the job ended before a rank could be killed"
+        os.kill(workers[-1], signal.SIGKILL)  # one rank dies; torchrun then stops the job
+        assert job.wait(timeout=300) != 0
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    finished = len(list(chunks.glob("*.done")))
+    assert finished >= 2 and not (out / "dupmae_index.json").exists()
+    rerun = subprocess.run(_torchrun(corpus, tiny_checkpoint, out), cwd=ROOT, env=_env(), capture_output=True,
+                           text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    meta = json.loads((out / "dupmae_index.json").read_text())
+    assert meta["resumed_chunks"] >= finished  # nothing finished before the kill was encoded again
+    _assert_same(out, reference)
