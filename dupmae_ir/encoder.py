@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .modeling.bow import packed_pool_pays, quantize, to_impact_dicts, topk_sparsify
+from .modeling.bow import packed_pool_pays, quantize, to_impact_dicts, topk_entries, topk_sparsify
 from .modeling.retriever import DupMAERetriever, RetrieverConfig
 from .runs import MODES, Run
 
@@ -54,6 +54,16 @@ class EncodedBatch:
     dense: np.ndarray
     impacts: list[dict[str, int]]
     weights: torch.Tensor | None = None
+
+
+@dataclass
+class DocArrays:
+    """dense: (N, d) float32; ids: (N, k) vocabulary ids, ascending per row; weights: (N, k) int32 impacts
+    (0 marks no entry)."""
+
+    dense: np.ndarray
+    ids: np.ndarray
+    weights: np.ndarray
 
 
 def resolve_dtype(dtype: str, device: str):
@@ -186,14 +196,18 @@ class DupMAEEncoder:
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
     def _pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dynamic padding to the longest sequence of this batch -> input_ids, attention_mask (B, L)."""
+        """Dynamic padding to the longest sequence of this batch -> input_ids, attention_mask (B, L),
+        built in numpy (one row copy each) and moved to the device without blocking."""
         length = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), length), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, L)
-        mask = torch.zeros((len(ids), length), dtype=torch.long)  # (B, L)
+        input_ids = np.full((len(ids), length), self.tokenizer.pad_token_id, dtype=np.int64)  # (B, L)
+        mask = np.zeros((len(ids), length), dtype=np.int64)  # (B, L)
         for i, x in enumerate(ids):
-            input_ids[i, :len(x)] = torch.tensor(x, dtype=torch.long)
+            input_ids[i, :len(x)] = x
             mask[i, :len(x)] = 1
-        return input_ids.to(self.device), mask.to(self.device)
+        cuda = self.device.startswith("cuda")
+        as_tensor = (lambda a: torch.from_numpy(a).pin_memory()) if cuda else torch.from_numpy
+        return (as_tensor(input_ids).to(self.device, non_blocking=True),
+                as_tensor(mask).to(self.device, non_blocking=True))
 
     # --- forward -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -244,6 +258,25 @@ class DupMAEEncoder:
             if weights_all is not None:
                 weights_all[rows] = weights.cpu()
         return EncodedBatch(dense, impacts, weights_all)
+
+    def encode_doc_arrays(self, texts: list[str], batch_size: int | None = None) -> DocArrays:
+        """Documents as arrays, for indexing: dense (N, d) float32 and each text's top ``doc_topk``
+        bag-of-words entries, quantised with ``doc_scale``, as vocabulary ids (N, k) sorted ascending with
+        their integer weights (N, k) (0 = no entry). The same values as :meth:`encode_docs`, without a
+        per-token Python dictionary; top-k and quantisation run on the encoder's device."""
+        c = self.config
+        k = min(c.doc_topk or self.model.mlm.config.vocab_size, self.model.mlm.config.vocab_size)
+        dense = np.zeros((len(texts), self.model.dense_dim), dtype=np.float32)  # (N, d)
+        ids = np.zeros((len(texts), k), dtype=np.int32)  # (N, k)
+        weights = np.zeros((len(texts), k), dtype=np.int32)  # (N, k)
+        for rows, d, bow in self.batches(texts, c.doc_max_length, batch_size):
+            values, index = topk_entries(bow, k)  # (b, k), (b, k)
+            values = quantize(values, c.doc_scale).clamp_(min=0)  # (b, k) int32
+            order = index.argsort(dim=1)  # (b, k): vocabulary order, as the dictionaries of encode_docs
+            dense[rows] = d.cpu().numpy()
+            ids[rows] = index.gather(1, order).to(torch.int32).cpu().numpy()
+            weights[rows] = values.gather(1, order).cpu().numpy()
+        return DocArrays(dense, ids, weights)
 
     def encode_docs(self, texts: list[str], keep_weights: bool = False, batch_size: int | None = None) -> EncodedBatch:
         """Documents: ``doc_max_length``, top ``doc_topk`` entries, scale ``doc_scale``. With

@@ -47,6 +47,24 @@ def _chunks(iterable, size: int):
         yield buf
 
 
+def token_json(enc) -> list[str]:
+    """Each vocabulary token as a JSON string literal (computed once per encoder)."""
+    if getattr(enc, "_token_json", None) is None:
+        enc._token_json = [json.dumps(t, ensure_ascii=False) for t in enc.vocab]
+    return enc._token_json
+
+
+def impact_lines(doc_ids: list[str], ids, weights, tokens: list[str]) -> str:
+    """``JsonVectorCollection`` lines of documents given as arrays (:class:`~dupmae_ir.encoder.DocArrays`),
+    byte for byte :func:`impact_line` of their dictionaries, built without one."""
+    lines = []
+    for doc_id, row_ids, row_weights in zip(doc_ids, ids.tolist(), weights.tolist()):
+        pairs = ", ".join(f"{tokens[i]}: {w}" for i, w in zip(row_ids, row_weights) if w > 0)
+        vector = pairs or f"{json.dumps(EMPTY_TOKEN)}: 1"
+        lines.append(f'{{"id": {json.dumps(doc_id, ensure_ascii=False)}, "contents": "", "vector": {{{vector}}}}}\n')
+    return "".join(lines)
+
+
 def impact_line(doc_id: str, vector: dict[str, int]) -> str:
     """One ``JsonVectorCollection`` line; an empty vector gets the :data:`EMPTY_TOKEN` placeholder."""
     return json.dumps({"id": doc_id, "contents": "", "vector": vector or {EMPTY_TOKEN: 1}}, ensure_ascii=False)
@@ -112,7 +130,7 @@ def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, 
                 continue
             texts = [doc_text(d) for d in docs]
             start = time.perf_counter()
-            out = enc.encode_docs(texts, batch_size=settings["batch_size"])  # dense (n, d), impacts [{tok: int}]
+            out = enc.encode_doc_arrays(texts, batch_size=settings["batch_size"])  # dense (n, d), top-k (n, k)
             counts["encode_seconds"] += time.perf_counter() - start
             counts["encoded_docs"] += len(docs)
             ids = [d.id for d in docs]
@@ -126,9 +144,9 @@ def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, 
                 _write_bytes_atomic(chunk_dir / f"{name}.npy", save)
             _write_bytes_atomic(chunk_dir / f"{name}.docid",
                                 lambda p, ids=ids: p.write_text("".join(i + "\n" for i in ids)))
-            empty_impact = sum(1 for v in out.impacts if not v)
+            empty_impact = int((out.weights.max(axis=1, initial=0) <= 0).sum())
             if settings["impact"]:
-                lines = "".join(impact_line(i, v) + "\n" for i, v in zip(ids, out.impacts))
+                lines = impact_lines(ids, out.ids, out.weights, token_json(enc))
                 _write_bytes_atomic(chunk_dir / "vectors" / f"{name}.jsonl",
                                     lambda p, lines=lines: p.write_text(lines, encoding="utf-8"))
             info = {"docs": len(docs), "empty_text_docs": sum(1 for t in texts if not t),

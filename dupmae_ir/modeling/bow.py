@@ -232,6 +232,12 @@ def topk_sparsify(weights: torch.Tensor, k: int | None) -> torch.Tensor:
     return torch.zeros_like(weights).scatter_(-1, indices, values)
 
 
+def topk_entries(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest entries of each row (B, V) as ``(values (B, k), indices (B, k))``: what
+    :func:`topk_sparsify` keeps, without the dense (B, V) copy."""
+    return weights.topk(min(k, weights.shape[-1]), dim=-1)
+
+
 def quantize(weights: torch.Tensor, scale: float) -> torch.Tensor:
     """Integer impacts ``round(w * scale)`` (int32), the form Anserini's impact index stores."""
     return torch.round(weights.float() * scale).to(torch.int32)
