@@ -195,29 +195,41 @@ class DupMAEEncoder:
         return self.tokenizer(list(texts), max_length=max_length, truncation=True, padding=False,
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
-    def _pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dynamic padding to the longest sequence of this batch -> input_ids, attention_mask (B, L),
-        built in numpy (one row copy each) and moved to the device without blocking."""
+    def _pad(self, ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Dynamic padding to the longest sequence of this batch -> input_ids, attention_mask (B, L) int64,
+        built in numpy (one row copy each): host work, done ahead while the model runs (:meth:`prepare`)."""
         length = max(len(x) for x in ids)
         input_ids = np.full((len(ids), length), self.tokenizer.pad_token_id, dtype=np.int64)  # (B, L)
         mask = np.zeros((len(ids), length), dtype=np.int64)  # (B, L)
         for i, x in enumerate(ids):
             input_ids[i, :len(x)] = x
             mask[i, :len(x)] = 1
-        cuda = self.device.startswith("cuda")
-        as_tensor = (lambda a: torch.from_numpy(a).pin_memory()) if cuda else torch.from_numpy
-        return (as_tensor(input_ids).to(self.device, non_blocking=True),
-                as_tensor(mask).to(self.device, non_blocking=True))
+        return input_ids, mask
+
+    def prepare(self, texts: Sequence[str], max_length: int, batch_size: int | None,
+                lengths: Sequence[int] | None = None) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+        """Tokenise ``texts`` once, sort them longest first (by token count, or by ``lengths``) and pad
+        them into batches of ``batch_size``: ``[(rows, input_ids (b, L), attention_mask (b, L))]``.
+        Host work only, so it can run in a thread while the model encodes the previous texts."""
+        ids = self.tokenize(list(texts), max_length)
+        lengths = lengths if lengths is not None else [len(x) for x in ids]
+        # longest first: the first batch shows the peak memory at once; batches are padded per batch
+        order = sorted(range(len(ids)), key=lambda i: -lengths[i])
+        batch_size = batch_size or max(1, len(ids))
+        return [(rows, *self._pad([ids[i] for i in rows]))
+                for rows in (order[s:s + batch_size] for s in range(0, len(order), batch_size))]
 
     # --- forward -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def forward_ids(self, ids: list[list[int]], need_sparse: bool = True,
-                    pooling: str = "cls") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One forward pass over one batch of token ids -> dense (B, d), bow (B, V) or None, fp32 and on
-        the encoder's device (top-k and quantisation then run there too: on a GPU only the k kept
-        entries per text travel to the host). ``need_sparse=False`` skips the vocabulary head
-        (``pooling`` ``mean`` is the sentence-transformers baseline, dense only)."""
-        input_ids, mask = self._pad(ids)
+    def forward_arrays(self, input_ids: np.ndarray, mask: np.ndarray, need_sparse: bool = True,
+                       pooling: str = "cls") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One forward pass over one padded batch -> dense (B, d), bow (B, V) or None, fp32 and on the
+        encoder's device (top-k and quantisation then run there too: on a GPU only the k kept entries
+        per text travel to the host). ``need_sparse=False`` skips the vocabulary head (``pooling``
+        ``mean`` is the sentence-transformers baseline, dense only)."""
+        cuda = self.device.startswith("cuda")
+        input_ids, mask = ((torch.from_numpy(a).pin_memory() if cuda else torch.from_numpy(a))
+                           .to(self.device, non_blocking=True) for a in (input_ids, mask))  # (B, L) each
         use_autocast = self.dtype in (torch.bfloat16, torch.float16)
         with torch.autocast(device_type=self.device.split(":")[0], dtype=self.dtype if use_autocast else None,
                             enabled=use_autocast):
@@ -227,20 +239,22 @@ class DupMAEEncoder:
                 dense, bow = self.model.encode_dense(input_ids, mask, pooling), None  # (B, d)
         return dense.float(), (bow.float() if bow is not None else None)
 
+    def forward_ids(self, ids: list[list[int]], need_sparse: bool = True,
+                    pooling: str = "cls") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward_arrays` of unpadded token ids."""
+        return self.forward_arrays(*self._pad(ids), need_sparse, pooling)
+
     def batches(self, texts: Sequence[str], max_length: int, batch_size: int | None, need_sparse: bool = True,
-                pooling: str = "cls", lengths: Sequence[int] | None = None, progress: str | None = None):
+                pooling: str = "cls", lengths: Sequence[int] | None = None, progress: str | None = None,
+                prepared: list | None = None):
         """Yield ``(rows, dense (b, d), bow (b, V) or None)`` over ``texts`` in batches of ``batch_size``,
-        longest first (by token count, or by ``lengths`` when given); ``rows`` index into ``texts``."""
+        longest first (by token count, or by ``lengths`` when given); ``rows`` index into ``texts``.
+        ``prepared``: the batches of :meth:`prepare`, made ahead."""
         from tqdm import tqdm
 
-        ids = self.tokenize(list(texts), max_length)
-        lengths = lengths if lengths is not None else [len(x) for x in ids]
-        # longest first: the first batch shows the peak memory at once; batches are padded per batch
-        order = sorted(range(len(ids)), key=lambda i: -lengths[i])
-        batch_size = batch_size or max(1, len(ids))
-        for start in tqdm(range(0, len(order), batch_size), desc=progress, disable=progress is None, unit="batch"):
-            rows = order[start:start + batch_size]
-            dense, bow = self.forward_ids([ids[i] for i in rows], need_sparse, pooling)
+        prepared = prepared if prepared is not None else self.prepare(texts, max_length, batch_size, lengths)
+        for rows, input_ids, mask in tqdm(prepared, desc=progress, disable=progress is None, unit="batch"):
+            dense, bow = self.forward_arrays(input_ids, mask, need_sparse, pooling)
             yield rows, dense, bow
 
     def _encode(self, texts: list[str], max_length: int, topk: int | None, scale: float,
@@ -259,17 +273,19 @@ class DupMAEEncoder:
                 weights_all[rows] = weights.cpu()
         return EncodedBatch(dense, impacts, weights_all)
 
-    def encode_doc_arrays(self, texts: list[str], batch_size: int | None = None) -> DocArrays:
+    def encode_doc_arrays(self, texts: list[str], batch_size: int | None = None,
+                          prepared: list | None = None) -> DocArrays:
         """Documents as arrays, for indexing: dense (N, d) float32 and each text's top ``doc_topk``
         bag-of-words entries, quantised with ``doc_scale``, as vocabulary ids (N, k) sorted ascending with
         their integer weights (N, k) (0 = no entry). The same values as :meth:`encode_docs`, without a
-        per-token Python dictionary; top-k and quantisation run on the encoder's device."""
+        per-token Python dictionary; top-k and quantisation run on the encoder's device. ``prepared``:
+        :meth:`prepare` of ``texts`` at ``doc_max_length``, made ahead."""
         c = self.config
         k = min(c.doc_topk or self.model.mlm.config.vocab_size, self.model.mlm.config.vocab_size)
         dense = np.zeros((len(texts), self.model.dense_dim), dtype=np.float32)  # (N, d)
         ids = np.zeros((len(texts), k), dtype=np.int32)  # (N, k)
         weights = np.zeros((len(texts), k), dtype=np.int32)  # (N, k)
-        for rows, d, bow in self.batches(texts, c.doc_max_length, batch_size):
+        for rows, d, bow in self.batches(texts, c.doc_max_length, batch_size, prepared=prepared):
             values, index = topk_entries(bow, k)  # (b, k), (b, k)
             values = quantize(values, c.doc_scale).clamp_(min=0)  # (b, k) int32
             order = index.argsort(dim=1)  # (b, k): vocabulary order, as the dictionaries of encode_docs

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -113,24 +114,38 @@ def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, 
         total = None  # the shard's share is not known exactly up front
     bar = tqdm(total=total, unit="doc", desc=f"encode{'' if shard_num == 1 else f' shard {shard_id}/{shard_num}'}",
                disable=not progress, dynamic_ncols=True)
-    try:
+    max_length, batch_size = enc.config.doc_max_length, settings["batch_size"]
+
+    def todo():
+        """(number, docs, texts, info) of this shard's chunks; ``info`` of a finished chunk, else None."""
         for number, docs in enumerate(_chunks(collection.iter_docs(empty="keep", stats=data_stats), chunk_size)):
-            counts["total_chunks"] = number + 1
-            if number % shard_num != shard_id:
-                continue
-            name = f"{number:07d}"
-            done = chunk_dir / f"{name}.done"
-            if done.is_file():
-                info = json.loads(done.read_text())
+            counts["total_chunks"] = number + 1  # written by the thread, read once it has finished
+            if number % shard_num == shard_id:
+                done = chunk_dir / f"{number:07d}.done"
+                info = json.loads(done.read_text()) if done.is_file() else None
+                yield number, docs, (None if info else [doc_text(d) for d in docs]), info
+
+    # the next chunk is read, tokenised and padded in a thread while the model encodes this one
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+    try:
+        chunks = todo()
+        ahead = pool.submit(_ahead, enc, chunks, max_length, batch_size)
+        while True:
+            resumed, item = ahead.result()
+            for docs, info in resumed:  # finished by an earlier run: counted, not encoded again
                 for key in ("docs", "empty_text_docs", "empty_impact_docs"):
                     counts[key] += info[key]
                 counts["chunks"] += 1
                 counts["resumed_chunks"] += 1
                 bar.update(len(docs))
-                continue
-            texts = [doc_text(d) for d in docs]
+            if item is None:
+                break
+            number, docs, texts, prepared = item
+            ahead = pool.submit(_ahead, enc, chunks, max_length, batch_size)
+            name = f"{number:07d}"
+            done = chunk_dir / f"{name}.done"
             start = time.perf_counter()
-            out = enc.encode_doc_arrays(texts, batch_size=settings["batch_size"])  # dense (n, d), top-k (n, k)
+            out = enc.encode_doc_arrays(texts, batch_size, prepared)  # dense (n, d), top-k (n, k)
             counts["encode_seconds"] += time.perf_counter() - start
             counts["encoded_docs"] += len(docs)
             ids = [d.id for d in docs]
@@ -159,8 +174,21 @@ def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, 
             if counts["encode_seconds"]:
                 bar.set_postfix(enc_docs_s=f"{counts['encoded_docs'] / counts['encode_seconds']:.1f}")
     finally:
+        pool.shutdown(cancel_futures=True)
         bar.close()
     return counts
+
+
+def _ahead(enc, chunks, max_length: int, batch_size: int):
+    """``(resumed, item)``: the finished chunks met on the way as ``(docs, info)``, then the next chunk to
+    encode as ``(number, docs, texts, prepared batches)`` (:meth:`DupMAEEncoder.prepare`), or None."""
+    resumed = []
+    for number, docs, texts, info in chunks:
+        if info is not None:
+            resumed.append((docs, info))
+        else:
+            return resumed, (number, docs, texts, enc.prepare(texts, max_length, batch_size))
+    return resumed, None
 
 
 def _done_totals(chunk_dir: Path) -> tuple[dict, list[str]]:
