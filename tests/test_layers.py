@@ -19,6 +19,7 @@ LAYERS = [
     ["dupmae_ir.encode", "dupmae_ir.encode.corpus", "dupmae_ir.encode.build", "dupmae_ir.encode.queries",
      "dupmae_ir.search",     "dupmae_ir.search.searcher", "dupmae_ir.bm25", "dupmae_ir.pyserini_encoders",
      "dupmae_ir.explain", "dupmae_ir.explain.lucene"],
+    ["dupmae_ir.serve", "dupmae_ir.serve.app", "dupmae_ir.serve.documents"],
     ["dupmae_ir.train", "dupmae_ir.train.*"],
     ["dupmae_ir.eval", "dupmae_ir.eval.suites", "dupmae_ir.eval.report"],
     ["dupmae_ir.recipe"],
