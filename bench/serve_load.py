@@ -96,6 +96,16 @@ def plan(n: int, queries: list[str], docids: list[str], seed: int) -> list[tuple
     return out
 
 
+def warm_up(queries: list[str], docids: list[str]) -> list[tuple[str, str]]:
+    """One request of each shape (every mode, k 10 and 100, with and without terms, /explain): what the
+    server allocates once (JVM heap, allocator pools) is in place before 'before' is measured."""
+    shapes = [{"mode": m, "k": k, "terms": t} for m in ("hybrid", "dense", "impact") for k in (10, 100) for t in (0, 8)]
+    out = [("warm", f"/search?{urllib.parse.urlencode({'q': queries[i % len(queries)], **s})}")
+           for i, s in enumerate(shapes)]
+    return out + [("warm", f"/explain?{urllib.parse.urlencode({'q': queries[i], 'docid': docids[i]})}")
+                  for i in range(2)]
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in [0, 1])."""
     if not values:
@@ -120,8 +130,10 @@ def start_server(index: str, corpus: str | None, log: Path) -> tuple[subprocess.
     raise SystemExit(f"the server did not start: {log.read_text()[-3000:]}")
 
 
-def run_load(port: int, requests: list[tuple[str, str]], clients: int, max_seconds: float) -> list[tuple]:
-    """Send the requests from ``clients`` threads; returns (kind, status or error, seconds) per request."""
+def run_load(port: int, requests: list[tuple[str, str]], clients: int, max_seconds: float,
+             on_quarter=None) -> list[tuple]:
+    """Send the requests from ``clients`` threads; returns (kind, status or error, seconds) per request.
+    ``on_quarter()`` is called when each quarter of the requests is answered."""
     todo: queue.Queue = queue.Queue()
     for item in requests:
         todo.put(item)
@@ -148,6 +160,8 @@ def run_load(port: int, requests: list[tuple[str, str]], clients: int, max_secon
                 conn = http.client.HTTPConnection(HOST, port, timeout=300)
             with lock:
                 results.append((kind, status, time.perf_counter() - t0))
+                if on_quarter and len(results) % max(1, len(requests) // 4) == 0:
+                    on_quarter()
         conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -187,8 +201,7 @@ def main() -> int:
         startup = time.perf_counter() - t_start
         try:
             rss_start = rss_mib(proc.pid)
-            run_load(port, [("warm", f"/search?{urllib.parse.urlencode({'q': q, 'terms': 8})}") for q in queries[:3]]
-                     + [("warm", f"/explain?{urllib.parse.urlencode({'q': queries[0], 'docid': docids[0]})}")], 1, 600)
+            run_load(port, warm_up(queries, docids), 1, 600)
             rss_before = rss_mib(proc.pid)
             peak = [rss_before]
             stop = threading.Event()
@@ -201,7 +214,9 @@ def main() -> int:
             sampler.start()
             requests = plan(args.requests, queries, docids, args.seed)
             t0 = time.perf_counter()
-            results = run_load(port, requests, args.clients, args.max_seconds)
+            quarters: list[float] = []
+            results = run_load(port, requests, args.clients, args.max_seconds,
+                               on_quarter=lambda: quarters.append(rss_mib(proc.pid)))
             wall = time.perf_counter() - t0
             stop.set()
             sampler.join()
@@ -231,8 +246,8 @@ def main() -> int:
         "",
         f"`bench/serve_load.py`: {args.clients} concurrent clients (keep-alive), {args.requests} requests in all "
         "(55% `/search` in every mode with k 10-100, half with each hit's top terms; 20% `/explain`; 25% bad "
-        "requests), sent to 127.0.0.1 only; after a 4-request warm-up. The searcher runs one request at a time "
-        "(one worker thread), so latency includes the wait in that queue.",
+        "requests), sent to 127.0.0.1 only; after a 14-request warm-up of every request shape. The searcher runs "
+        "one request at a time (one worker thread), so latency includes the wait in that queue.",
         "",
         f"- command: `python bench/serve_load.py{' --index ' + args.index if args.index else ''}"
         f"{'' if args.requests == 500 else ' --requests ' + str(args.requests)}`",
@@ -252,9 +267,11 @@ def main() -> int:
         "|---|---|---|---|---|",
         *[f"| {k} | {n} | {p50:.0f} | {p99:.0f} | {', '.join(s)} |" for k, (n, p50, p99, s) in kinds.items()],
         "",
-        "| server RSS (MiB) | after start | after warm-up (before) | peak during | after | growth |",
-        "|---|---|---|---|---|---|",
-        f"| `/proc/{proc.pid}/status` VmRSS | {rss_start:.0f} | {rss_before:.0f} | {max(peak):.0f} | {rss_after:.0f} | "
+        "| server RSS (MiB) | after start | after warm-up (before) | after each quarter of the requests | peak "
+        "during | after | growth |",
+        "|---|---|---|---|---|---|---|",
+        f"| `/proc/<pid>/status` VmRSS | {rss_start:.0f} | {rss_before:.0f} | "
+        f"{', '.join(f'{q:.0f}' for q in quarters)} | {max(peak):.0f} | {rss_after:.0f} | "
         f"{growth:+.0f} MiB ({100 * growth / rss_before:+.1f}%) |",
         "",
         f"Server alive after the run: {'yes' if alive else 'NO'}; bad requests answered 4xx and good ones 2xx: "
