@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import sys
 
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--encoder", default=None, help="query encoder (default: the one recorded in the index)")
     q.add_argument("--device", default="cpu", help="query encoder device")
     q.add_argument("--threads", type=int, default=default_threads(), help="FAISS and Lucene search threads")
+    q.add_argument("--depth", type=int, default=1000,
+                   help="hits taken from each side before hybrid fusion (as `search --depth`; at least k)")
+    q.add_argument("--jvm-heap", default="1g",
+                   help="the JVM's maximum heap (-Xmx): without it, the JVM of a long-lived process grows toward a "
+                        "quarter of the machine's memory with the garbage of each search")
     add_debug_flag(p)
     return p
 
@@ -61,13 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..index import load_index
 
+    if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", args.jvm_heap):
+        raise UserError("--jvm-heap", f"{args.jvm_heap!r} is not a heap size", "pass e.g. 512m or 2g")
+    if args.depth < 1:
+        raise UserError("--depth", f"{args.depth} hits", "pass a positive number of hits")
     sock = bind(args.host, args.port)
     info = load_index(args.index)  # checked before the model and the JVM start
     corpus = args.corpus or info.meta.get("corpus")
     if not corpus:
         raise UserError(info.root, "records no corpus", "pass --corpus with the collection the index was built from")
+    from ..java import start_jvm
     from ..search import DupMAESearcher
-    from .app import Service, create_app
+    from .app import Limits, Service, create_app
     from .documents import load_documents
 
     keep = None
@@ -80,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         raise UserError(f"corpus {corpus} (recorded in the index)", e.what,
                         "pass --corpus with the collection the index was built from") from None
+    if info.impact is not None:
+        start_jvm([f"-Xmx{args.jvm_heap}"])
     searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device)
-    service = Service(searcher, docs, corpus=str(corpus))
+    service = Service(searcher, docs, Limits(depth=args.depth), corpus=str(corpus))
     app = create_app(service)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
