@@ -7,7 +7,9 @@ DupMAE's score is ``h_q . h_d + mu_q . mu_d`` (paper section 3.4). The index sto
   query's quantised weight (what :class:`~dupmae_ir.search.DupMAESearcher` sends to Lucene) and
   ``d_t`` the document's, stored as the term's frequency in the impact index and read here from its
   postings (:mod:`.lucene`). ``alpha = 1/(s_q*s_d)`` de-quantises it; the hybrid score (sum fusion)
-  is ``dense + alpha * sum_t q_t*d_t``.
+  is ``dense + alpha * sum_t q_t*d_t``. The sum here is exact; Lucene adds the term scores in float32,
+  so a search hit's integer score equals it below 2^24 (16,777,216) and is rounded above (a few units
+  in 2e7, e.g. with the untuned default backbone's large weights).
 
 Each term also says whether it is one of the WordPiece pieces of the document's text (the model's
 tokenizer) or an *expansion*: a term the document never says that the model gave weight to.
@@ -56,7 +58,7 @@ class Explanation:
     docid: str
     alpha: float
     dense_score: float | None  # h_q . h_d (None: the index has no dense part)
-    impact_score: int | None  # sum_t q_t * d_t: Lucene's integer score (None: no impact part)
+    impact_score: int | None  # sum_t q_t * d_t, exact (Lucene's float32 sum rounds it above 2^24; None: no impact)
     sparse_score: float | None  # impact_score * alpha
     hybrid_score: float | None  # dense + alpha * impact (DupMAE's sum fusion)
     terms: list[TermContribution]  # q_t * d_t > 0, or every query term the index holds with all_terms

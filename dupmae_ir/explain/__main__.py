@@ -77,7 +77,8 @@ def format_table(e, top: int, note: str) -> str:
         lines += ["", f"matched terms: {e.matched_terms} of {e.query_terms} query terms"
                       + (f" ({expansions} expansions, not in the text)" if e.terms and e.terms[0].in_text is not None
                          else ""),
-                  f"sparse: sum q_t*d_t = {e.impact_score} (Lucene's integer score) x alpha = {e.sparse_score:.6f}"]
+                  f"sparse: sum q_t*d_t = {e.impact_score} (Lucene's integer score; Lucene adds in float32, exact "
+                  f"below 2^24) x alpha = {e.sparse_score:.6f}"]
         if e.dropped_terms:
             lines.append(f"        {len(e.dropped_terms)} document terms not sent to Lucene (--min-idf): "
                          f"{', '.join(e.dropped_terms[:8])}")

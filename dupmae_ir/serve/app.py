@@ -108,8 +108,8 @@ class Service:
             snip, spans = snippet(text, word_spans(text, matches, offset, offset + len(text)), weights)
             hit = {"docid": h.docid, "rank": h.rank, "score": h.score, "dense_score": h.dense,
                    "sparse_score": h.sparse, "impact_score": h.impact, "title": title, "snippet": snip,
-                   "highlights": [list(s) for s in spans],
-                   "title_highlights": [list(s) for s in word_spans(title, matches, 0, len(title))],
+                   "highlights": _weighted(spans, weights),
+                   "title_highlights": _weighted(word_spans(title, matches, 0, len(title)), weights),
                    "in_corpus": full is not None}
             if e is not None:
                 hit["terms"] = [asdict(t) for t in e.terms[:terms]]
@@ -129,6 +129,11 @@ class Service:
         return {"index": str(info.root), "encoder": self.searcher.encoder_name, "docs": info.docs,
                 "alpha": self.searcher.alpha, "modes": self.modes, "corpus": self.corpus,
                 "documents_loaded": len(self.docs), "limits": asdict(self.limits)}
+
+
+def _weighted(spans, weights: dict[str, float]) -> list[list]:
+    """``[start, end, terms, score]``: each highlighted word with its strongest term's contribution."""
+    return [[a, b, terms, max(weights.get(t, 0.0) for t in terms)] for a, b, terms in spans]
 
 
 def create_app(service: Service):

@@ -38,15 +38,17 @@ async function getJSON(url) {
   return data;
 }
 
-// text with <mark> around spans [start, end, terms]
-function marked(text, spans) {
+// text with <mark> around spans [start, end, terms, score], shaded by score relative to `top`
+function marked(text, spans, top) {
   const out = [];
   let at = 0;
-  for (const [start, end, terms] of spans || []) {
+  for (const [start, end, terms, score] of spans || []) {
     if (start < at) continue;
     if (start > at) out.push(document.createTextNode(text.slice(at, start)));
-    out.push(el("mark", { "data-terms": " " + terms.join(" ") + " ", title: "matches: " + terms.join(", "),
-                          text: text.slice(start, end) }));
+    const ratio = top > 0 ? score / top : 0;
+    out.push(el("mark", { class: ratio >= 0.4 ? "w3" : ratio >= 0.15 ? "w2" : "w1",
+                          "data-terms": " " + terms.join(" ") + " ",
+                          title: `matches ${terms.join(", ")}: +${fmt(score)}`, text: text.slice(start, end) }));
     at = end;
   }
   if (at < text.length) out.push(document.createTextNode(text.slice(at)));
@@ -65,7 +67,7 @@ async function loadStatus() {
     const name = s.index.split("/").filter(Boolean).pop();
     $("#status").replaceChildren(
       el("b", { text: name }), ` · ${s.documents_loaded.toLocaleString()} documents · encoder `,
-      el("b", { text: String(s.encoder).split("/").filter(Boolean).pop() }), ` · α = ${s.alpha}`);
+      el("b", { text: String(s.encoder).split("/").filter(Boolean).slice(-2).join("/") }), ` · α = ${s.alpha}`);
     for (const input of document.querySelectorAll("input[name=mode]")) {
       input.disabled = !s.modes.includes(input.value);
     }
@@ -145,12 +147,13 @@ async function showAllTerms(button, card, query, docid) {
 function hitCard(hit, data, maxScore) {
   const query = data.query.query_txt;
   const card = el("li", { class: "hit", "data-docid": hit.docid });
+  const top = Math.max(0, ...(hit.terms || []).map((t) => t.score)); // the hit's largest term
   const title = hit.title || (hit.in_corpus ? "(untitled)" : "(text not in the loaded corpus)");
   card.append(el("div", { class: "hit-main" },
     el("div", { class: "hit-head" }, el("span", { class: "rank", text: hit.rank }),
-      el("h3", { class: "title" }, marked(title, hit.title ? hit.title_highlights : []))),
+      el("h3", { class: "title" }, marked(title, hit.title ? hit.title_highlights : [], top))),
     el("div", { class: "docid mono", text: `docid ${hit.docid}` }),
-    el("p", { class: "snippet" }, marked(hit.snippet, hit.highlights))));
+    el("p", { class: "snippet" }, marked(hit.snippet, hit.highlights, top))));
   const side = el("div", { class: "hit-side" }, scoresBlock(hit, data.mode));
   if (hit.terms && hit.terms.length) {
     const more = el("button", { class: "linkish", type: "button", text: "all terms" });
