@@ -222,8 +222,10 @@ def test_search_terms_and_highlights_match_the_explanation(server, ref):
         assert hit["terms"] == e["terms"][:6] and hit["matched_terms"] == e["matched_terms"]
         in_text = {t["term"]: t["score"] for t in e["terms"] if t["in_text"]}
         for text, spans in ((hit["snippet"], hit["highlights"]), (hit["title"], hit["title_highlights"])):
-            for start, end, terms, score in spans:  # each marked word holds a piece that is a matched term
-                assert set(terms) <= set(in_text) and set(terms) & set(tokenizer.tokenize(text[start:end]))
+            for start, end, terms, score in spans:  # each marked word is made of pieces that are matched terms
+                word = text[start:end]
+                assert word[0].isalnum() and word[-1].isalnum(), word
+                assert set(terms) <= set(in_text) and set(terms) <= set(tokenizer.tokenize(word)), (word, terms)
                 assert score == max(in_text[t] for t in terms)
                 marked += 1
     assert marked > 0

@@ -33,11 +33,12 @@ def joined(title: str, text: str) -> tuple[str, int]:
 
 
 def word_spans(text: str, matches: Iterable[tuple[int, int, str]], lo: int = 0, hi: int | None = None) -> list[Span]:
-    """Matches (piece offsets) inside ``[lo, hi)`` widened to whole words and merged, shifted by ``-lo``."""
+    """Matches (piece offsets) inside ``[lo, hi)`` widened to whole words and merged, shifted by
+    ``-lo``. Punctuation pieces are not marked (widened, they would mark the word beside them)."""
     hi = len(text) + lo if hi is None else hi
     spans: list[list] = []
     for a, b, term in sorted(matches):
-        if a < lo or b > hi:
+        if a < lo or b > hi or not any(ch.isalnum() for ch in text[a - lo:b - lo]):
             continue
         while a > lo and text[a - lo - 1].isalnum():
             a -= 1
