@@ -74,8 +74,9 @@ def pruning(args) -> None:
 
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.data.splits import dev_split
-    from dupmae_ir.encoder import ExactRetriever, resolve_dtype
+    from dupmae_ir.encoder import ExactRetriever
     from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.precision import resolve_dtype
     from dupmae_ir.runs import score_run
 
     coll = resolve(args.corpus)

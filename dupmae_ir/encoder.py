@@ -10,26 +10,12 @@
 
 Both batch through :meth:`DupMAEEncoder.batches`: texts are tokenised once, sorted by length, cut into
 batches padded only to their own longest text, run under ``torch.inference_mode``, and returned in
-the caller's order. ``dtype``:
-
-- ``fp32``: exact reference;
-- ``bf16`` / ``fp16``: autocast (fp16 only on GPUs);
-- ``int8``: dynamic int8 quantisation of every linear layer (encoder and the vocabulary head), CPU
-  only; it costs quality, so it is opt-in and never chosen by ``auto`` (docs/performance.md);
-- ``int8-head``: dynamic int8 quantisation of the MLM head only (the half of the FLOPs that only the
-  bag-of-words needs), CPU only: the dense vectors stay the fp32 ones bit for bit. Opt-in;
-- ``auto``: a pure function of the hardware, so the same command on the same machine always picks the
-  same dtype (:func:`cpu_has_fast_bf16`): bf16 on GPUs that support it (fp16 on older ones); on CPUs
-  bf16 where the cores have native bf16 instructions (AVX512-BF16 or AMX, as torch or
-  ``/proc/cpuinfo`` report them), else fp32 (AVX2-only cores run bf16 matmul ~100x slower).
-  :func:`cpu_bf16_speedup` measures the matmul speed-up as a diagnostic only.
+the caller's order. Precisions (``dtype``): :mod:`dupmae_ir.precision`.
 """
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -37,13 +23,11 @@ import torch
 
 from .modeling.bow import packed_pool_pays, quantize, to_impact_dicts, topk_entries, topk_sparsify
 from .modeling.retriever import DupMAERetriever, RetrieverConfig
+from .precision import INT8, INT8_HEAD, default_device, dtype_name, resolve_dtype
 from .runs import MODES, Run
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("auto", "fp32", "bf16", "fp16", "int8", "int8-head")
-INT8 = "int8"  # not a torch dtype: marks dynamic int8 quantisation of the linear layers
-INT8_HEAD = "int8-head"  # not a torch dtype: the same for the MLM head's linear layers only
 
 
 @dataclass
@@ -64,77 +48,6 @@ class DocArrays:
     dense: np.ndarray
     ids: np.ndarray
     weights: np.ndarray
-
-
-def resolve_dtype(dtype: str, device: str):
-    """Map a ``--dtype`` name to a torch dtype (or :data:`INT8`); ``auto`` as in the module doc."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}; valid: {DTYPES}")
-    cuda = device.startswith("cuda")
-    if dtype in (INT8, INT8_HEAD):
-        if cuda:
-            raise ValueError(f"dtype={dtype!r} (dynamic quantisation) runs on CPU only; use fp16/bf16 on GPUs.")
-        return dtype
-    if dtype == "fp32":
-        return torch.float32
-    if dtype == "bf16":
-        return torch.bfloat16
-    if dtype == "fp16":
-        if not cuda:
-            raise ValueError("dtype='fp16' needs a GPU (CPU fp16 matmul is emulated and slow); use auto, fp32 or int8.")
-        return torch.float16
-    if cuda:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-
-
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX): torch's own probe,
-    else the ``/proc/cpuinfo`` flags. Deterministic: no timing is involved."""
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if all(callable(p) for p in probes):
-        return any(bool(p()) for p in probes)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = set(" ".join(line for line in fh if line.startswith("flags")).split())
-    except OSError:
-        return False
-    return any(flag in flags for flag in CPU_BF16_FLAGS)
-
-
-@lru_cache(maxsize=1)
-def cpu_bf16_speedup() -> float:
-    """fp32 time / bf16 time of a small encoder-shaped matmul on this CPU (measured once per process).
-
-    A diagnostic (``python -m dupmae_ir.encode --probe-dtype``), never a decision: timings move with
-    the machine's load, and ``auto`` must not. Costs well under a second.
-    """
-    import time
-
-    a = torch.randn(256, 384)
-    b = torch.randn(384, 1536)
-    times = {}
-    for dt in (torch.float32, torch.bfloat16):
-        x, y = a.to(dt), b.to(dt)
-        x @ y  # warm-up
-        runs = []
-        for _ in range(7):  # the fastest of 7: robust to a busy core
-            start = time.perf_counter()
-            x @ y
-            runs.append(time.perf_counter() - start)
-        times[dt] = min(runs)
-    speedup = times[torch.float32] / max(times[torch.bfloat16], 1e-9)
-    log.info("CPU bf16 matmul speed-up over fp32: %.2fx", speedup)
-    return speedup
-
-
-def dtype_name(dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", INT8: INT8,
-            INT8_HEAD: INT8_HEAD}[dtype]
 
 
 class DupMAEEncoder:
@@ -307,13 +220,6 @@ class DupMAEEncoder:
         c = self.config
         return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights, batch_size,
                             c.query_min_weight)
-
-
-def default_device() -> torch.device:
-    """This process's GPU when there is one (``LOCAL_RANK`` under torchrun), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
-    return torch.device("cpu")
 
 
 class ExactRetriever:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 MIN_JAVA = 21
 
@@ -112,8 +113,9 @@ def java_env(base: dict[str, str] | None = None) -> dict[str, str]:
 _started = False
 
 
-def start_jvm() -> None:
-    """Start the JVM with Anserini on the classpath. Idempotent; call before importing ``pyserini.*``."""
+def start_jvm(options: Sequence[str] = ()) -> None:
+    """Start the JVM with Anserini on the classpath. Idempotent; call before importing ``pyserini.*``.
+    ``options`` (e.g. ``["-Xmx1g"]``) apply when this call starts the JVM; a running JVM keeps its own."""
     global _started
     if _started:
         return
@@ -124,6 +126,8 @@ def start_jvm() -> None:
 
     if not jnius_config.vm_running:
         jnius_config.add_classpath(anserini_jar())
+        if options:
+            jnius_config.add_options(*options)
         if "jnius" in sys.modules:  # pragma: no cover - someone imported jnius before us
             raise RuntimeError("jnius was imported before dupmae_ir.java.start_jvm(); start the JVM first.")
     import jnius  # noqa: F401  (importing starts the JVM)

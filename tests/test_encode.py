@@ -92,7 +92,7 @@ def test_packed_pool_equals_padded_pool():
 def test_dtype_auto_follows_measurement():
     import torch
 
-    from dupmae_ir.encoder import cpu_has_fast_bf16, resolve_dtype
+    from dupmae_ir.precision import cpu_has_fast_bf16, resolve_dtype
 
     expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     assert resolve_dtype("auto", "cpu") is expected
@@ -109,7 +109,8 @@ def test_int8_head_keeps_dense_exact_and_impacts_close(scifact_dir):
 
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.encode.__main__ import build_parser
-    from dupmae_ir.encoder import DTYPES, DupMAEEncoder, resolve_dtype
+    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.precision import DTYPES, resolve_dtype
 
     texts = [doc_text(d) for _, d in zip(range(12), resolve(str(scifact_dir)).iter_docs())]
     ref = DupMAEEncoder("default", dtype="fp32").encode_docs(texts, keep_weights=True, batch_size=6)

@@ -456,7 +456,7 @@ def test_bad_input_is_one_line_and_debug_shows_the_traceback(tiny_checkpoint, tm
 def test_auto_dtype_is_decided_by_cpu_flags_not_timing(monkeypatch):
     import torch
 
-    from dupmae_ir import encoder
+    from dupmae_ir import precision as encoder
     from dupmae_ir.train.trainer import resolve_precision
 
     flags = set(" ".join(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())

@@ -336,8 +336,8 @@ def test_dropout_option_and_auto_precision(tiny, toy, tmp_path):
     """--dropout 0 turns every dropout of the backbone off while training (a train-mode forward is then
     deterministic and equals eval mode); the saved config keeps the checkpoint's rate; --precision
     auto is recorded as the concrete precision this machine resolved it to."""
-    from dupmae_ir.encoder import cpu_has_fast_bf16
     from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
+    from dupmae_ir.precision import cpu_has_fast_bf16
     from dupmae_ir.train.arguments import FinetuneArguments
     from dupmae_ir.train.finetune import run_finetuning
     from dupmae_ir.train.trainer import set_dropout

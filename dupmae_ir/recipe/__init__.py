@@ -173,7 +173,7 @@ class Recipe:
         from ..train.trainer import resolve_precision
 
         self.precision = resolve_precision(SimpleNamespace(precision=cfg.precision, use_cpu=False))
-        from ..encoder import default_device, dtype_name, resolve_dtype
+        from ..precision import default_device, dtype_name, resolve_dtype
 
         self.eval_dtype = resolve_dtype(cfg.eval_precision, str(default_device()))  # what encode --dtype resolves
         self.eval_precision = dtype_name(self.eval_dtype)

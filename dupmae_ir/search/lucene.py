@@ -58,11 +58,17 @@ class ImpactSearcher:
         df = self.reader.docFreq(self._term(FIELD, token))
         return df > 0 and math.log(self.num_docs / df) > self.min_idf
 
+    def doc_freq(self, token: str) -> int:
+        return int(self.reader.docFreq(self._term(FIELD, token)))
+
+    def sent_terms(self, impacts: dict[str, int]) -> dict[str, int]:
+        """The query terms :meth:`search` sends to Lucene: positive weights, and with ``min_idf >= 0``
+        only tokens whose idf exceeds it (terms absent from the index then drop too)."""
+        return {t: w for t, w in impacts.items() if w > 0 and (self.min_idf < 0 or self._keep(t))}
+
     def search(self, impacts: dict[str, int], k: int) -> list[tuple[str, float]]:
         """The top ``k`` documents of one query, ``[(docid, score), ...]`` by score."""
-        if self.min_idf >= 0:
-            impacts = {t: w for t, w in impacts.items() if self._keep(t)}
-        terms = " ".join(f"{_quoted(t)}^{int(w)}" for t, w in impacts.items() if w > 0)
+        terms = " ".join(f"{_quoted(t)}^{int(w)}" for t, w in self.sent_terms(impacts).items())
         if not terms or k <= 0:
             return []
         top = self.searcher.search(self._parser().parse(terms), k)

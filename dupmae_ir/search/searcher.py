@@ -130,14 +130,19 @@ class DupMAESearcher:
             raise IndexFormatError(self.info.root, "was built with --dense-only: no impact index for modes "
                                                    f"{list(modes)}", "search with --mode dense")
 
+    def encode_batch(self, texts: Sequence[str]):
+        """The queries' dense vectors and impacts: pre-encoded when ``encoded_queries`` was given, else live."""
+        return self.encoded.batch(list(texts)) if self.encoded else self.encoder.encode_queries(list(texts))
+
     def search_batch(self, qids: Sequence[str], texts: Sequence[str], modes: Iterable[str] = MODES,
                      hits: int = 1000, depth: int | None = None, fusion: FusionConfig = FusionConfig(),
-                     drop_query_id: bool = False) -> dict[str, Run]:
+                     drop_query_id: bool = False, encoded=None) -> dict[str, Run]:
         """Search one batch; returns ``{mode: {qid: [(docid, score), ...]}}``.
 
         ``depth`` (default ``hits``) is how many hits each side contributes to hybrid fusion
         (Pyserini's ``fusion --hits``). ``drop_query_id`` removes a hit whose docid equals its qid
-        (BEIR's convention on ArguAna and Quora) before cutting to ``hits``.
+        (BEIR's convention on ArguAna and Quora) before cutting to ``hits``. ``encoded``: the batch's
+        :class:`~dupmae_ir.encoder.EncodedBatch` when the caller has it already (an explainer does).
         """
         modes = tuple(modes)
         self._require(modes)
@@ -146,7 +151,7 @@ class DupMAESearcher:
         qids, texts = [str(q) for q in qids], list(texts)
         clock = time.perf_counter()
         # dense (B, d), impacts [{tok: int}]
-        enc = self.encoded.batch(texts) if self.encoded else self.encoder.encode_queries(texts)
+        enc = encoded if encoded is not None else self.encode_batch(texts)
         clock = self._tick("encode", clock)
         need_dense = "dense" in modes or "hybrid" in modes
         need_sparse = "impact" in modes or "hybrid" in modes
@@ -185,17 +190,17 @@ class DupMAESearcher:
         return now
 
     def search_parts(self, text: str, k: int = 10, mode: str = "hybrid", depth: int = 1000,
-                     fusion: FusionConfig = FusionConfig()) -> list[PartHit]:
+                     fusion: FusionConfig = FusionConfig(), encoded=None) -> list[PartHit]:
         """One query's top ``k`` in ``mode``, each hit with the scores of both sides: ``dense`` (inner
         product) and ``sparse`` (de-quantised impact score, Lucene's integer score ``impact`` times
         ``alpha``) when the document is in that side's top ``depth``, else None (hybrid fusion then
-        gives it that side's minimum, as Pyserini does)."""
+        gives it that side's minimum, as Pyserini does). ``encoded``: as in :meth:`search_batch`."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}; valid: {MODES}")
         depth = max(k, depth)
         sides = tuple(m for m in ("dense", "impact") if (self.faiss_index if m == "dense" else self.impact_searcher))
         modes = tuple(dict.fromkeys((*sides, mode)))
-        runs = self.search_batch(["q"], [text], modes, hits=depth, depth=depth, fusion=fusion)
+        runs = self.search_batch(["q"], [text], modes, hits=depth, depth=depth, fusion=fusion, encoded=encoded)
         dense = dict(runs["dense"]["q"]) if "dense" in runs else {}
         impact = dict(runs["impact"]["q"]) if "impact" in runs else {}
         return [PartHit(docid, rank, score, dense.get(docid),

@@ -57,7 +57,7 @@ def resolve_precision(args) -> str:
         return args.precision
     if torch.cuda.is_available() and not args.use_cpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    from ..encoder import cpu_has_fast_bf16
+    from ..precision import cpu_has_fast_bf16
 
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
