@@ -182,25 +182,29 @@ def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
                          head: Callable[[torch.Tensor], torch.Tensor], rows: int = 256) -> torch.Tensor:
     """:func:`max_pool_head` for inference: same values, no work on padding, less memory traffic.
 
-    hidden: (B, L, D) -> (B, V). Each text's real positions ``1..len-1`` (ordinary tokens and [SEP];
-    [CLS] and padding excluded) go through ``head`` ``rows`` at a time and are reduced with a running
-    max over contiguous rows. Why: the padded version writes, penalises and reduces (B, c, V) tensors
-    including padding, which costs as much as the head matmul itself on a CPU; here the only large
-    tensor is one (rows, V) block that stays in cache. The max over real positions equals the -1000
-    padding penalty's result (a padded logit never wins by 1000).
+    hidden: (B, L, D) -> (B, V). The real positions ``1..len-1`` of every text ([CLS] and padding
+    excluded) are packed into one (T, D) matrix that goes through ``head`` ``rows`` at a time, across
+    texts, each block's logits max-reduced into their texts' rows. Why: the padded version writes,
+    penalises and reduces (B, c, V) tensors including padding, which costs as much as the head matmul
+    on a CPU, and a head call per text is dominated by call overhead for short texts or small models.
+    The max over real positions equals the -1000 padding penalty's result (a padded logit never wins).
     """
-    lengths = attention_mask.sum(dim=1).tolist()  # (B,) real tokens per text, [CLS] included
-    out = []
-    for b, length in enumerate(lengths):
-        if length < 2:
-            raise ValueError("max_pool_head_packed needs at least one position after [CLS]")
-        mu = None
-        for start in range(1, int(length), rows):
-            block = hidden[b, start:min(start + rows, int(length))]  # (r, D), real positions only
-            part = head(block).amax(dim=0)  # (r, V) -> (V,)
-            mu = part if mu is None else torch.maximum(mu, part)
-        out.append(mu)
-    return torch.stack(out)  # (B, V)
+    mask = attention_mask.bool().clone()  # (B, L)
+    mask[:, 0] = False  # [CLS]
+    counts = mask.sum(dim=1)  # (B,)
+    if bool((counts < 1).any()):
+        raise ValueError("max_pool_head_packed needs at least one position after [CLS]")
+    flat = hidden[mask]  # (T, D) real positions, text by text
+    owner = torch.repeat_interleave(torch.arange(hidden.shape[0], device=hidden.device), counts)  # (T,)
+    out = None
+    for start in range(0, flat.shape[0], rows):
+        logits = head(flat[start:start + rows])  # (r, V)
+        if out is None:
+            out = torch.full((hidden.shape[0], logits.shape[1]), float("-inf"), dtype=logits.dtype,
+                             device=logits.device)  # (B, V)
+        index = owner[start:start + rows, None].expand_as(logits)  # (r, V)
+        out.scatter_reduce_(0, index, logits, reduce="amax")
+    return out
 
 
 def packed_pool_pays(device: str | torch.device) -> bool:
