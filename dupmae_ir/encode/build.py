@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -70,7 +71,11 @@ def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int, 
     cmd = child_command("pyserini.index.lucene", "--collection", "JsonVectorCollection", "--input", vector_dir,
                         "--index", out_dir, "--generator", "DefaultLuceneDocumentGenerator", "--threads", threads,
                         "--impact", "--pretokenized")
+    start = time.perf_counter()
     proc = subprocess.run(cmd, env=java_env(), capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    # the largest child this process has waited for: Anserini (the encode process starts no other)
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     log_text = proc.stdout + proc.stderr
     # Anserini prints counters with thousands separators ("indexed: 5,183")
     counters = {k: int(v.replace(",", "")) for k, v in
@@ -83,7 +88,7 @@ def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int, 
     log_path.unlink(missing_ok=True)  # a failed earlier attempt's log
     return {"path": "impact", "collection": "JsonVectorCollection", "generator": "DefaultLuceneDocumentGenerator",
             "flags": ["--impact", "--pretokenized"], "empty_placeholder_token": EMPTY_TOKEN,
-            "anserini_counters": counters}
+            "anserini_counters": counters, "seconds": round(seconds, 1), "anserini_peak_rss_mib": round(child_rss)}
 
 
 def build_indexes(chunk_dirs: list[tuple[Path, list[str]]], claim, settings: dict, counts: dict,
