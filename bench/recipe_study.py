@@ -8,7 +8,8 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
 
 - ``select``: DupMAE pre-training once, then fine-tuning stage 1 with each learning rate and sparse
   scale calibration on/off, on the training queries minus a seeded 20% dev part, scored on that dev
-  part (hybrid nDCG@10, exhaustive in memory); the best is the recipe's default.
+  part (hybrid nDCG@10, exhaustive in memory); the best is the recipe's default. A variant whose
+  ``results.json`` holds the same settings is read back, not re-run: the study resumes.
 - ``pruning``: for a checkpoint fine-tuned without the dev part, the dev hybrid nDCG@10 and the mean
   impact terms per query for query top-k 16..1024 and minimum weights; the smallest pruning within
   0.002 of the unpruned dev score is chosen.
@@ -18,6 +19,7 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -42,6 +44,12 @@ def write_report(path: str, title: str, what: str, body: list[str]) -> None:
     print(text)
 
 
+def _same_variant(path: Path, lr: float, cal: bool, args) -> bool:
+    config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    return (config.get("learning_rate") == lr and config.get("sparse_scale_calibration") == cal
+            and config.get("holdout_fraction") == args.holdout and config.get("seed") == args.seed)
+
+
 def select(args) -> None:
     from dupmae_ir.recipe import Recipe, RecipeConfig
 
@@ -52,11 +60,17 @@ def select(args) -> None:
         cfg = RecipeConfig(output=f"{args.work}/select-{i}", stages=(1,), ablation=False, test=False,
                            holdout_fraction=args.holdout, learning_rate=lr, sparse_scale_calibration=cal,
                            pretrained=pretrained, report_root=f"{args.work}/eval", seed=args.seed)
-        start = time.time()
-        result = Recipe(cfg, progress=False, overwrite=True).run()
+        done = Path(cfg.output) / "results.json"
+        if done.exists() and _same_variant(done, lr, cal, args):  # resumed: this variant already ran
+            result = json.loads(done.read_text(encoding="utf-8"))
+            seconds = result["times"]["total"]
+        else:
+            start = time.time()
+            result = Recipe(cfg, progress=False, overwrite=True).run()
+            seconds = time.time() - start
         pretrained = pretrained or f"{args.work}/select-0/pretrained"
         row = result["dev_rows"][-1]
-        results.append((lr, cal, row["nDCG@10"], row["R@100"], time.time() - start))
+        results.append((lr, cal, row["nDCG@10"], row["R@100"], seconds))
     best = max(results, key=lambda r: r[2])
     body = ["| fine-tuning lr | sparse scale calibration | dev nDCG@10 (hybrid) | dev R@100 | seconds |",
             "|---|---|---|---|---|"]
