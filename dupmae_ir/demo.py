@@ -3,7 +3,8 @@
 
 Runs the CPU recipe of :mod:`dupmae_ir.recipe` on the bundled SciFact -- BM25, the zero-shot backbone
 (mean pooling), their fusion, DupMAE pre-training, fine-tuning stages 1-2 with and without
-pre-training, evaluation -- and prints one results table (``encoders/demo/results.md``).
+pre-training, evaluation through the indexes -- and prints one results table (``eval/demo/report.md``;
+checkpoints in ``encoders/demo``, indexes in ``indexes/demo``, runs in ``runs/demo``).
 ``--quick`` runs the shortened form (stage 1 only, ``encoders/demo-quick``). Every other flag of
 ``python -m dupmae_ir.recipe`` is accepted.
 """

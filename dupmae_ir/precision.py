@@ -71,8 +71,8 @@ def cpu_has_fast_bf16() -> bool:
 def cpu_bf16_speedup() -> float:
     """fp32 time / bf16 time of a small encoder-shaped matmul on this CPU (measured once per process).
 
-    A diagnostic (``python -m dupmae_ir.encode --probe-dtype``), never a decision: timings move with
-    the machine's load, and ``auto`` must not. Costs well under a second.
+    A diagnostic for benchmarks and bug reports, never a decision: timings move with the machine's
+    load, and ``auto`` must not. Costs well under a second.
     """
     import time
 

@@ -270,6 +270,20 @@ def test_crafted_pickle_in_encoded_queries_is_never_loaded(corpus, index, tiny_c
     assert enc.encode(next(iter(enc.embedding))).shape == (32,) and not marker.exists()
 
 
+def test_query_flags_with_pre_encoded_queries_and_shards_under_torchrun_are_refused(corpus, index, tmp_path):
+    """Flags that would be silently ignored are refused before any model loads: query settings with
+    pre-encoded queries, and manual shards inside a torchrun world (which shards by rank)."""
+    proc = cli("search", "--index", index, "--topics", corpus, "--encoded-queries", tmp_path / "q", "--mode", "dense",
+               "--query-topk", "8", "--output", tmp_path / "run.trec")
+    assert_one_line_error(proc, "--query-topk", "--encoded-queries")
+    assert not (tmp_path / "run.trec").exists()
+    env = dict(_env(), WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
+    proc = cli("encode", "--corpus", corpus, "--output", tmp_path / "idx", "--shard-id", "0", "--shard-num", "2",
+               env=env)
+    assert_one_line_error(proc, "--shard-num", "torchrun")
+    assert not (tmp_path / "idx").exists()
+
+
 def test_package_has_no_pickle_reading_call():
     hits = []
     for path in (ROOT / "dupmae_ir").rglob("*.py"):

@@ -26,8 +26,10 @@ How it scales:
   produces the same indexes (a changed command starts the work folder afresh);
 - shards: ``--shard-id i --shard-num n`` encodes chunks ``i, i+n, i+2n, ...`` into a shard folder;
   ``merge`` orders all shards' chunks back into corpus order and builds the indexes, identical to
-  one unsharded run. Several GPUs on one machine: one process per GPU (``--device cuda:i
-  --shard-id i``), then ``merge``;
+  one unsharded run; meant for batch schedulers (one shard per job);
+- torchrun: ``torchrun --nproc_per_node=N [--nnodes=M ...] -m dupmae_ir.encode --corpus ... --output DIR``
+  gives each rank a deterministic share (``cuda:LOCAL_RANK`` with GPUs); after a barrier rank 0 builds
+  the same indexes as a one-process run (:mod:`.distributed`);
 - safe: ``DIR`` is checked before any model loads (:mod:`dupmae_ir.outputs`): an existing folder is
   replaced only when it is an earlier index and ``--overwrite`` is given, never a folder the toolkit
   did not write; a lock makes a second process writing ``DIR`` fail at once; indexes are built in a

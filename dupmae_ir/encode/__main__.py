@@ -8,7 +8,7 @@ import os
 import sys
 
 from ..cli import HelpFormatter, add_debug_flag, add_encoder_args, add_length_args
-from ..errors import run_command
+from ..errors import UserError, run_command
 from ..index import INDEX_OUTPUT, QUERIES_OUTPUT, SHARD_OUTPUT
 from .corpus import FAISS_KINDS, encode_corpus, merge_shards
 from .queries import encode_queries
@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.corpus and not args.topics:
         parser.error("give --corpus (to build indexes) and/or --topics (to pre-encode topics)")
     from ..outputs import absolute, check_output_dir
+    from .distributed import encode_corpus_distributed, world
+
+    if world() and (args.shard_num > 1 or args.shard_id):  # torchrun already shards by rank
+        raise UserError("--shard-num", "cannot be combined with torchrun (each rank takes its share itself)",
+                        "drop --shard-id/--shard-num under torchrun, or run one plain process per shard")
 
     # every input and output is checked before a model loads
     output = absolute(args.output)
@@ -110,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.corpus and output in qout.parents):  # inside a new index folder it cannot exist yet
             check_output_dir(qout, QUERIES_OUTPUT, args.overwrite)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", tokenizer_parallelism(args.device))
-    from .distributed import encode_corpus_distributed, world
 
     if args.corpus and world() and args.shard_num == 1:  # torchrun: each process a share, rank 0 the indexes
         print(encode_corpus_distributed(args.corpus, output, encoder=args.encoder, batch_size=args.batch_size,

@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dupmae_ir.search",
         description="Dense, impact and hybrid (DupMAE) search over a `dupmae_ir.encode` index with FAISS and "
-                    "Pyserini's LuceneImpactSearcher. Writes TREC runs with provenance JSON beside them.",
+                    "Lucene impact search with top-k pruning (block-max WAND). Writes TREC runs with provenance "
+                    "JSON beside them.",
         formatter_class=HelpFormatter)
     io = p.add_argument_group("input and output")
     io.add_argument("--index", required=True, help="folder written by `python -m dupmae_ir.encode --output`")
@@ -71,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.mode:
         raise UserError("--mode", "no mode given", "pass one or more of dense, impact, hybrid")
+    given = [flag for flag, value in (("--query-topk", args.query_topk), ("--query-min-weight", args.query_min_weight),
+                                      ("--query-max-length", args.query_max_length)) if value is not None]
+    if args.encoded_queries and given:  # pre-encoded queries carry the settings they were encoded with
+        raise UserError(given[0], "has no effect with --encoded-queries",
+                        f"drop it, or encode the topics again with it (`dupmae_ir.encode --topics ... {given[0]} ...`)")
     collection = resolve(args.topics, data_dir=args.data_dir)
     queries = collection.queries(args.split)
     outputs = {mode: _output_path(args, mode) for mode in args.mode}
@@ -95,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,
                         rrf_k=fusion.rrf_k) if mode == "hybrid" else None,
             min_idf=args.min_idf, drop_query_id=args.drop_query_id, encoded_queries=args.encoded_queries,
-            query_config={k: getattr(searcher.encoder.config, k)
-                          for k in ("query_max_length", "query_topk", "query_min_weight", "query_scale")},
+            query_config=None if args.encoded_queries else {  # pre-encoded: see their own provenance
+                k: getattr(searcher.encoder.config, k)
+                for k in ("query_max_length", "query_topk", "query_min_weight", "query_scale")},
             index_meta=searcher.info.meta))
         print(f"{mode}: {len(run)} queries -> {out}", file=sys.stderr)
     print(f"searched {len(queries)} queries in {t2 - t1:.1f} s ({len(queries) / max(t2 - t1, 1e-9):.1f} q/s; "
