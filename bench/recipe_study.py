@@ -53,8 +53,9 @@ def _same_variant(path: Path, lr: float, cal: bool, args) -> bool:
 def select(args) -> None:
     from dupmae_ir.recipe import Recipe, RecipeConfig
 
-    variants = [(float(lr), cal == "on") for lr in args.learning_rates.split(",")
-                for cal in args.calibration.split(",")]
+    variants = ([(float(v.split(":")[0]), v.split(":")[1] == "on") for v in args.variants.split(",")] if args.variants
+                else [(float(lr), cal == "on") for lr in args.learning_rates.split(",")
+                      for cal in args.calibration.split(",")])
     results, pretrained = [], None
     for i, (lr, cal) in enumerate(variants):
         cfg = RecipeConfig(output=f"{args.work}/select-{i}", stages=(1,), ablation=False, test=False,
@@ -165,6 +166,7 @@ def main() -> int:
     s = sub.add_parser("select")
     s.add_argument("--learning-rates", default="5e-5,1.5e-4")
     s.add_argument("--calibration", default="on,off")
+    s.add_argument("--variants", default=None, help="instead of the grid: LR:on|off,... (e.g. 5e-5:on,1.5e-4:on)")
     s.add_argument("--report", default="eval/recipe-selection.md")
     s = sub.add_parser("pruning")
     s.add_argument("--model", required=True, help="a checkpoint fine-tuned with the same --holdout")
