@@ -88,8 +88,9 @@ sessions, eval/recipe-history.md):
     dropout: float | None = 0.0  # fine-tuning dropout (None: the backbone's 0.1; 0: off, ~1.7x faster CPU steps)
     seed: int = 42
     threads: int | None = None
-    # query pruning written into each fine-tuned checkpoint (None: keep the checkpoint's, 1024 terms / no minimum)
-    query_topk: int | None = None
+    # query pruning written into each fine-tuned checkpoint, chosen on the dev split (eval/query-pruning.md);
+    # None: keep the checkpoint's (1,024 terms, Lucene's clause limit; the paper keeps every term)
+    query_topk: int | None = 16
     query_min_weight: float = 0.0
     pretrain_corpus: str | None = None  # DupMAE pre-training on another corpus (domain adaptation); None: corpus
     holdout_fraction: float = 0.0  # > 0: fine-tune without this seeded dev part of the training queries, report it

@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sparse-weight", type=float, default=None, help=f"(default {d.sparse_weight})")
     g.add_argument("--temperature", type=float, default=None, help=f"(default {d.temperature})")
     g.add_argument("--query-topk", type=int, default=None,
-                   help="Keep each query's N largest impact weights (written into each fine-tuned checkpoint).")
+                   help="Keep each query's N largest impact weights, written into each fine-tuned checkpoint "
+                        f"(default {d.query_topk}, chosen on the dev split; 1024 keeps all the paper's terms "
+                        "that Lucene accepts).")
     g.add_argument("--query-min-weight", type=float, default=None,
                    help="Drop query impact weights below this (written into each fine-tuned checkpoint).")
     g.add_argument("--part-loss-weight", type=float, default=None,
