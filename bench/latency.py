@@ -161,6 +161,7 @@ def main() -> int:
     p.add_argument("--query-topk", type=int, default=None, help="query pruning: keep N impact terms (default: index's)")
     p.add_argument("--query-min-weight", type=float, default=None,
                    help="query pruning: minimum weight (default: index's)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"], help="query encoding precision")
     p.add_argument("--example", default="0-dimensional biomaterials show inductive properties.",
                    help="a query whose largest impact terms are shown")
     args = p.parse_args()
@@ -180,7 +181,7 @@ def main() -> int:
         qrels = {}
     torch.set_num_threads(1)
     start = time.perf_counter()
-    searcher = DupMAESearcher(args.index, threads=1, query_topk=args.query_topk,
+    searcher = DupMAESearcher(args.index, threads=1, dtype=args.dtype, query_topk=args.query_topk,
                               query_min_weight=args.query_min_weight)
     startup = {"dupmae": time.perf_counter() - start}
     start = time.perf_counter()

@@ -7,8 +7,9 @@ Rows: BM25 (Pyserini, flat); the backbone zero-shot with mean and [CLS] pooling;
 mean-pooled backbone; for each model its dense, impact and hybrid (DupMAE's sum) runs, its dense run
 with mean pooling, and the fusions with BM25 (``hybrid+bm25``: the hybrid run and BM25, min-max
 normalised per query, summed: the ranking of Pyserini's normalised fusion with alpha 1;
-``dense+impact+bm25``: the three runs normalised and summed). Exhaustive in-memory scoring (floats) at the given lengths; every run is cached
-under ``--work`` as JSON, so adding a model re-encodes nothing else. The collection has test queries
+``dense+impact+bm25``: the three runs normalised and summed). Exhaustive in-memory scoring (floats) at
+the given lengths; every run is cached under ``--work`` as JSON, so adding a model re-encodes nothing
+else. The collection has test queries
 only: it is a transfer *dev* collection, each number is read once and reported as it is.
 """
 from __future__ import annotations

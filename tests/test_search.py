@@ -159,8 +159,15 @@ def test_cli_writes_runs_and_provenance(slice_index, tmp_path, monkeypatch):
         prov = json.loads((tmp_path / "runs" / f"slice.{mode}.trec.json").read_text())
         assert prov["mode"] == mode and prov["index"] == str(index_dir.resolve())
     assert prov["fusion"]["fusion"] == "rrf"
+    assert prov["query_config"]["dtype"] == "fp32"
     assert main(["--index", str(index_dir), "--topics", str(topics), "--hits", "5"]) == 0  # default output
     assert list((tmp_path / "runs").glob("index.topics.hybrid.trec"))
+    # bf16 query encoding: recorded, and the dense run stays close to fp32's (same top hit for most queries)
+    assert main(["--index", str(index_dir), "--topics", str(topics), "--mode", "dense", "--hits", "10", "--dtype",
+                 "bf16", "--output", "runs/bf16.trec"]) == 0
+    assert json.loads((tmp_path / "runs" / "bf16.trec.json").read_text())["query_config"]["dtype"] == "bf16"
+    fp32, bf16 = read_trec(tmp_path / "runs" / "slice.dense.trec"), read_trec(tmp_path / "runs" / "bf16.trec")
+    assert sum(fp32[q][0][0] == bf16[q][0][0] for q in queries) >= 0.8 * len(queries)
 
 
 def test_pre_encoded_queries_are_used_as_given(slice_index, tiny_checkpoint, tmp_path):

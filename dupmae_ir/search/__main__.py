@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--encoder", default=None,
                    help="query encoder checkpoint (default: the encoder recorded in the index's dupmae_index.json)")
     q.add_argument("--device", default="cpu", help="query encoder device")
+    q.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+                   help="query encoding precision (fp32: the same queries as stock Pyserini's encoders; bf16 about "
+                        "halves query encoding on CPUs with AVX512-BF16)")
     q.add_argument("--encoded-queries", default=None,
                    help="folder from `dupmae_ir.encode --topics` (read from dense/embedding.npy, dense/queries.jsonl "
                         "and impact.jsonl; the pickle beside them is never loaded): these query representations "
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(out, is_run_file, args.overwrite, what="run file")
     t0 = time.perf_counter()
     searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device,
+                              dtype=args.dtype,
                               min_idf=args.min_idf, encoded_queries=args.encoded_queries,
                               query_max_length=args.query_max_length, query_topk=args.query_topk,
                               query_min_weight=args.query_min_weight)
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             min_idf=args.min_idf, drop_query_id=args.drop_query_id, encoded_queries=args.encoded_queries,
             query_config=None if args.encoded_queries else {  # pre-encoded: see their own provenance
                 k: getattr(searcher.encoder.config, k)
-                for k in ("query_max_length", "query_topk", "query_min_weight", "query_scale")},
+                for k in ("query_max_length", "query_topk", "query_min_weight", "query_scale")} | {"dtype": args.dtype},
             index_meta=searcher.info.meta))
         print(f"{mode}: {len(run)} queries -> {out}", file=sys.stderr)
     print(f"searched {len(queries)} queries in {t2 - t1:.1f} s ({len(queries) / max(t2 - t1, 1e-9):.1f} q/s; "
