@@ -39,10 +39,10 @@ RECIPE_OUTPUT = OutputKind("recipe working folder", RECIPE_MARKER, ("dupmae_ir.r
 
 @dataclass
 class RecipeConfig:
-    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; ~35 min on an idle 2-core
+    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; ~45 min on a 2-core
     AVX512-BF16 machine). What each setting was chosen on is in ``report.CHOSEN_ON`` (the fine-tuning lr,
-the calibration and query pruning on the dev split carved from train; the rest on SciFact test in earlier
-sessions, eval/recipe-history.md):
+    the calibration and query pruning on the dev split carved from train; the rest on SciFact test in
+    earlier sessions, eval/recipe-history.md):
     pre-training is short and gentle (80 steps at 2e-5; stronger pre-training of this sentence-embedding
     backbone on 5k documents costs nDCG); the fresh MLM head has its own lr (1e-3); each part of the
     score is also trained alone (part loss 1); fine-tuning uses 7 BM25 (stage 1) or mined (stage 2)
