@@ -10,7 +10,9 @@ whatever the width: a ~2k-piece WordPiece trained on the SciFact corpus with ``t
 process each, as a user runs them: ``dupmae_ir.encode`` (both indexes), then ``dupmae_ir.search`` of
 the 1,000 queries in every mode; reports the encoding stage's docs/s, the index build, the whole
 encode's time per document, peak RSS of the encode process and of its largest child (Anserini),
-index sizes, search queries/s and the nDCG@10 of the runs.
+index sizes, search queries/s and the nDCG@10 of the runs. Each size's row is kept in
+``--work/result-SIZE.json`` and reused by later runs (``--fresh`` measures again), so sizes can be
+measured in separate sessions.
 """
 from __future__ import annotations
 
@@ -107,6 +109,7 @@ def main() -> int:
     p.add_argument("--sizes", default="10000,100000,1000000")
     p.add_argument("--work", default="/tmp/dupmae-scale")
     p.add_argument("--report", default=None)
+    p.add_argument("--fresh", action="store_true", help="measure every size again (default: reuse result-SIZE.json)")
     args = p.parse_args()
 
     from dupmae_ir.modeling.backbone import load_tokenizer
@@ -119,6 +122,11 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
+        done = work / f"result-{size}.json"
+        if done.is_file() and not args.fresh:  # measured earlier with the same corpus and model: reuse the row
+            rows.append(json.loads(done.read_text()))
+            print(json.dumps(rows[-1]), flush=True)
+            continue
         docs, topics, qrels = build_corpus(work, size, tokenizer)
         index = work / f"index-{size}"
         wall, rss, _ = run([sys.executable, "-m", "dupmae_ir.encode", "--corpus", str(docs), "--encoder",
@@ -144,6 +152,7 @@ def main() -> int:
                          faiss_mib=(index / "dense" / "index").stat().st_size / 2**20,
                          qps=float(qps.group(1)) if qps else None, setup=float(qps.group(2)) if qps else None,
                          search_wall=s_wall, **{f"ndcg_{m}": v for m, v in ndcg.items()}))
+        done.write_text(json.dumps(rows[-1]))
         print(json.dumps(rows[-1]), flush=True)
     lines = ["| documents | encoding stage docs/s | index build s (Lucene) | whole encode s | us per doc | "
              "peak RSS MiB encode / Anserini / search | FAISS MiB | impact index MiB | "
