@@ -74,7 +74,7 @@ def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int, 
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=java_env(), capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    # the largest child this process has waited for: Anserini (the encode process starts no other)
+    # largest child waited for so far: Anserini under `dupmae_ir.encode` (in a recipe, maybe an earlier child)
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     log_text = proc.stdout + proc.stderr
     # Anserini prints counters with thousands separators ("indexed: 5,183")
