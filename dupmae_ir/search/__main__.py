@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query encoder checkpoint (default: the encoder recorded in the index's dupmae_index.json)")
     q.add_argument("--device", default="cpu", help="query encoder device")
     q.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
-                   help="query encoding precision (fp32: the same queries as stock Pyserini's encoders; bf16 about "
-                        "halves query encoding on CPUs with AVX512-BF16)")
+                   help="query encoding precision (fp32: the same queries as stock Pyserini's encoders; bf16 cuts "
+                        "query encoding by about a quarter on CPUs with AVX512-BF16, and is slow without)")
     q.add_argument("--encoded-queries", default=None,
                    help="folder from `dupmae_ir.encode --topics` (read from dense/embedding.npy, dense/queries.jsonl "
                         "and impact.jsonl; the pickle beside them is never loaded): these query representations "
