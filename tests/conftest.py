@@ -31,6 +31,20 @@ def scifact_dir(shared_data) -> Path:
     return shared_data / "beir" / "scifact"
 
 
+def write_corpus_slice(source, path: Path, n: int) -> Path:
+    """The first ``n`` documents of collection ``source`` as a BEIR ``corpus.jsonl`` (title, text apart)."""
+    import json
+
+    from dupmae_ir.data import resolve
+
+    with open(path, "w", encoding="utf-8") as f:
+        for i, d in enumerate(resolve(source).iter_docs()):
+            if i == n:
+                break
+            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    return path
+
+
 def build_tiny_checkpoint(folder: Path, seed: int = 0, dense_dim: int | None = None) -> Path:
     """A tiny random BERT masked LM (hidden 32, 2 layers, real 30,522-piece uncased vocab) saved as a
     DupMAE checkpoint folder, with the default backbone's real tokenizer."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
 
 SLICE = 160
 
@@ -28,15 +28,7 @@ def _env():
 @pytest.fixture(scope="module")
 def slice_corpus(scifact_dir, tmp_path_factory) -> Path:
     """The first SLICE SciFact docs as a BEIR-style corpus file (title, text kept apart)."""
-    from dupmae_ir.data import resolve
-
-    path = tmp_path_factory.mktemp("slice") / "corpus.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for i, d in enumerate(resolve(scifact_dir).iter_docs()):
-            if i == SLICE:
-                break
-            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
-    return path
+    return write_corpus_slice(scifact_dir, tmp_path_factory.mktemp("slice") / "corpus.jsonl", SLICE)
 
 
 @pytest.fixture(scope="module")

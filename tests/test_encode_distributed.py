@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
 
 pytestmark = pytest.mark.slow  # torchrun with two processes, three times (~2 minutes)
 N_DOCS = 400
@@ -22,15 +22,7 @@ CHUNK = 8
 
 @pytest.fixture(scope="module")
 def corpus(scifact_dir, tmp_path_factory) -> Path:
-    from dupmae_ir.data import resolve
-
-    path = tmp_path_factory.mktemp("dist") / "corpus.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for i, d in enumerate(resolve(scifact_dir).iter_docs()):
-            if i == N_DOCS:
-                break
-            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
-    return path
+    return write_corpus_slice(scifact_dir, tmp_path_factory.mktemp("dist") / "corpus.jsonl", N_DOCS)
 
 
 def _args(corpus, ckpt, out):

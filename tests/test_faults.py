@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
 
 SLICE = 40
 
@@ -67,11 +67,7 @@ def corpus(scifact_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("faults") / "coll"
     folder.mkdir()
     coll = resolve(scifact_dir)
-    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for i, d in enumerate(coll.iter_docs()):
-            if i == SLICE:
-                break
-            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    write_corpus_slice(scifact_dir, folder / "corpus.jsonl", SLICE)
     queries = dict(list(coll.queries("test").items())[:6])
     with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
         for qid, text in queries.items():

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
 
 SLICE = 60
 QUERY = "vitamin D deficiency and the risk of cancer"
@@ -39,15 +39,9 @@ def _env(**extra) -> dict:
 @pytest.fixture(scope="module")
 def corpus(scifact_dir, tmp_path_factory) -> Path:
     """The first SLICE SciFact documents as a BEIR folder."""
-    from dupmae_ir.data import resolve
-
     folder = tmp_path_factory.mktemp("serve") / "coll"
     folder.mkdir()
-    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for i, d in enumerate(resolve(scifact_dir).iter_docs()):
-            if i == SLICE:
-                break
-            f.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    write_corpus_slice(scifact_dir, folder / "corpus.jsonl", SLICE)
     return folder
 
 
