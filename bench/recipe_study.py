@@ -14,7 +14,8 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
   impact terms per query for query top-k 16..1024 and minimum weights; the smallest pruning within
   0.002 of the unpruned dev score is chosen.
 - ``seeds``: the whole recipe (no ablation) with each seed, through the product; mean and standard
-  deviation of every row on the test split.
+  deviation of every row on the test split. A seed whose ``results.json`` exists is read back
+  (``--fresh`` re-runs it); the report is rewritten after every seed.
 """
 from __future__ import annotations
 
@@ -136,25 +137,36 @@ def seeds(args) -> None:
     from dupmae_ir.recipe import Recipe, RecipeConfig
 
     per_system: dict[str, list[tuple[float, float]]] = {}
-    times = []
+    times, done = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
         cfg = RecipeConfig(output=f"{args.work}/seed-{seed}", ablation=False, seed=seed,
                            index_root=f"{args.work}/indexes", runs_root=f"{args.work}/runs",
                            report_root=f"{args.work}/eval")
-        result = Recipe(cfg, progress=False, overwrite=True).run()
+        saved = Path(cfg.output) / "results.json"
+        if saved.exists() and json.loads(saved.read_text(encoding="utf-8")).get("config", {}).get("seed") == seed \
+                and not args.fresh:
+            result = json.loads(saved.read_text(encoding="utf-8"))  # resume: this seed already ran
+        else:
+            result = Recipe(cfg, progress=False, overwrite=True).run()
         times.append(result["times"]["total"])
+        done.append(seed)
         for row in result["rows"]:
             per_system.setdefault(row["system"], []).append((row["nDCG@10"], row["R@100"]))
+        _seeds_report(args, per_system, times, done)  # after every seed: a stopped study still reports
+
+
+def _seeds_report(args, per_system: dict, times: list[float], done: list[int]) -> None:
     n = len(times)
-    body = [f"| system | nDCG@10 mean | std | R@100 mean | std | per seed nDCG@10 ({args.seeds}) |",
+    body = [f"| system | nDCG@10 mean | std | R@100 mean | std | per seed nDCG@10 ({', '.join(map(str, done))}) |",
             "|---|---|---|---|---|---|"]
     for system, values in per_system.items():
         nd, rc = [v[0] for v in values], [v[1] for v in values]
         body.append(f"| {system} | {statistics.mean(nd):.4f} | {sd(nd):.4f} | {statistics.mean(rc):.4f} | "
                     f"{sd(rc):.4f} | {' / '.join(f'{x:.4f}' for x in nd)} |")
-    body += ["", f"{n} runs of the recipe's defaults (no ablation), one per seed (pre-training and fine-tuning "
-                 f"seeds); DupMAE rows from the indexes (`dupmae_ir.search`); standard deviation over seeds (n-1). "
-                 f"Wall time per run: {', '.join(f'{t:.0f} s' for t in times)}."]
+    body += ["", f"{n} run(s) of the recipe's defaults (no ablation), one per seed (seed of pre-training and "
+                 f"fine-tuning; the test split is read once per run, for the table); DupMAE rows from the indexes "
+                 f"(`dupmae_ir.search`); standard deviation over seeds (n-1). Wall time per run: "
+                 f"{', '.join(f'{t:.0f} s' for t in times)}."]
     write_report(args.report, "The CPU recipe over seeds (SciFact test)",
                  "Mean and standard deviation of every row of the recipe's table over seeds "
                  "(`bench/recipe_study.py seeds`).", body)
@@ -177,6 +189,7 @@ def main() -> int:
     s = sub.add_parser("seeds")
     s.add_argument("--seeds", default="1,2,3")
     s.add_argument("--report", default="eval/recipe-seeds.md")
+    s.add_argument("--fresh", action="store_true", help="re-run seeds whose results.json already exists")
     for sp in sub.choices.values():
         sp.add_argument("--work", default="encoders/study", help="working folder of the study's models")
         sp.add_argument("--holdout", type=float, default=0.2, help="dev fraction of the training queries")

@@ -16,7 +16,7 @@ import os
 import types
 
 from .errors import add_debug_flag
-from .runs import FUSIONS, MODES, FusionConfig
+from .runs import FUSIONS, HYBRID_BM25, MODES, FusionConfig
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -92,12 +92,15 @@ def add_length_args(parser: argparse.ArgumentParser, query: bool = True, doc: bo
                        help=f"word pieces per document, fixed in the index at encoding ({note})")
 
 
-def add_search_args(parser: argparse.ArgumentParser, modes_default=("hybrid",)) -> argparse._ArgumentGroup:
+def add_search_args(parser: argparse.ArgumentParser, modes_default=("hybrid",),
+                    modes=MODES) -> argparse._ArgumentGroup:
     """``--mode --hits --batch-size --threads --min-idf`` (``search`` and ``eval``); returns the group."""
     g = parser.add_argument_group("search")
-    g.add_argument("--mode", "--modes", dest="mode", nargs="*", choices=MODES, default=list(modes_default),
-                   help="what to retrieve with: dense (FAISS), impact (Lucene), hybrid (both, fused); several modes "
-                        "share one query-encoding pass and write one run each")
+    g.add_argument("--mode", "--modes", dest="mode", nargs="*", choices=modes, default=list(modes_default),
+                   help="what to retrieve with: dense (FAISS), impact (Lucene), hybrid (both, fused)"
+                        + ("; hybrid+bm25 (the hybrid run and a BM25 run, min-max normalised and summed: stock "
+                           "`pyserini.fusion --method normalize`; needs --bm25-index)" if HYBRID_BM25 in modes else "")
+                        + "; several modes share one query-encoding pass and write one run each")
     g.add_argument("--hits", type=int, default=1000, help="hits per query in the run")
     g.add_argument("--batch-size", type=int, default=64, help="queries encoded and searched per batch")
     g.add_argument("--threads", type=int, default=default_threads(), help="search threads for FAISS and Lucene")

@@ -28,6 +28,9 @@ from .errors import DataError
 Hit = tuple[str, float]  # (docid, score)
 Run = dict[str, list[Hit]]  # qid -> hits, best first
 MODES = ("dense", "impact", "hybrid")  # what a DupMAE model retrieves with: FAISS, Lucene impacts, both fused
+# the hybrid run fused with a BM25 run as stock `python -m pyserini.fusion --method normalize` does
+HYBRID_BM25 = "hybrid+bm25"
+SEARCH_MODES = (*MODES, HYBRID_BM25)
 FUSIONS = ("sum", "normalized", "rrf")
 RUN_ARTIFACT = "trec_run"
 _WHITESPACE = re.compile(r"\s")
@@ -86,6 +89,20 @@ def fuse(dense: Sequence[Hit], sparse: Sequence[Hit], k: int, fusion: str = "sum
             ss = (ss - (s_min + s_max) / 2) / ((s_max - s_min) or 1.0)
             ds = (ds - (d_min + d_max) / 2) / ((d_max - d_min) or 1.0)
         scores[docid] = ss + alpha * ds if weight_on_dense else alpha * ss + ds
+    return rank_hits(scores, k)
+
+
+def fuse_normalize(runs: Sequence[Sequence[Hit]], k: int, depth: int | None = None) -> list[Hit]:
+    """One query's hit lists fused as stock ``python -m pyserini.fusion --method normalize`` does: each
+    list min-max normalised to [0, 1] (a constant list to 1), the first ``depth`` of each summed (a
+    missing document adds 0), top ``k``, ties by docid ascending."""
+    scores: dict[str, float] = {}
+    for hits in runs:
+        if not hits:
+            continue
+        lo, hi = min(s for _, s in hits), max(s for _, s in hits)
+        for docid, score in hits[:depth]:
+            scores[docid] = scores.get(docid, 0.0) + ((score - lo) / (hi - lo) if hi > lo else 1.0)
     return rank_hits(scores, k)
 
 

@@ -189,3 +189,43 @@ def test_pre_encoded_queries_are_used_as_given(slice_index, tiny_checkpoint, tmp
             assert score == sum(w * doc_impacts[docid].get(t, 0) for t, w in qimp.items())
     with pytest.raises(IndexFormatError, match="not pre-encoded"):
         searcher.search_batch(["x"], ["a query nobody encoded"])
+
+
+def test_hybrid_plus_bm25_equals_stock_pyserini_fusion(slice_index, scifact_dir, tmp_path, monkeypatch):
+    """``--mode hybrid+bm25``: the hybrid run fused with a BM25 run of the same slice; stock
+    ``python -m pyserini.fusion --method normalize`` on the two written runs ranks the same, and the
+    mode is refused without ``--bm25-index``."""
+    from conftest import write_corpus_slice
+
+    from dupmae_ir.bm25 import build_bm25_index
+    from dupmae_ir.errors import UserError
+    from dupmae_ir.runs import read_trec
+    from dupmae_ir.search.__main__ import main
+
+    index_dir, _, queries = slice_index
+    (tmp_path / "slice").mkdir()
+    write_corpus_slice(scifact_dir, tmp_path / "slice" / "corpus.jsonl", 300)
+    bm25 = build_bm25_index(tmp_path / "slice", tmp_path / "bm25", progress=False)
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("".join(f"{q}\t{t}\n" for q, t in queries.items()))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="--bm25-index"):
+        main(["--index", str(index_dir), "--topics", str(topics), "--mode", "hybrid+bm25"])
+    assert main(["--index", str(index_dir), "--topics", str(topics), "--mode", "hybrid", "hybrid+bm25",
+                 "--bm25-index", str(bm25), "--hits", "100", "--output", "runs/s.{mode}.trec"]) == 0
+    assert subprocess.run([sys.executable, "-m", "dupmae_ir.bm25", "--corpus", str(tmp_path / "slice"), "--index",
+                           str(bm25), "--topics", str(topics), "--hits", "100", "--output", "runs/bm25.trec"],
+                          capture_output=True).returncode == 0
+    stock = subprocess.run([sys.executable, "-m", "pyserini.fusion", "--runs", "runs/s.hybrid.trec", "runs/bm25.trec",
+                            "--method", "normalize", "--depth", "100", "--k", "100", "--output", "runs/stock.trec"],
+                           capture_output=True, text=True)
+    assert stock.returncode == 0, stock.stderr[-2000:]
+    ours, theirs = read_trec(tmp_path / "runs/s.hybrid+bm25.trec"), read_trec(tmp_path / "runs/stock.trec")
+    hybrid, bm25_run = read_trec(tmp_path / "runs/s.hybrid.trec"), read_trec(tmp_path / "runs/bm25.trec")
+    assert set(ours) == set(theirs) == set(queries)
+    for q in queries:
+        assert [d for d, _ in ours[q][:10]] == [d for d, _ in theirs[q][:10]], q
+        assert [d for d, _ in ours[q][:10]] != [d for d, _ in hybrid[q][:10]] or \
+            [d for d, _ in ours[q][:10]] == [d for d, _ in bm25_run[q][:10]]  # a real fusion, not a copy
+    prov = json.loads((tmp_path / "runs/s.hybrid+bm25.trec.json").read_text())
+    assert prov["mode"] == "hybrid+bm25" and prov["bm25"]["index"] == str(bm25.resolve())

@@ -108,3 +108,26 @@ def test_load_index_errors_name_the_fix(tmp_path):
         load_index(tmp_path)
     info = load_index(tmp_path, check=False)  # the layout alone
     assert info.alpha == pytest.approx(1 / 5000)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fuse_normalize_equals_pyserini_fusion(tmp_path, seed):
+    """``fuse_normalize`` ranks as stock ``pyserini.fusion.normalize`` on the same runs, ties and a
+    constant-score list included."""
+    from pyserini.fusion import normalize
+    from pyserini.trectools import TrecRun
+
+    from dupmae_ir.runs import fuse_normalize
+
+    a, b = _lists(seed)
+    b = [(d, round(s / 1000)) for d, s in b]  # coarse scores: ties inside a list and across the fusion
+    c = [("d1", 5.0), ("d2", 5.0)]  # constant list
+    runs = [{"q1": a, "q2": c}, {"q1": b, "q2": a[:10]}]
+    paths = [write_trec(tmp_path / f"r{i}.trec", {q: rank_hits(dict(h)) for q, h in r.items()}, "t")
+             for i, r in enumerate(runs)]
+    stock = normalize([TrecRun(str(p)) for p in paths], depth=30, k=25)
+    for q in ("q1", "q2"):
+        theirs = stock.run_data[stock.run_data.topic == q]
+        ours = fuse_normalize([rank_hits(dict(r[q])) for r in runs], 25, depth=30)
+        assert [d for d, _ in ours] == list(theirs.docid)
+        assert [s for _, s in ours] == pytest.approx(list(theirs.score), abs=1e-5)

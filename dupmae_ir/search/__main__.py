@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_args, add_search_args, fusion_from_args
 from ..errors import UserError, run_command
-from ..runs import write_trec
+from ..runs import HYBRID_BM25, SEARCH_MODES, write_trec
 from .searcher import DupMAESearcher
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--overwrite", action="store_true", help="replace run files of an earlier search")
     io.add_argument("--drop-query-id", action="store_true",
                     help="remove hits whose docid equals the query id (BEIR convention for ArguAna and Quora)")
-    add_search_args(p)
+    add_search_args(p, modes=SEARCH_MODES)
     q = p.add_argument_group("query encoder")
     q.add_argument("--encoder", default=None,
                    help="query encoder checkpoint (default: the encoder recorded in the index's dupmae_index.json)")
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop query impact weights below this, before quantisation (default: the index's)")
     add_length_args(p, doc=False)
     add_fusion_args(p)
+    b = p.add_argument_group("BM25 (mode hybrid+bm25)")
+    b.add_argument("--bm25-index", default=None,
+                   help="Lucene BM25 index of the same collection (`python -m dupmae_ir.bm25 --index`, or Pyserini's)")
+    b.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 k1 (Pyserini BEIR regressions: 0.9)")
+    b.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (Pyserini BEIR regressions: 0.4)")
     add_debug_flag(p)
     return p
 
@@ -74,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     from ..runs import is_run_file
 
     if not args.mode:
-        raise UserError("--mode", "no mode given", "pass one or more of dense, impact, hybrid")
+        raise UserError("--mode", "no mode given", f"pass one or more of {', '.join(SEARCH_MODES)}")
+    if (HYBRID_BM25 in args.mode) != (args.bm25_index is not None):
+        raise UserError("--bm25-index", "is needed by --mode hybrid+bm25 and only by it",
+                        "pass both or neither (a BM25 index: `python -m dupmae_ir.bm25 --corpus C --index DIR`)")
     given = [flag for flag, value in (("--query-topk", args.query_topk), ("--query-min-weight", args.query_min_weight),
                                       ("--query-max-length", args.query_max_length)) if value is not None]
     if args.encoded_queries and given:  # pre-encoded queries carry the settings they were encoded with
@@ -90,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                               dtype=args.dtype,
                               min_idf=args.min_idf, encoded_queries=args.encoded_queries,
                               query_max_length=args.query_max_length, query_topk=args.query_topk,
-                              query_min_weight=args.query_min_weight)
+                              query_min_weight=args.query_min_weight, bm25_index=args.bm25_index,
+                              bm25_k1=args.bm25_k1, bm25_b=args.bm25_b)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
     runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
@@ -103,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.encoder_name,
             topics=str(args.topics), split=args.split, hits=args.hits, depth=args.depth or args.hits,
             fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,
-                        rrf_k=fusion.rrf_k) if mode == "hybrid" else None,
+                        rrf_k=fusion.rrf_k) if mode in ("hybrid", HYBRID_BM25) else None,
+            bm25=dict(index=str(Path(args.bm25_index).resolve()), k1=args.bm25_k1, b=args.bm25_b,
+                      fusion="min-max per query, summed (pyserini.fusion --method normalize)")
+            if mode == HYBRID_BM25 else None,
             min_idf=args.min_idf, drop_query_id=args.drop_query_id, encoded_queries=args.encoded_queries,
             query_config=None if args.encoded_queries else {  # pre-encoded: see their own provenance
                 k: getattr(searcher.encoder.config, k)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..index import check_lucene_count, load_encoded_queries, load_index
-from ..runs import MODES, FusionConfig, Run, fuse, rank_hits
+from ..runs import HYBRID_BM25, MODES, SEARCH_MODES, FusionConfig, Run, fuse, fuse_normalize, rank_hits
 
 # BEIR's evaluation drops a hit whose docid equals the query id on these sets (the query is itself a
 # document of the corpus); see BEIR's EvaluateRetrieval.evaluate(ignore_identical_ids=True).
@@ -57,9 +57,12 @@ class DupMAESearcher:
     def __init__(self, index_dir: str | os.PathLike, encoder: str | None = None, threads: int = 1,
                  device: str = "cpu", dtype: str = "fp32", min_idf: float = -1,
                  encoded_queries: str | os.PathLike | None = None, query_max_length: int | None = None,
-                 query_topk: int | None = None, query_min_weight: float | None = None):
+                 query_topk: int | None = None, query_min_weight: float | None = None,
+                 bm25_index: str | os.PathLike | None = None, bm25_k1: float = 0.9, bm25_b: float = 0.4):
         """``query_max_length``, ``query_topk``, ``query_min_weight``: query-side settings for this
-        searcher (default: the checkpoint's length, the index's top-k and minimum weight)."""
+        searcher (default: the checkpoint's length, the index's top-k and minimum weight).
+        ``bm25_index``: a Lucene BM25 index of the same collection (``python -m dupmae_ir.bm25`` or
+        Pyserini's), searched with BM25(``bm25_k1``, ``bm25_b``) for mode ``hybrid+bm25``."""
         import faiss
 
         self.info = load_index(index_dir)
@@ -69,7 +72,7 @@ class DupMAESearcher:
         self.threads = threads
         self.min_idf = min_idf
         # seconds spent per stage and queries searched, summed over calls (bench/latency.py reads them)
-        self.timings = dict.fromkeys(("encode", "faiss", "lucene", "fusion", "queries"), 0.0)
+        self.timings = dict.fromkeys(("encode", "faiss", "lucene", "bm25", "fusion", "queries"), 0.0)
         self.faiss_index = self.docids = None
         if self.info.dense is not None:
             self.faiss_index = faiss.read_index(str(self.info.dense / "index"))
@@ -84,6 +87,11 @@ class DupMAESearcher:
             self.impact_searcher = ImpactSearcher(str(self.info.impact), min_idf=min_idf)
             check_lucene_count(self.info, self.impact_searcher.num_docs)
             raise_max_clause_count()
+        self.bm25 = None
+        if bm25_index is not None:
+            from ..bm25 import BM25Searcher
+
+            self.bm25 = BM25Searcher(bm25_index, bm25_k1, bm25_b, threads)
         from ..encoder import DupMAEEncoder
         from ..modeling.backbone import resolve_model_path
         from ..modeling.retriever import RetrieverConfig
@@ -118,11 +126,15 @@ class DupMAESearcher:
                 for row, score in zip(rows.tolist(), scores.tolist())]
 
     def _require(self, modes: Sequence[str]) -> None:
-        bad = [m for m in modes if m not in MODES]
+        bad = [m for m in modes if m not in SEARCH_MODES]
         if bad:
-            raise ValueError(f"modes {bad}; valid: {MODES}")
-        from ..errors import IndexFormatError
+            raise ValueError(f"modes {bad}; valid: {SEARCH_MODES}")
+        from ..errors import IndexFormatError, UserError
 
+        if HYBRID_BM25 in modes and self.bm25 is None:
+            raise UserError("--mode hybrid+bm25", "needs a BM25 index of the same collection",
+                            "pass --bm25-index DIR (built by `python -m dupmae_ir.bm25 --corpus C --index DIR`)")
+        modes = tuple("hybrid" if m == HYBRID_BM25 else m for m in modes)
         if self.faiss_index is None and any(m in ("dense", "hybrid") for m in modes):
             raise IndexFormatError(self.info.root, "was built with --impact-only: no dense index for modes "
                                                    f"{list(modes)}", "search with --mode impact")
@@ -141,7 +153,10 @@ class DupMAESearcher:
 
         ``depth`` (default ``hits``) is how many hits each side contributes to hybrid fusion
         (Pyserini's ``fusion --hits``). ``drop_query_id`` removes a hit whose docid equals its qid
-        (BEIR's convention on ArguAna and Quora) before cutting to ``hits``. ``encoded``: the batch's
+        (BEIR's convention on ArguAna and Quora) before cutting to ``hits``. ``hybrid+bm25`` fuses the
+        hybrid top ``depth`` with the BM25 top ``depth`` as ``pyserini.fusion --method normalize`` does
+        (:func:`~dupmae_ir.runs.fuse_normalize`).
+        ``encoded``: the batch's
         :class:`~dupmae_ir.encoder.EncodedBatch` when the caller has it already (an explainer does).
         """
         modes = tuple(modes)
@@ -153,10 +168,11 @@ class DupMAESearcher:
         # dense (B, d), impacts [{tok: int}]
         enc = encoded if encoded is not None else self.encode_batch(texts)
         clock = self._tick("encode", clock)
-        need_dense = "dense" in modes or "hybrid" in modes
-        need_sparse = "impact" in modes or "hybrid" in modes
-        k_dense = max(hits if "dense" in modes else 0, depth if "hybrid" in modes else 0) + extra
-        k_sparse = max(hits if "impact" in modes else 0, depth if "hybrid" in modes else 0) + extra
+        fused = "hybrid" in modes or HYBRID_BM25 in modes
+        need_dense = "dense" in modes or fused
+        need_sparse = "impact" in modes or fused
+        k_dense = max(hits if "dense" in modes else 0, depth if fused else 0) + extra
+        k_sparse = max(hits if "impact" in modes else 0, depth if fused else 0) + extra
         dense_run = sparse_run = None
         if need_dense:
             dense_run = dict(zip(qids, self._dense_search(enc.dense, k_dense)))
@@ -172,14 +188,20 @@ class DupMAESearcher:
             out["dense"] = {q: rank_hits(dict(dense_run[q]), hits) for q in qids}
         if "impact" in modes:
             out["impact"] = {q: rank_hits(dict(sparse_run[q]), hits) for q in qids}
-        if "hybrid" in modes:
+        if fused:
             alpha = fusion.alpha_for(self.alpha)
-            out["hybrid"] = {
-                q: fuse(dense_run[q][:depth], sparse_run[q][:depth], hits, fusion.fusion, alpha,
-                        fusion.weight_on_dense, fusion.rrf_k)
-                for q in qids
-            }
-        self._tick("fusion", clock)
+            k_fused = max(hits if "hybrid" in modes else 0, depth if HYBRID_BM25 in modes else 0)
+            hybrid = {q: fuse(dense_run[q][:depth], sparse_run[q][:depth], k_fused, fusion.fusion, alpha,
+                              fusion.weight_on_dense, fusion.rrf_k) for q in qids}
+            if "hybrid" in modes:
+                out["hybrid"] = {q: hybrid[q][:hits] for q in qids}
+        clock = self._tick("fusion", clock)
+        if HYBRID_BM25 in modes:
+            bm25 = self.bm25.search(dict(zip(qids, texts)), depth, batch_size=len(qids),
+                                    drop_query_id=drop_query_id, progress=False)
+            clock = self._tick("bm25", clock)
+            out[HYBRID_BM25] = {q: fuse_normalize([hybrid[q][:depth], bm25.get(q, [])], hits) for q in qids}
+            self._tick("fusion", clock)
         self.timings["queries"] += len(qids)
         return out
 
