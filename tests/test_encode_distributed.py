@@ -105,3 +105,35 @@ def test_a_killed_rank_is_resumed(corpus, tiny_checkpoint, reference, tmp_path):
     meta = json.loads((out / "dupmae_index.json").read_text())
     assert meta["resumed_chunks"] >= finished  # nothing finished before the kill was encoded again
     _assert_same(out, reference)
+
+
+def test_eval_under_torchrun_equals_one_process(scifact_dir, tiny_checkpoint, tmp_path):
+    """``torchrun --nproc_per_node=2 -m dupmae_ir.eval beir``: both processes encode a share of the
+    collection into one index, rank 0 alone searches, scores and reports, and every score equals a
+    one-process eval's."""
+    import shutil
+
+    data = tmp_path / "data" / "scifact"  # a BEIR name; here the first N_DOCS documents
+    (data / "qrels").mkdir(parents=True)
+    write_corpus_slice(scifact_dir, data / "corpus.jsonl", N_DOCS)
+    shutil.copy(scifact_dir / "queries.jsonl", data / "queries.jsonl")
+    shutil.copy(scifact_dir / "qrels" / "test.tsv", data / "qrels" / "test.tsv")
+
+    def command(prefix: list[str], root: Path) -> list[str]:
+        return [*prefix, "-m", "dupmae_ir.eval", "beir", "--datasets", "scifact", "--data-dir", str(tmp_path / "data"),
+                "--encoder", str(tiny_checkpoint), "--no-bm25", "--doc-max-length", "64", "--hits", "100",
+                "--output", str(root / "eval"), "--index-root", str(root / "indexes"), "--runs", str(root / "runs")]
+
+    one = subprocess.run(command([sys.executable], tmp_path / "one"), cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(command([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                  "--master_port", str(29500 + random.randrange(2000))], tmp_path / "two"),
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    results = [json.loads(next((tmp_path / r / "eval" / "beir").glob("*/results/scifact.json")).read_text())
+               for r in ("one", "two")]
+    assert results[0]["scores"] == results[1]["scores"] and set(results[1]["scores"]) == {"dense", "impact", "hybrid"}
+    meta = json.loads(next((tmp_path / "two" / "indexes").glob("*/scifact/dupmae_index.json")).read_text())
+    assert meta["world_size"] == 2 and sum(r["docs"] for r in meta["ranks"]) == N_DOCS
+    assert len(list((tmp_path / "two" / "eval" / "beir").glob("*/report.md"))) == 1

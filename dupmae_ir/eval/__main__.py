@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                             doc_max_length=args.doc_max_length, query_max_length=args.query_max_length,
                             fusion=fusion_from_args(args))
     ev = Evaluator(args.suite, settings)
+    from ..encode.distributed import world
+
+    if (world() or (0,))[0] != 0:  # a torchrun worker: its share of every encode; rank 0 reports
+        ev.run(beir_units(args.datasets, measures) if args.suite == "beir" else msmarco_units(measures))
+        return 0
     if args.suite == "beir":
         units = beir_units(args.datasets, measures)
         results = ev.run(units)

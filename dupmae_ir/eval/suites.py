@@ -177,12 +177,22 @@ class Evaluator:
         t = time.perf_counter()
         index = self.index_root / self.tag / unit.name
         doc_len, query_len = self.lengths(unit)
-        if self.args.modes and not (index / "dupmae_index.json").is_file():  # BM25 alone encodes nothing
-            from ..encode import encode_corpus
+        from ..encode.distributed import world
 
-            encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len)
+        ranks = world()  # under torchrun every process encodes a share; rank 0 alone searches and scores
+        if self.args.modes and not (index / "dupmae_index.json").is_file():  # BM25 alone encodes nothing
+            if ranks:
+                from ..encode.distributed import encode_corpus_distributed
+
+                encode_corpus_distributed(coll, index, encoder=self.args.encoder, doc_max_length=doc_len)
+            else:
+                from ..encode import encode_corpus
+
+                encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len, device="auto")
         elif self.args.modes and doc_len is not None:
             self._check_doc_length(index, doc_len)
+        if ranks and ranks[0] != 0:
+            return {"unit": unit.key, "collection": unit.name, "status": "worker"}
         timings["encode"] = time.perf_counter() - t
         split = _split_for(coll, unit)
         queries, qrels = coll.queries(split), coll.qrels(split)
@@ -240,12 +250,17 @@ class Evaluator:
     def run(self, units: list[Unit]) -> list[dict]:
         from tqdm import tqdm
 
+        from ..encode.distributed import world
+
         results, cache = [], {}
-        bar = tqdm(units, desc=f"eval {self.suite}", unit="collection")
+        worker = (world() or (0,))[0] != 0
+        bar = tqdm(units, desc=f"eval {self.suite}", unit="collection", disable=worker)
         for unit in bar:
             bar.set_postfix_str(unit.key)
             res = self.run_unit(unit, cache)
             results.append(res)
+            if worker:
+                continue
             if res["status"] != "ok":
                 tqdm.write(f"{unit.key}: missing ({res['reason']})")
             else:
