@@ -137,3 +137,16 @@ def test_selection_run_reads_no_test_split(tmp_path):
     assert [r["system"] for r in result["dev_rows"]] == ["DupMAE pre-trained + stage 1: hybrid (sum)"]
     assert not (tmp_path / "indexes").exists() and not (tmp_path / "runs").exists()
     assert "Dev split" in (tmp_path / "eval" / "sel" / "report.md").read_text()
+
+
+def test_report_says_which_settings_were_given_instead_of_chosen():
+    """The report's 'chosen on' table describes the defaults; a run that overrides one says so."""
+    from dupmae_ir.recipe import RecipeConfig
+    from dupmae_ir.recipe.report import chosen_on
+
+    default = dict(chosen_on(RecipeConfig()))
+    assert not any(on.startswith("not used here") for on in default.values())
+    given = dict(chosen_on(RecipeConfig(pretrain_steps=320, learning_rate=5e-5)))
+    assert given["pre-training: 80 steps at lr 2e-5, MLM-head lr 1e-3"].startswith("not used here: pretrain_steps=320")
+    assert "learning_rate=5e-05" in given["fine-tuning lr and sparse scale calibration"]
+    assert given["query pruning (top-k, minimum weight)"] == default["query pruning (top-k, minimum weight)"]

@@ -11,15 +11,32 @@ from ..outputs import OutputKind
 REPORT_NAME = "report.json"
 REPORT_OUTPUT = OutputKind("recipe report", REPORT_NAME, ("dupmae_ir.recipe_report",))
 
-# How each default of RecipeConfig was chosen (docs/recipe.md): what the report says, kept beside the code.
+# How each default of RecipeConfig was chosen (docs/recipe.md): what the report says, kept beside the code,
+# with the RecipeConfig fields each line covers (a run that changes one says so instead).
 CHOSEN_ON = [
-    ("pre-training: 80 steps at lr 2e-5, MLM-head lr 1e-3", "SciFact test, earlier sessions (eval/recipe-history.md)"),
+    ("pre-training: 80 steps at lr 2e-5, MLM-head lr 1e-3", "SciFact test, earlier sessions (eval/recipe-history.md)",
+     ("pretrain_steps", "pretrain_lr", "head_learning_rate", "pretrain_corpus")),
     ("fine-tuning: group 8, one epoch per stage, no dropout, part loss 1",
-     "SciFact test, earlier sessions (eval/recipe-history.md)"),
+     "SciFact test, earlier sessions (eval/recipe-history.md)",
+     ("group_size", "epochs", "stage2_epochs", "dropout", "part_loss_weight")),
     ("fine-tuning lr and sparse scale calibration",
-     "the SciFact dev split carved from train (eval/recipe-selection.md)"),
-    ("query pruning (top-k, minimum weight)", "the SciFact dev split carved from train (eval/query-pruning.md)"),
+     "the SciFact dev split carved from train (eval/recipe-selection.md)",
+     ("learning_rate", "sparse_scale_calibration")),
+    ("query pruning (top-k, minimum weight)", "the SciFact dev split carved from train (eval/query-pruning.md)",
+     ("query_topk", "query_min_weight")),
 ]
+
+
+def chosen_on(cfg) -> list[tuple[str, str]]:
+    """CHOSEN_ON for this run: a line whose fields differ from the defaults says they were given."""
+    default = type(cfg)()
+    out = []
+    for setting, on, fields in CHOSEN_ON:
+        changed = [f for f in fields if getattr(cfg, f) != getattr(default, f)]
+        out.append((setting, on) if not changed else
+                   (setting, "not used here: " + ", ".join(f"{f}={getattr(cfg, f)}" for f in changed)
+                    + " given for this run"))
+    return out
 
 
 def stock_pyserini_command(index: Path, queries: Path, alpha: float, output: Path, hits: int = 1000) -> str:
@@ -64,7 +81,7 @@ def write(out: Path, recipe, overwrite: bool) -> Path:
               f"query minimum weight {cfg.query_min_weight:g}, seed {cfg.seed}"
               + (f", {cfg.holdout_fraction:.0%} of the training queries held out as dev" if cfg.holdout_fraction else
                  "; fine-tuned on every training query") + ".", "",
-              "| setting | chosen on |", "|---|---|", *[f"| {s} | {on} |" for s, on in CHOSEN_ON], "",
+              "| setting | chosen on |", "|---|---|", *[f"| {s} | {on} |" for s, on in chosen_on(cfg)], "",
               "## Reproduce the final hybrid run with stock Pyserini", "",
               "```bash", recipe.stock_command, "```", "",
               "## Files", ""]
