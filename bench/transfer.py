@@ -5,9 +5,10 @@
 
 Rows: BM25 (Pyserini, flat); the backbone zero-shot with mean and [CLS] pooling; BM25 fused with the
 mean-pooled backbone; for each model its dense, impact and hybrid (DupMAE's sum) runs, its dense run
-with mean pooling, and the fusions with BM25 (``hybrid+bm25``: the hybrid run and BM25, min-max
-normalised per query, summed: the ranking of Pyserini's normalised fusion with alpha 1;
-``dense+impact+bm25``: the three runs normalised and summed). Exhaustive in-memory scoring (floats) at
+with mean pooling, and the fusions with BM25, each as stock ``python -m pyserini.fusion --method
+normalize`` fuses run files (:func:`dupmae_ir.runs.fuse_normalize`: min-max per query, a one-hit list
+counts 1, summed): ``hybrid+bm25`` (what ``dupmae_ir.search --mode hybrid+bm25`` writes),
+``dense+impact+bm25``, ``hybrid+bm25+backbone(mean)``. Exhaustive in-memory scoring (floats) at
 the given lengths; every run is cached under ``--work`` as JSON, so adding a model re-encodes nothing
 else. The collection has test queries
 only: it is a transfer *dev* collection, each number is read once and reported as it is.
@@ -21,23 +22,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def minmax_sum(runs: list[dict], k: int = 1000) -> dict:
-    """Each run min-max normalised per query (a missing document gets its run's minimum), then summed."""
-    from dupmae_ir.runs import rank_hits
-
-    out = {}
-    for qid in runs[0]:
-        total: dict[str, float] = {}
-        parts = [dict(r.get(qid, [])) for r in runs]
-        docs = set().union(*parts)
-        for part in parts:
-            lo, hi = (min(part.values()), max(part.values())) if part else (0.0, 1.0)
-            for d in docs:
-                total[d] = total.get(d, 0.0) + (part.get(d, lo) - lo) / ((hi - lo) or 1.0)
-        out[qid] = rank_hits(total, k)
-    return out
 
 
 def main() -> int:
@@ -58,7 +42,7 @@ def main() -> int:
     from dupmae_ir.modeling.retriever import DupMAERetriever
     from dupmae_ir.precision import default_device, resolve_dtype
     from dupmae_ir.provenance import command_line, report_header
-    from dupmae_ir.runs import fuse, score_run
+    from dupmae_ir.runs import fuse_normalize, score_run
 
     coll = resolve(args.collection)
     queries, qrels = coll.queries(args.split), coll.qrels(args.split)
@@ -88,8 +72,11 @@ def main() -> int:
     rows.append(("backbone zero-shot, mean pooling", zs))
     rows.append(("backbone zero-shot, [CLS]",
                  cached("backbone-cls", lambda: exact(args.backbone, "cls", ("dense",))()["dense"])))
-    rows.append(("BM25 + backbone (mean), normalised fusion",
-                 {q: fuse(zs[q], bm25[q], 1000, "normalized", 1.0) for q in queries}))
+
+    def fused(*runs) -> dict:  # stock `pyserini.fusion --method normalize` of the runs
+        return {q: fuse_normalize([r.get(q, []) for r in runs], 1000) for q in queries}
+
+    rows.append(("BM25 + backbone (mean), normalised fusion", fused(bm25, zs)))
     for spec in args.model:
         name, path = spec.split("=", 1)
         runs = {}
@@ -101,9 +88,9 @@ def main() -> int:
         runs["mean"] = cached(f"{name}-mean", lambda p=path: exact(p, "mean", ("dense",))()["dense"])
         rows += [(f"{name}: dense ([CLS])", runs["dense"]), (f"{name}: impact", runs["impact"]),
                  (f"{name}: hybrid (sum)", runs["hybrid"]), (f"{name}: dense, mean pooling", runs["mean"]),
-                 (f"{name}: hybrid+bm25", minmax_sum([runs["hybrid"], bm25])),
-                 (f"{name}: dense+impact+bm25", minmax_sum([runs["dense"], runs["impact"], bm25])),
-                 (f"{name}: hybrid+bm25+backbone(mean)", minmax_sum([runs["hybrid"], bm25, zs]))]
+                 (f"{name}: hybrid+bm25", fused(runs["hybrid"], bm25)),
+                 (f"{name}: dense+impact+bm25", fused(runs["dense"], runs["impact"], bm25)),
+                 (f"{name}: hybrid+bm25+backbone(mean)", fused(runs["hybrid"], bm25, zs))]
 
     lines = ["| system | nDCG@10 | R@100 |", "|---|---|---|"]
     for system, run in rows:
