@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
 
-pytestmark = pytest.mark.slow  # torchrun with two processes, three times (~2 minutes)
+pytestmark = pytest.mark.slow  # torchrun with two processes, four times (~3 minutes)
 N_DOCS = 400
 CHUNK = 8
 
