@@ -31,6 +31,12 @@ def world() -> tuple[int, int, int] | None:
     return int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def is_worker() -> bool:
+    """True in a torchrun process other than rank 0 (rank 0, or no torchrun: False)."""
+    ranks = world()
+    return ranks is not None and ranks[0] != 0
+
+
 def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_size: int = 32, dtype: str = "auto",
                               dense: bool = True, impact: bool = True, faiss: str = "flat", device: str = "auto",
                               chunk_size: int = 4096, threads: int | None = None, data_dir=None,

@@ -81,21 +81,18 @@ def main(argv: list[str] | None = None) -> int:
                             doc_max_length=args.doc_max_length, query_max_length=args.query_max_length,
                             fusion=fusion_from_args(args))
     ev = Evaluator(args.suite, settings)
-    from ..encode.distributed import world
+    from ..encode.distributed import is_worker
 
-    if (world() or (0,))[0] != 0:  # a torchrun worker: its share of every encode; rank 0 reports
-        ev.run(beir_units(args.datasets, measures) if args.suite == "beir" else msmarco_units(measures))
+    units = beir_units(args.datasets, measures) if args.suite == "beir" else msmarco_units(measures)
+    results = ev.run(units)
+    if is_worker():  # a torchrun worker did its share of every encode; rank 0 reports
         return 0
     if args.suite == "beir":
-        units = beir_units(args.datasets, measures)
-        results = ev.run(units)
         all_measures = measures or BEIR_MEASURES
         rows = beir_rows(results, args.datasets, all_measures)
         paper = {"columns": ("BM25", "RetroMAE", "DupMAE"),
                  "values": lambda c, m: PAPER_BEIR.get(c, (None,) * 3) if m == "nDCG@10" else (None,) * 3}
     else:
-        units = msmarco_units(measures)
-        results = ev.run(units)
         all_measures = measures or ("RR@10", "R@1000", "nDCG@10")
         rows = [dict(collection=r["unit"], status=r["status"], scores=r.get("scores"), reason=r.get("reason"),
                      coverage_warning=r.get("coverage_warning")) for r in results]

@@ -177,11 +177,10 @@ class Evaluator:
         t = time.perf_counter()
         index = self.index_root / self.tag / unit.name
         doc_len, query_len = self.lengths(unit)
-        from ..encode.distributed import world
+        from ..encode.distributed import is_worker, world
 
-        ranks = world()  # under torchrun every process encodes a share; rank 0 alone searches and scores
         if self.args.modes and not (index / "dupmae_index.json").is_file():  # BM25 alone encodes nothing
-            if ranks:
+            if world():  # under torchrun every process encodes a share; rank 0 alone searches and scores
                 from ..encode.distributed import encode_corpus_distributed
 
                 encode_corpus_distributed(coll, index, encoder=self.args.encoder, doc_max_length=doc_len)
@@ -191,7 +190,7 @@ class Evaluator:
                 encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len, device="auto")
         elif self.args.modes and doc_len is not None:
             self._check_doc_length(index, doc_len)
-        if ranks and ranks[0] != 0:
+        if is_worker():
             return {"unit": unit.key, "collection": unit.name, "status": "worker"}
         timings["encode"] = time.perf_counter() - t
         split = _split_for(coll, unit)
@@ -250,10 +249,10 @@ class Evaluator:
     def run(self, units: list[Unit]) -> list[dict]:
         from tqdm import tqdm
 
-        from ..encode.distributed import world
+        from ..encode.distributed import is_worker
 
         results, cache = [], {}
-        worker = (world() or (0,))[0] != 0
+        worker = is_worker()
         bar = tqdm(units, desc=f"eval {self.suite}", unit="collection", disable=worker)
         for unit in bar:
             bar.set_postfix_str(unit.key)
