@@ -6,9 +6,10 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
     python bench/recipe_study.py pruning --model CKPT [--report eval/query-pruning.md]
     python bench/recipe_study.py seeds   [--seeds 1,2,3] [--report eval/recipe-seeds.md]
 
-- ``select``: DupMAE pre-training once, then fine-tuning stage 1 with each learning rate and sparse
-  scale calibration on/off, on the training queries minus a seeded 20% dev part, scored on that dev
-  part (hybrid nDCG@10, exhaustive in memory); the best is the recipe's default. A variant whose
+- ``select``: DupMAE pre-training once, then fine-tuning stage 1 with each learning rate, sparse
+  scale calibration on/off and FLOPS weights (``--variants``), on the training queries minus a seeded
+  20% dev part, scored on that dev part (hybrid nDCG@10, exhaustive in memory), with the mean impact
+  terms per query and per document; the best is the recipe's default. A variant whose
   ``results.json`` holds the same settings is read back, not re-run: the study resumes.
 - ``pruning``: for a checkpoint fine-tuned without the dev part, the dev hybrid nDCG@10 and the mean
   impact terms per query for query top-k 16..1024 and minimum weights; the smallest pruning within
@@ -45,25 +46,71 @@ def write_report(path: str, title: str, what: str, body: list[str]) -> None:
     print(text)
 
 
-def _same_variant(path: Path, lr: float, cal: bool, args) -> bool:
+def _same_variant(path: Path, variant: tuple, args) -> bool:
     config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    lr, cal, fq, fd = variant
     return (config.get("learning_rate") == lr and config.get("sparse_scale_calibration") == cal
+            and config.get("flops_query", 0.0) == fq and config.get("flops_doc", 0.0) == fd
             and config.get("holdout_fraction") == args.holdout and config.get("seed") == args.seed)
 
 
+def _parse_variant(text: str) -> tuple[float, bool, float, float]:
+    """``LR:on|off[:FLOPS_QUERY:FLOPS_DOC]`` -> (lr, calibration, flops_query, flops_doc)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 4) or parts[1] not in ("on", "off"):
+        raise SystemExit(f"--variants: {text!r}; expected LR:on|off or LR:on|off:FLOPS_QUERY:FLOPS_DOC")
+    flops = (float(parts[2]), float(parts[3])) if len(parts) == 4 else (0.0, 0.0)
+    return float(parts[0]), parts[1] == "on", *flops
+
+
+EXAMPLE_QUERY = "0-dimensional biomaterials show inductive properties."
+
+
+def sparsity(model_path: str, queries: list[str], docs: list[str], doc_max_length: int) -> dict:
+    """Mean impact terms per query (unpruned) and per document (the checkpoint's doc top-k), and the
+    example query's ten heaviest terms, for one checkpoint."""
+    from dupmae_ir.encoder import ExactRetriever
+    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.precision import resolve_dtype
+
+    model, tok = DupMAERetriever.from_pretrained(model_path)
+    retriever = ExactRetriever(model, tok, doc_max_length=doc_max_length, query_topk=1024,
+                               dtype=resolve_dtype("auto", "cpu"))
+    _, _, q = retriever._encode(queries, retriever.query_max_length, 1024)
+    _, _, d = retriever._encode(docs, retriever.doc_max_length, retriever.doc_topk)
+    _, _, ex = retriever._encode([EXAMPLE_QUERY], retriever.query_max_length, 1024)
+    ex = ex.to_dense()[0]
+    top = ex.topk(10)
+    return {"query_terms": float(q.crow_indices().diff().float().mean()),
+            "doc_terms": float(d.crow_indices().diff().float().mean()),
+            "example": [(tok.convert_ids_to_tokens(int(i)), round(float(v), 1))
+                        for v, i in zip(top.values, top.indices) if v > 0],
+            "example_terms": int((ex > 0).sum())}
+
+
 def select(args) -> None:
+    import random
+
+    from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.data.splits import dev_split
     from dupmae_ir.recipe import Recipe, RecipeConfig
 
-    variants = ([(float(v.split(":")[0]), v.split(":")[1] == "on") for v in args.variants.split(",")] if args.variants
-                else [(float(lr), cal == "on") for lr in args.learning_rates.split(",")
+    variants = ([_parse_variant(v) for v in args.variants.split(",")] if args.variants
+                else [(float(lr), cal == "on", 0.0, 0.0) for lr in args.learning_rates.split(",")
                       for cal in args.calibration.split(",")])
+    coll = resolve("default")
+    dev_q, _ = dev_split(coll, "train", args.holdout, 13)
+    docs = [doc_text(d) for d in coll.iter_docs()]
+    docs = random.Random(13).sample(docs, min(args.sparsity_docs, len(docs)))  # a seeded sample: terms per document
     results, pretrained = [], None
-    for i, (lr, cal) in enumerate(variants):
+    for i, variant in enumerate(variants):
+        lr, cal, fq, fd = variant
         cfg = RecipeConfig(output=f"{args.work}/select-{i}", stages=(1,), ablation=False, test=False,
                            holdout_fraction=args.holdout, learning_rate=lr, sparse_scale_calibration=cal,
+                           flops_query=fq, flops_doc=fd,
                            pretrained=pretrained, report_root=f"{args.work}/eval", seed=args.seed)
         done = Path(cfg.output) / "results.json"
-        if done.exists() and _same_variant(done, lr, cal, args):  # resumed: this variant already ran
+        if done.exists() and _same_variant(done, variant, args):  # resumed: this variant already ran
             result = json.loads(done.read_text(encoding="utf-8"))
             seconds = result["times"]["total"]
         else:
@@ -72,17 +119,28 @@ def select(args) -> None:
             seconds = time.time() - start
         pretrained = pretrained or f"{args.work}/select-0/pretrained"
         row = result["dev_rows"][-1]
-        results.append((lr, cal, row["nDCG@10"], row["R@100"], seconds))
-    best = max(results, key=lambda r: r[2])
-    body = ["| fine-tuning lr | sparse scale calibration | dev nDCG@10 (hybrid) | dev R@100 | seconds |",
-            "|---|---|---|---|---|"]
-    body += [f"| {lr:g} | {'on' if cal else 'off'} | {n:.4f} | {r:.4f} | {t:.0f} |" for lr, cal, n, r, t in results]
-    body += ["", f"Chosen: lr {best[0]:g}, sparse scale calibration {'on' if best[1] else 'off'} (best dev hybrid "
-                 f"nDCG@10). Stage 1 only, one epoch, group 8, seed {args.seed}; the dev split is "
-                 f"{args.holdout:.0%} of SciFact train (seed 13), held out of fine-tuning; the test split is not read."]
+        stats = sparsity(f"{cfg.output}/pt-stage1", list(dev_q.values()), docs, cfg.eval_doc_max_length)
+        results.append((variant, row["nDCG@10"], row["R@100"], seconds, stats))
+        print(results[-1], flush=True)
+    best = max(results, key=lambda r: r[1])
+    body = ["| fine-tuning lr | sparse scale calibration | FLOPS query / doc | dev nDCG@10 (hybrid) | dev R@100 "
+            "| query terms (unpruned, mean) | document terms (mean) | seconds |",
+            "|---|---|---|---|---|---|---|---|"]
+    body += [f"| {v[0]:g} | {'on' if v[1] else 'off'} | {v[2]:g} / {v[3]:g} | {n:.4f} | {r:.4f} | "
+             f"{st['query_terms']:.1f} | {st['doc_terms']:.1f} | {t:.0f} |" for v, n, r, t, st in results]
+    body += ["", f"Chosen: lr {best[0][0]:g}, sparse scale calibration {'on' if best[0][1] else 'off'}, FLOPS "
+                 f"{best[0][2]:g} / {best[0][3]:g} (best dev hybrid nDCG@10). Stage 1 only, one epoch, group 8, "
+                 f"seed {args.seed}, queries pruned to the recipe's top-k for the dev score; the dev split is "
+                 f"{args.holdout:.0%} of SciFact train (seed 13), held out of fine-tuning; the test split is not "
+                 f"read. Terms: the dev queries unpruned, and {len(docs)} documents sampled with seed 13 at the "
+                 "checkpoint's document top-k.", "",
+             f"The example query \"{EXAMPLE_QUERY}\", heaviest terms per variant:", ""]
+    body += [f"- FLOPS {v[2]:g} / {v[3]:g}: {st['example_terms']} terms; "
+             + ", ".join(f"`{t}` {w:g}" for t, w in st["example"]) for v, n, r, t, st in results]
     write_report(args.report, "Recipe selection on the SciFact dev split",
-                 "The fine-tuning learning rate and the sparse scale calibration of the CPU recipe, chosen on a dev "
-                 "split carved from the training queries (`bench/recipe_study.py select`).", body)
+                 "The fine-tuning learning rate, the sparse scale calibration and the FLOPS regularisation of the "
+                 "CPU recipe, chosen on a dev split carved from the training queries "
+                 "(`bench/recipe_study.py select`).", body)
 
 
 def pruning(args) -> None:
@@ -178,7 +236,9 @@ def main() -> int:
     s = sub.add_parser("select")
     s.add_argument("--learning-rates", default="5e-5,1.5e-4")
     s.add_argument("--calibration", default="on,off")
-    s.add_argument("--variants", default=None, help="instead of the grid: LR:on|off,... (e.g. 5e-5:on,1.5e-4:on)")
+    s.add_argument("--variants", default=None,
+                   help="instead of the grid: LR:on|off[:FLOPS_QUERY:FLOPS_DOC],... (e.g. 5e-5:on,1.5e-4:on:1e-3:1e-3)")
+    s.add_argument("--sparsity-docs", type=int, default=1000, help="documents sampled to count terms per document")
     s.add_argument("--report", default="eval/recipe-selection.md")
     s = sub.add_parser("pruning")
     s.add_argument("--model", required=True, help="a checkpoint fine-tuned with the same --holdout")

@@ -75,6 +75,8 @@ class RecipeConfig:
     temperature: float = 1.0
     sparse_weight: float = 1.0
     part_loss_weight: float = 1.0  # each part also trained alone (dupmae_ir.finetune --part-loss-weight; 0: paper)
+    flops_query: float = 0.0  # FLOPS sparsity regularisation of query / document bag-of-words (0: the paper's loss)
+    flops_doc: float = 0.0
     sparse_calibration: float | None = 0.02
     # stage 1: start the sparse part at its best-loss scale (finetune --sparse-scale-calibration)
     sparse_scale_calibration: bool = True
@@ -274,6 +276,7 @@ class Recipe:
                 model_name_or_path=model_path, stage=stage, train=cfg.corpus, split=cfg.train_split,
                 output_dir=str(out), group_size=cfg.group_size, temperature=cfg.temperature,
                 sparse_weight=cfg.sparse_weight, part_loss_weight=cfg.part_loss_weight,
+                flops_query=cfg.flops_query, flops_doc=cfg.flops_doc,
                 query_max_length=cfg.query_max_length, doc_max_length=cfg.doc_max_length, batch_size=cfg.batch_size,
                 num_train_epochs=cfg.epochs if stage == 1 or cfg.stage2_epochs is None else cfg.stage2_epochs,
                 precision=self.precision, dropout=cfg.dropout,

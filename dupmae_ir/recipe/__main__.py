@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--part-loss-weight", type=float, default=None,
                    help="Also train the dense and the sparse part each on its own, with this weight "
                         f"(default {d.part_loss_weight}; 0 = the paper's loss on the combined score only).")
+    g.add_argument("--flops-query", type=float, default=None,
+                   help=f"FLOPS sparsity regularisation weight on query bag-of-words (default {d.flops_query}: off).")
+    g.add_argument("--flops-doc", type=float, default=None,
+                   help=f"FLOPS sparsity regularisation weight on document bag-of-words (default {d.flops_doc}: off).")
     add_debug_flag(p)
     return p
 
@@ -101,7 +105,7 @@ def config_from_args(args) -> RecipeConfig:
                  "group_size",
                  "learning_rate", "sparse_weight", "part_loss_weight", "temperature", "precision", "eval_precision",
                  "dropout", "sparse_scale_calibration", "seed", "holdout_fraction", "pretrain_corpus", "query_topk",
-                 "query_min_weight"):
+                 "query_min_weight", "flops_query", "flops_doc"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     if args.sparse_calibration is not None:
