@@ -100,7 +100,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--split", default="test")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtypes", default="fp32,int8-head", help="comma-separated; the first is the reference")
+    ap.add_argument("--dtypes", default="fp32,int8-head",
+                    help="comma-separated; the first is the reference; bf16:inexact skips the fp32 recompute of "
+                         "the kept entries")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=256, help="document word pieces")
     ap.add_argument("--limit", type=int, default=None, help="first N documents only (smoke runs)")
@@ -129,7 +131,10 @@ def main() -> None:
     qrels = coll.qrels(args.split) if importlib.util.find_spec("ir_measures") else None  # none on bare GPU hosts
     rows, ref_runs = [], None
     for name in args.dtypes.split(","):
+        name, _, variant = name.partition(":")
         enc = DupMAEEncoder(args.encoder, device=args.device, dtype=name)
+        if variant == "inexact":  # the kept entries' values stay in the low precision (no fp32 recompute)
+            enc.model.exact_topk = 0
         enc.config = replace(enc.config, doc_max_length=args.max_length)
         enc.encode_docs(texts[:64], batch_size=args.batch_size)  # warm-up (kernels, allocator)
         if args.device.startswith("cuda"):
@@ -145,7 +150,7 @@ def main() -> None:
         peer = peer_dense(enc.model, enc.tokenizer, texts, args.max_length, args.batch_size, args.device, torch_dtype)
         alpha = 1.0 / (enc.config.query_scale * enc.config.doc_scale)
         runs = search(d, doc_ids, q, qids, enc.vocab, alpha, args.device)
-        row = {"dtype": enc.dtype_name, "device": args.device, "docs": len(texts), "seconds": round(seconds, 2),
+        row = {"dtype": enc.dtype_name + (":" + variant if variant else ""), "device": args.device, "docs": len(texts), "seconds": round(seconds, 2),
                "docs_per_s": round(len(texts) / seconds, 1), "peer_docs_per_s": round(len(texts) / peer, 1),
                "ratio": round(peer / seconds, 2), "peak_gpu_mib": round(peak) if peak else None,
                "terms_per_doc": round(sum(len(x) for x in d.impacts) / len(texts), 1)}
@@ -159,8 +164,8 @@ def main() -> None:
                 row[f"{mode}_top10_overlap"] = round(overlap10(runs[mode], ref_runs[mode]), 4)
         if args.runs_dir:
             for mode, run in runs.items():
-                write_trec(Path(args.runs_dir) / f"{enc.dtype_name}.{mode}.trec", run,
-                           f"dupmae-{enc.dtype_name}-{mode}")
+                write_trec(Path(args.runs_dir) / f"{row['dtype'].replace(':', '-')}.{mode}.trec", run,
+                           f"dupmae-{row['dtype'].replace(':', '-')}-{mode}")
         rows.append(row)
         print(json.dumps(row), flush=True)
         del enc

@@ -74,6 +74,9 @@ class DupMAEEncoder:
         self.dtype = dtype
         self.model.to(device).eval()
         self.model.packed_pool = packed_pool_pays(device)  # CPU: max-pool without padding; GPU: padded batch
+        # bf16/fp16: the entries an index keeps (top doc_topk) recomputed in fp32, selected in low precision
+        low = dtype in (torch.bfloat16, torch.float16)
+        self.model.exact_topk = max(model.config.doc_topk or 0, model.config.query_topk or 0) if low else 0
         if self.dtype in (INT8, INT8_HEAD):
             from torch.ao.quantization import quantize_dynamic
 

@@ -81,6 +81,31 @@ def test_packed_pool_equals_padded_pool():
         assert torch.allclose(a, b, atol=1e-6)  # matmul blocking differs: last-bit rounding only
 
 
+def test_packed_bert_head_bf16_keeps_exact_top_entries():
+    """A BERT MLM head takes the split path (transform once, decoder cast once, bias after the max): fp32
+    equals the padded pool; under bf16 autocast the top ``exact_topk`` entries are the fp32 values."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from dupmae_ir.modeling.bow import max_pool_head, max_pool_head_packed
+
+    torch.manual_seed(0)
+    head = BertForMaskedLM(BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64)).cls.eval()
+    hidden = torch.randn(3, 9, 32)  # (B, L, D)
+    mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1, 1] + [0] * 7])
+    with torch.inference_mode():
+        ref = max_pool_head(hidden, mask, head)  # (B, V) fp32
+        assert torch.allclose(max_pool_head_packed(hidden, mask, head, rows=4), ref, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rough = max_pool_head_packed(hidden, mask, head, rows=4)
+            exact = max_pool_head_packed(hidden, mask, head, rows=4, exact_topk=20)
+    assert rough.dtype == torch.bfloat16 and exact.dtype == torch.float32
+    top = exact.topk(20, dim=1).indices  # (B, 20)
+    assert torch.allclose(exact.gather(1, top), ref.gather(1, top), atol=1e-5)
+    assert not torch.allclose(rough.float().gather(1, top), ref.gather(1, top), atol=1e-5)  # bf16 alone is not
+
+
 def test_dtype_auto_follows_measurement():
     import torch
 

@@ -80,6 +80,7 @@ class DupMAERetriever(nn.Module):
         self.config = config
         self.chunk_size = chunk_size
         self.packed_pool = False  # True: bow.max_pool_head_packed (inference speed path, same values)
+        self.exact_topk = 0  # packed path under bf16/fp16: the top entries recomputed in fp32 (bow.max_pool_head_packed)
         self.fused_head = True  # with gradients: bow.max_pool_linear_with_mlm (False: plain autograd, same values)
         hidden = mlm.config.hidden_size
         self.projection = None
@@ -106,7 +107,7 @@ class DupMAERetriever(nn.Module):
         if self.projection is not None:
             dense = self.projection(dense)  # (B, d')
         if self.packed_pool:
-            mu = max_pool_head_packed(hidden, attention_mask, self.mlm.cls)  # (B, V)
+            mu = max_pool_head_packed(hidden, attention_mask, self.mlm.cls, exact_topk=self.exact_topk)  # (B, V)
         elif self.fused_head and torch.is_grad_enabled():  # training: same values, cheaper backward
             head = self.mlm.cls.predictions
             mu, _ = max_pool_linear_with_mlm(head.transform(hidden), head.decoder.weight, head.decoder.bias,
