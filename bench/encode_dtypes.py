@@ -150,7 +150,8 @@ def main() -> None:
         peer = peer_dense(enc.model, enc.tokenizer, texts, args.max_length, args.batch_size, args.device, torch_dtype)
         alpha = 1.0 / (enc.config.query_scale * enc.config.doc_scale)
         runs = search(d, doc_ids, q, qids, enc.vocab, alpha, args.device)
-        row = {"dtype": enc.dtype_name + (":" + variant if variant else ""), "device": args.device, "docs": len(texts), "seconds": round(seconds, 2),
+        row = {"dtype": enc.dtype_name + (":" + variant if variant else ""), "device": args.device,
+               "docs": len(texts), "seconds": round(seconds, 2),
                "docs_per_s": round(len(texts) / seconds, 1), "peer_docs_per_s": round(len(texts) / peer, 1),
                "ratio": round(peer / seconds, 2), "peak_gpu_mib": round(peak) if peak else None,
                "terms_per_doc": round(sum(len(x) for x in d.impacts) / len(texts), 1)}

@@ -80,7 +80,7 @@ class DupMAERetriever(nn.Module):
         self.config = config
         self.chunk_size = chunk_size
         self.packed_pool = False  # True: bow.max_pool_head_packed (inference speed path, same values)
-        self.exact_topk = 0  # packed path under bf16/fp16: the top entries recomputed in fp32 (bow.max_pool_head_packed)
+        self.exact_topk = 0  # packed path, bf16/fp16: top entries recomputed in fp32 (bow.max_pool_head_packed)
         self.fused_head = True  # with gradients: bow.max_pool_linear_with_mlm (False: plain autograd, same values)
         hidden = mlm.config.hidden_size
         self.projection = None
