@@ -87,7 +87,7 @@ def test_packed_bert_head_bf16_keeps_exact_top_entries():
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    from dupmae_ir.modeling.bow import max_pool_head, max_pool_head_packed
+    from dupmae_ir.modeling.bow import exact_top_entries, max_pool_head, max_pool_head_packed
 
     torch.manual_seed(0)
     head = BertForMaskedLM(BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -104,6 +104,10 @@ def test_packed_bert_head_bf16_keeps_exact_top_entries():
     top = exact.topk(20, dim=1).indices  # (B, 20)
     assert torch.allclose(exact.gather(1, top), ref.gather(1, top), atol=1e-5)
     assert not torch.allclose(rough.float().gather(1, top), ref.gather(1, top), atol=1e-5)  # bf16 alone is not
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # the padded form (GPUs)
+        padded = exact_top_entries(max_pool_head(hidden, mask, head), hidden, mask, head, 20, texts=2)
+    top = padded.topk(20, dim=1).indices
+    assert torch.allclose(padded.gather(1, top), ref.gather(1, top), atol=1e-5)
 
 
 def test_dtype_auto_follows_measurement():

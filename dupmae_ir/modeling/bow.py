@@ -256,6 +256,32 @@ def _exact_top_entries(mu: torch.Tensor, flat: torch.Tensor, starts: list[int], 
     return out
 
 
+def exact_top_entries(mu: torch.Tensor, hidden: torch.Tensor, attention_mask: torch.Tensor, head, k: int,
+                      texts: int = 64) -> torch.Tensor:
+    """The padded-batch form of the fp32 recompute in :func:`max_pool_head_packed` (GPUs pool padded
+    batches): ``mu`` (B, V) from :func:`max_pool_head` under bf16/fp16 -> fp32, each row's top ``k``
+    entries (and the same margin) recomputed in fp32 from ``hidden`` (B, L, D), ``texts`` rows at a time.
+    A head that is not BERT-style (no ``predictions.transform`` + ``decoder``) is returned as it is."""
+    pred = getattr(head, "predictions", None)
+    if pred is None or not hasattr(pred, "transform") or not isinstance(getattr(pred, "decoder", None),
+                                                                          torch.nn.Linear):
+        return mu
+    k = min(k + k // 4 + 8, mu.shape[1])
+    index = mu.topk(k, dim=1).indices  # (B, k) selected in low precision
+    out = mu.float()
+    pooled = attention_mask.bool().clone()  # (B, L)
+    pooled[:, 0] = False  # [CLS]
+    with torch.autocast(hidden.device.type, enabled=False):
+        weight, bias = pred.decoder.weight.float(), pred.decoder.bias.float()
+        for s in range(0, mu.shape[0], texts):
+            rows = index[s:s + texts]  # (c, k)
+            x = pred.transform(hidden[s:s + texts].float())  # (c, L, D)
+            z = torch.bmm(x, weight[rows].transpose(1, 2))  # (c, L, k)
+            z.masked_fill_(~pooled[s:s + texts, :, None], float("-inf"))
+            out[s:s + texts].scatter_(1, rows, z.amax(dim=1) + bias[rows])
+    return out
+
+
 def packed_pool_pays(device: str | torch.device) -> bool:
     """Whether inference should pool with :func:`max_pool_head_packed` (per text, no padding) rather
     than :func:`max_pool_head` (padded batch) on ``device``; both give the same values.

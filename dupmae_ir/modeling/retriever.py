@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .backbone import load_masked_lm, load_tokenizer, resolve_model_path
-from .bow import ACTIVATIONS, activate, max_pool_head, max_pool_head_packed, max_pool_linear_with_mlm
+from .bow import ACTIVATIONS, activate, exact_top_entries, max_pool_head, max_pool_head_packed, max_pool_linear_with_mlm
 
 CONFIG_NAME = "dupmae_config.json"
 POOLINGS = ("cls", "mean")
@@ -80,7 +80,7 @@ class DupMAERetriever(nn.Module):
         self.config = config
         self.chunk_size = chunk_size
         self.packed_pool = False  # True: bow.max_pool_head_packed (inference speed path, same values)
-        self.exact_topk = 0  # packed path, bf16/fp16: top entries recomputed in fp32 (bow.max_pool_head_packed)
+        self.exact_topk = 0  # inference under bf16/fp16: the top entries recomputed in fp32 (bow.exact_top_entries)
         self.fused_head = True  # with gradients: bow.max_pool_linear_with_mlm (False: plain autograd, same values)
         hidden = mlm.config.hidden_size
         self.projection = None
@@ -114,6 +114,8 @@ class DupMAERetriever(nn.Module):
                                              attention_mask)  # (B, V)
         else:
             mu = max_pool_head(hidden, attention_mask, self.mlm.cls, self.chunk_size)  # (B, V)
+            if self.exact_topk and mu.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled():
+                mu = exact_top_entries(mu, hidden, attention_mask, self.mlm.cls, self.exact_topk)  # (B, V) fp32
         bow = activate(mu, self.config.activation).masked_fill(self.special_mask, 0.0)  # (B, V)
         return dense, bow
 
