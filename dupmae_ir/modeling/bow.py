@@ -194,10 +194,9 @@ def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
     over all T rows and the (V, D) decoder weight is cast to the compute dtype once per call, not once
     per block (autocast re-casts a weight at every call: 22% of a bf16 CPU forward went to that copy),
     and its bias is added after the max (no (r, V) bias copy per block).
-    ``exact_topk`` > 0 under bf16/fp16 autocast: each text's ``exact_topk`` largest entries (and a
-    margin of 25% below them), selected in low precision, are recomputed in fp32 (transform and
-    products: ~3% of the head's FLOPs), so the values an index keeps are exact for the given hidden
-    states; the result is then fp32.
+    ``exact_topk`` > 0 under bf16/fp16 autocast: each text's ``exact_topk`` largest entries are
+    recomputed in fp32 (:func:`exact_top_entries`; ~3% of the head's FLOPs), so the values an index
+    keeps are exact for the given hidden states; the result is then fp32.
     """
     mask = attention_mask.bool().clone()  # (B, L)
     mask[:, 0] = False  # [CLS]
@@ -235,38 +234,23 @@ def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
     if split:
         out += pred.decoder.bias.to(out.dtype)  # (V,)
         if exact_topk and out.dtype in (torch.bfloat16, torch.float16):
-            out = _exact_top_entries(out, flat, starts, ends, pred, exact_topk)
-    return out
-
-
-def _exact_top_entries(mu: torch.Tensor, flat: torch.Tensor, starts: list[int], ends: list[int], pred,
-                       k: int) -> torch.Tensor:
-    """``mu`` (B, V) in low precision -> fp32, with each row's top ``k`` entries recomputed in fp32:
-    ``max_t (transform(h_t) . w_v) + b_v`` over that text's positions ``flat[starts[b]:ends[b]]``."""
-    k = min(k + k // 4 + 8, mu.shape[1])  # a margin: an entry just below the k-th may rise above it in fp32
-    index = mu.topk(k, dim=1).indices  # (B, k) selected in low precision
-    out = mu.float()
-    with torch.autocast(flat.device.type, enabled=False):
-        x = pred.transform(flat.float())  # (T, D) fp32
-        weight, bias = pred.decoder.weight.float(), pred.decoder.bias.float()
-        for b, (s, e) in enumerate(zip(starts, ends)):
-            rows = index[b]  # (k,)
-            exact = (x[s:e] @ weight[rows].t()).amax(dim=0) + bias[rows]  # (k,)
-            out[b, rows] = exact
+            out = exact_top_entries(out, hidden, attention_mask, head, exact_topk)
     return out
 
 
 def exact_top_entries(mu: torch.Tensor, hidden: torch.Tensor, attention_mask: torch.Tensor, head, k: int,
                       texts: int = 64) -> torch.Tensor:
-    """The padded-batch form of the fp32 recompute in :func:`max_pool_head_packed` (GPUs pool padded
-    batches): ``mu`` (B, V) from :func:`max_pool_head` under bf16/fp16 -> fp32, each row's top ``k``
-    entries (and the same margin) recomputed in fp32 from ``hidden`` (B, L, D), ``texts`` rows at a time.
-    A head that is not BERT-style (no ``predictions.transform`` + ``decoder``) is returned as it is."""
+    """``mu`` (B, V), max-pooled under bf16/fp16 (:func:`max_pool_head_packed` or :func:`max_pool_head`)
+    -> fp32, with each row's top ``k`` entries (and a margin of k/16 + 8 below them: an entry just
+    under the k-th may rise above it in fp32), selected in low precision, recomputed in fp32:
+    ``max_t (transform(h_t) . w_v) + b_v`` over the pooled positions of ``hidden`` (B, L, D), ``texts``
+    rows at a time (one batched product over the selected rows of the decoder). A head that is not
+    BERT-style (no ``predictions.transform`` + ``decoder``) is returned as it is."""
     pred = getattr(head, "predictions", None)
     if pred is None or not hasattr(pred, "transform") or not isinstance(getattr(pred, "decoder", None),
                                                                           torch.nn.Linear):
         return mu
-    k = min(k + k // 4 + 8, mu.shape[1])
+    k = min(k + k // 16 + 8, mu.shape[1])  # a margin: an entry just below the k-th may rise above it in fp32
     index = mu.topk(k, dim=1).indices  # (B, k) selected in low precision
     out = mu.float()
     pooled = attention_mask.bool().clone()  # (B, L)
