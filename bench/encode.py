@@ -14,7 +14,8 @@ Encodes the same slice of the collection, in one run, into a FAISS index and a L
 Every figure is wall-clock for the whole command, start-up included. The roofline is this machine's
 matmul rate (2,048-square, the best product measured before and after the commands) divided by the
 FLOPs of the slice's real token counts (encoder + the vocabulary head, from the model's config);
-``encoding stage`` is the rate ``dupmae_ir.encode`` records for its model stage alone. Compare within one run: timings move with load.
+``encoding stage`` is the rate ``dupmae_ir.encode`` records for its model stage alone. Compare within
+one run: timings move with load.
 """
 from __future__ import annotations
 
