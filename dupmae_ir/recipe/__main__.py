@@ -90,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Also train the dense and the sparse part each on its own, with this weight "
                         f"(default {d.part_loss_weight}; 0 = the paper's loss on the combined score only).")
     g.add_argument("--flops-query", type=float, default=None,
-                   help=f"FLOPS sparsity regularisation weight on query bag-of-words (default {d.flops_query}: off).")
+                   help=f"FLOPS sparsity regularisation weight on query bag-of-words, every stage (default "
+                        f"{d.flops_query}, chosen on the dev split; 0 = the paper's loss).")
     g.add_argument("--flops-doc", type=float, default=None,
-                   help=f"FLOPS sparsity regularisation weight on document bag-of-words (default {d.flops_doc}: off).")
+                   help=f"FLOPS sparsity regularisation weight on document bag-of-words, every stage (default "
+                        f"{d.flops_doc}, chosen on the dev split; 0 = the paper's loss).")
     add_debug_flag(p)
     return p
 

@@ -22,6 +22,8 @@ CHOSEN_ON = [
     ("fine-tuning lr and sparse scale calibration",
      "the SciFact dev split carved from train (eval/recipe-selection.md)",
      ("learning_rate", "sparse_scale_calibration")),
+    ("FLOPS regularisation (query, document)", "the SciFact dev split carved from train (eval/flops-selection.md)",
+     ("flops_query", "flops_doc")),
     ("query pruning (top-k, minimum weight)", "the SciFact dev split carved from train (eval/query-pruning.md)",
      ("query_topk", "query_min_weight")),
 ]
@@ -77,7 +79,8 @@ def write(out: Path, recipe, overwrite: bool) -> Path:
               f"{cfg.pretrain_lr:g} on `{cfg.pretrain_corpus or cfg.corpus}`; fine-tuning stages "
               f"{'+'.join(map(str, cfg.stages))}, "
               f"group {cfg.group_size}, lr {cfg.learning_rate:g}, {cfg.epochs:g} epoch(s) per stage, sparse scale "
-              f"calibration {'on' if cfg.sparse_scale_calibration else 'off'}, query top-k {cfg.query_topk}, "
+              f"calibration {'on' if cfg.sparse_scale_calibration else 'off'}, FLOPS query/document "
+              f"{cfg.flops_query:g}/{cfg.flops_doc:g}, query top-k {cfg.query_topk}, "
               f"query minimum weight {cfg.query_min_weight:g}, seed {cfg.seed}"
               + (f", {cfg.holdout_fraction:.0%} of the training queries held out as dev" if cfg.holdout_fraction else
                  "; fine-tuned on every training query") + ".", "",
