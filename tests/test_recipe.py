@@ -54,6 +54,8 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     held_out = set(json.loads((tmp_path / "out" / "pt-stage1" / "dupmae_finetune.json").read_text())
                    ["finetuning"]["holdout_fraction"] for _ in [0])
     assert held_out == {0.25}
+    finetuning = json.loads((tmp_path / "out" / "pt-stage2" / "dupmae_finetune.json").read_text())["finetuning"]
+    assert (finetuning["flops_query"], finetuning["flops_doc"]) == (cfg.flops_query, cfg.flops_doc) != (0, 0)
     # the printed stock Pyserini command reproduces the toolkit's hybrid run from the same files
     command = result["stock_command"]
     assert command.startswith("PYTHONHASHSEED=0 python -m dupmae_ir.pyserini search.hybrid") and command in md
@@ -97,8 +99,11 @@ def test_recipe_cli_flags_reach_the_config():
     assert cfg.part_loss_weight == 0.5
     default = config_from_args(build_parser().parse_args([]))
     assert default.head_learning_rate == 1e-3 and default.part_loss_weight == 1.0
-    paper = config_from_args(build_parser().parse_args(["--head-learning-rate", "0", "--part-loss-weight", "0"]))
+    assert (default.flops_query, default.flops_doc) == (1.0, 1.0)
+    paper = config_from_args(build_parser().parse_args(["--head-learning-rate", "0", "--part-loss-weight", "0",
+                                                        "--flops-query", "0", "--flops-doc", "0"]))
     assert paper.head_learning_rate is None and paper.part_loss_weight == 0.0
+    assert (paper.flops_query, paper.flops_doc) == (0.0, 0.0)
 
 
 def test_recipe_defaults_and_training_flags():
