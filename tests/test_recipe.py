@@ -26,6 +26,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
                        pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1, 2),
                        head_learning_rate=1e-3, part_loss_weight=0.5, group_size=3, holdout_fraction=0.25,
+                       flops_query=0.5, flops_doc=0.25,
                        index_root=str(tmp_path / "indexes"), runs_root=str(tmp_path / "runs"),
                        report_root=str(tmp_path / "eval"))
     result = Recipe(cfg, progress=False).run()
@@ -55,7 +56,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
                    ["finetuning"]["holdout_fraction"] for _ in [0])
     assert held_out == {0.25}
     finetuning = json.loads((tmp_path / "out" / "pt-stage2" / "dupmae_finetune.json").read_text())["finetuning"]
-    assert (finetuning["flops_query"], finetuning["flops_doc"]) == (cfg.flops_query, cfg.flops_doc) != (0, 0)
+    assert (finetuning["flops_query"], finetuning["flops_doc"]) == (0.5, 0.25)
     # the printed stock Pyserini command reproduces the toolkit's hybrid run from the same files
     command = result["stock_command"]
     assert command.startswith("PYTHONHASHSEED=0 python -m dupmae_ir.pyserini search.hybrid") and command in md
@@ -99,11 +100,11 @@ def test_recipe_cli_flags_reach_the_config():
     assert cfg.part_loss_weight == 0.5
     default = config_from_args(build_parser().parse_args([]))
     assert default.head_learning_rate == 1e-3 and default.part_loss_weight == 1.0
-    assert (default.flops_query, default.flops_doc) == (1.0, 1.0)
-    paper = config_from_args(build_parser().parse_args(["--head-learning-rate", "0", "--part-loss-weight", "0",
-                                                        "--flops-query", "0", "--flops-doc", "0"]))
+    assert (default.flops_query, default.flops_doc) == (0.0, 0.0)
+    paper = config_from_args(build_parser().parse_args(["--head-learning-rate", "0", "--part-loss-weight", "0"]))
     assert paper.head_learning_rate is None and paper.part_loss_weight == 0.0
-    assert (paper.flops_query, paper.flops_doc) == (0.0, 0.0)
+    sparse = config_from_args(build_parser().parse_args(["--flops-query", "1", "--flops-doc", "0.5"]))
+    assert (sparse.flops_query, sparse.flops_doc) == (1.0, 0.5)
 
 
 def test_recipe_defaults_and_training_flags():

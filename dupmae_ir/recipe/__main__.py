@@ -91,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {d.part_loss_weight}; 0 = the paper's loss on the combined score only).")
     g.add_argument("--flops-query", type=float, default=None,
                    help=f"FLOPS sparsity regularisation weight on query bag-of-words, every stage (default "
-                        f"{d.flops_query}, chosen on the dev split; 0 = the paper's loss).")
+                        f"{d.flops_query}: the paper's loss; 1.0 won a stage-1 dev study, eval/flops-selection.md).")
     g.add_argument("--flops-doc", type=float, default=None,
                    help=f"FLOPS sparsity regularisation weight on document bag-of-words, every stage (default "
-                        f"{d.flops_doc}, chosen on the dev split; 0 = the paper's loss).")
+                        f"{d.flops_doc}: the paper's loss; 1.0 won a stage-1 dev study, eval/flops-selection.md).")
     add_debug_flag(p)
     return p
 
