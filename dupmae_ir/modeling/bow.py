@@ -178,6 +178,14 @@ def max_pool_head(hidden: torch.Tensor, attention_mask: torch.Tensor,
     return mu
 
 
+def _bert_head(head):
+    """``head.predictions`` when ``head`` is a BERT-style MLM head (``transform`` + a ``decoder`` Linear),
+    else None (then it is only called as a whole)."""
+    pred = getattr(head, "predictions", None)
+    ok = pred is not None and hasattr(pred, "transform") and isinstance(getattr(pred, "decoder", None), torch.nn.Linear)
+    return pred if ok else None
+
+
 def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
                          head: Callable[[torch.Tensor], torch.Tensor], rows: int = 256,
                          exact_topk: int = 0) -> torch.Tensor:
@@ -205,9 +213,8 @@ def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
         raise ValueError("max_pool_head_packed needs at least one position after [CLS]")
     flat = hidden[mask]  # (T, D) real positions, text by text
     n_texts = hidden.shape[0]
-    pred = getattr(head, "predictions", None)
-    split = (pred is not None and hasattr(pred, "transform")
-             and isinstance(getattr(pred, "decoder", None), torch.nn.Linear))
+    pred = _bert_head(head)
+    split = pred is not None
     if split:
         x = pred.transform(flat)  # (T, D) in the compute dtype
         weight_t = pred.decoder.weight.to(x.dtype).t()  # (D, V): cast once
@@ -246,9 +253,8 @@ def exact_top_entries(mu: torch.Tensor, hidden: torch.Tensor, attention_mask: to
     ``max_t (transform(h_t) . w_v) + b_v`` over the pooled positions of ``hidden`` (B, L, D), ``texts``
     rows at a time (one batched product over the selected rows of the decoder). A head that is not
     BERT-style (no ``predictions.transform`` + ``decoder``) is returned as it is."""
-    pred = getattr(head, "predictions", None)
-    if pred is None or not hasattr(pred, "transform") or not isinstance(getattr(pred, "decoder", None),
-                                                                          torch.nn.Linear):
+    pred = _bert_head(head)
+    if pred is None:
         return mu
     k = min(k + k // 16 + 8, mu.shape[1])  # a margin: an entry just below the k-th may rise above it in fp32
     index = mu.topk(k, dim=1).indices  # (B, k) selected in low precision
