@@ -99,7 +99,7 @@ def test_packed_bert_head_bf16_keeps_exact_top_entries():
         assert torch.allclose(max_pool_head_packed(hidden, mask, head, rows=4), ref, atol=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             rough = max_pool_head_packed(hidden, mask, head, rows=4)
-            exact = max_pool_head_packed(hidden, mask, head, rows=4, exact_topk=20)
+            exact = exact_top_entries(rough, hidden, mask, head, 20)
     assert rough.dtype == torch.bfloat16 and exact.dtype == torch.float32
     top = exact.topk(20, dim=1).indices  # (B, 20)
     assert torch.allclose(exact.gather(1, top), ref.gather(1, top), atol=1e-5)

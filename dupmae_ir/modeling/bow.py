@@ -187,8 +187,7 @@ def _bert_head(head):
 
 
 def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
-                         head: Callable[[torch.Tensor], torch.Tensor], rows: int = 256,
-                         exact_topk: int = 0) -> torch.Tensor:
+                         head: Callable[[torch.Tensor], torch.Tensor], rows: int = 256) -> torch.Tensor:
     """:func:`max_pool_head` for inference: same values, no work on padding, less memory traffic.
 
     hidden: (B, L, D) -> (B, V). The real positions ``1..len-1`` of every text ([CLS] and padding
@@ -201,10 +200,8 @@ def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
     A BERT-style head (``head.predictions.transform`` + ``decoder``) is split: the transform runs once
     over all T rows and the (V, D) decoder weight is cast to the compute dtype once per call, not once
     per block (autocast re-casts a weight at every call: 22% of a bf16 CPU forward went to that copy),
-    and its bias is added after the max (no (r, V) bias copy per block).
-    ``exact_topk`` > 0 under bf16/fp16 autocast: each text's ``exact_topk`` largest entries are
-    recomputed in fp32 (:func:`exact_top_entries`; ~3% of the head's FLOPs), so the values an index
-    keeps are exact for the given hidden states; the result is then fp32.
+    and its bias is added after the max (no (r, V) bias copy per block). Under bf16/fp16 the result is
+    in that precision; :func:`exact_top_entries` then makes the kept entries exact.
     """
     mask = attention_mask.bool().clone()  # (B, L)
     mask[:, 0] = False  # [CLS]
@@ -214,8 +211,7 @@ def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
     flat = hidden[mask]  # (T, D) real positions, text by text
     n_texts = hidden.shape[0]
     pred = _bert_head(head)
-    split = pred is not None
-    if split:
+    if pred is not None:
         x = pred.transform(flat)  # (T, D) in the compute dtype
         weight_t = pred.decoder.weight.to(x.dtype).t()  # (D, V): cast once
 
@@ -238,10 +234,8 @@ def max_pool_head_packed(hidden: torch.Tensor, attention_mask: torch.Tensor,
             if ends[text] > e:  # this text goes on in the next block
                 break
             text += 1
-    if split:
+    if pred is not None:
         out += pred.decoder.bias.to(out.dtype)  # (V,)
-        if exact_topk and out.dtype in (torch.bfloat16, torch.float16):
-            out = exact_top_entries(out, hidden, attention_mask, head, exact_topk)
     return out
 
 
@@ -252,9 +246,9 @@ def exact_top_entries(mu: torch.Tensor, hidden: torch.Tensor, attention_mask: to
     under the k-th may rise above it in fp32), selected in low precision, recomputed in fp32:
     ``max_t (transform(h_t) . w_v) + b_v`` over the pooled positions of ``hidden`` (B, L, D), ``texts``
     rows at a time (one batched product over the selected rows of the decoder). A head that is not
-    BERT-style (no ``predictions.transform`` + ``decoder``) is returned as it is."""
+    BERT-style (no ``predictions.transform`` + ``decoder``), or ``mu`` already in fp32, is returned as it is."""
     pred = _bert_head(head)
-    if pred is None:
+    if pred is None or mu.dtype not in (torch.bfloat16, torch.float16):
         return mu
     k = min(k + k // 16 + 8, mu.shape[1])  # a margin: an entry just below the k-th may rise above it in fp32
     index = mu.topk(k, dim=1).indices  # (B, k) selected in low precision

@@ -107,15 +107,15 @@ class DupMAERetriever(nn.Module):
         if self.projection is not None:
             dense = self.projection(dense)  # (B, d')
         if self.packed_pool:
-            mu = max_pool_head_packed(hidden, attention_mask, self.mlm.cls, exact_topk=self.exact_topk)  # (B, V)
+            mu = max_pool_head_packed(hidden, attention_mask, self.mlm.cls)  # (B, V)
         elif self.fused_head and torch.is_grad_enabled():  # training: same values, cheaper backward
             head = self.mlm.cls.predictions
             mu, _ = max_pool_linear_with_mlm(head.transform(hidden), head.decoder.weight, head.decoder.bias,
                                              attention_mask)  # (B, V)
         else:
             mu = max_pool_head(hidden, attention_mask, self.mlm.cls, self.chunk_size)  # (B, V)
-            if self.exact_topk and mu.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled():
-                mu = exact_top_entries(mu, hidden, attention_mask, self.mlm.cls, self.exact_topk)  # (B, V) fp32
+        if self.exact_topk and not torch.is_grad_enabled():  # bf16/fp16 inference: kept entries in fp32
+            mu = exact_top_entries(mu, hidden, attention_mask, self.mlm.cls, self.exact_topk)  # (B, V)
         bow = activate(mu, self.config.activation).masked_fill(self.special_mask, 0.0)  # (B, V)
         return dense, bow
 
