@@ -3,6 +3,7 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
 
     python bench/recipe_study.py select  [--learning-rates 5e-5,1.5e-4] [--calibration on,off]
                                          [--report eval/recipe-selection.md]
+    python bench/recipe_study.py stage2  --stage1 CKPT [--variants 50:0:1,200:0:1] [--report eval/stage2-selection.md]
     python bench/recipe_study.py pruning --model CKPT [--report eval/query-pruning.md]
     python bench/recipe_study.py seeds   [--seeds 1,2,3] [--report eval/recipe-seeds.md]
 
@@ -11,6 +12,9 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
   20% dev part, scored on that dev part (hybrid nDCG@10, exhaustive in memory), with the mean impact
   terms per query and per document; the best is the recipe's default. A variant whose
   ``results.json`` holds the same settings is read back, not re-run: the study resumes.
+- ``stage2``: from one stage-1 checkpoint fine-tuned without the dev part (``select``'s), stage 2 with
+  each mining depth, skip and number of epochs (``--variants DEPTH:SKIP:EPOCHS``), scored on the dev
+  part like ``select``; a variant that already ran (same settings in ``results.json``) is read back.
 - ``pruning``: for a checkpoint fine-tuned without the dev part, the dev hybrid nDCG@10 and the mean
   impact terms per query for query top-k 16..1024 and minimum weights; the smallest pruning within
   0.002 of the unpruned dev score is chosen.
@@ -143,6 +147,52 @@ def select(args) -> None:
                  "(`bench/recipe_study.py select`).", body)
 
 
+def _parse_stage2(text: str) -> tuple[int, int, float]:
+    """``DEPTH:SKIP:EPOCHS`` -> (mine depth, mine skip, stage-2 epochs)."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise SystemExit(f"--variants: {text!r}; expected DEPTH:SKIP:EPOCHS, e.g. 200:0:1")
+    return int(parts[0]), int(parts[1]), float(parts[2])
+
+
+def stage2(args) -> None:
+    from dupmae_ir.modeling.retriever import RetrieverConfig
+    from dupmae_ir.recipe import Recipe, RecipeConfig
+
+    ft = RetrieverConfig.load(args.stage1).finetuning or {}
+    if ft.get("holdout_fraction") != args.holdout or ft.get("stage") not in (1, None):
+        raise SystemExit(f"{args.stage1}: a stage-1 checkpoint fine-tuned with holdout_fraction={args.holdout} is "
+                         f"needed (found stage {ft.get('stage')}, holdout {ft.get('holdout_fraction')})")
+    results = []
+    for i, (depth, skip, epochs) in enumerate(_parse_stage2(v) for v in args.variants.split(",")):
+        cfg = RecipeConfig(output=f"{args.work}/stage2-{i}", stages=(1, 2), stage1=args.stage1, ablation=False,
+                           test=False, holdout_fraction=args.holdout, mine_depth=depth, mine_skip=skip,
+                           stage2_epochs=epochs, report_root=f"{args.work}/eval", seed=args.seed)
+        done = Path(cfg.output) / "results.json"
+        saved = json.loads(done.read_text(encoding="utf-8")) if done.exists() else {}
+        keys = ("stage1", "mine_depth", "mine_skip", "stage2_epochs", "holdout_fraction", "seed")
+        if all(saved.get("config", {}).get(k) == getattr(cfg, k) for k in keys):  # resumed: already ran
+            result, seconds = saved, saved["times"]["total"]
+        else:
+            start = time.time()
+            result = Recipe(cfg, progress=False, overwrite=True).run()
+            seconds = time.time() - start
+        row = result["dev_rows"][-1]
+        results.append(((depth, skip, epochs), row["nDCG@10"], row["R@100"], seconds))
+        print(results[-1], flush=True)
+    best = max(results, key=lambda r: r[1])
+    body = ["| mining depth | skip | stage-2 epochs | dev nDCG@10 (hybrid) | dev R@100 | seconds |",
+            "|---|---|---|---|---|---|"]
+    body += [f"| {v[0]} | {v[1]} | {v[2]:g} | {n:.4f} | {r:.4f} | {t:.0f} |" for v, n, r, t in results]
+    body += ["", f"Best on dev: depth {best[0][0]}, skip {best[0][1]}, {best[0][2]:g} epoch(s). Stage 2 from "
+                 f"`{args.stage1}` (stage 1 fine-tuned without the dev split), negatives from its own exhaustive "
+                 f"hybrid ranking, seed {args.seed}; the dev split is {args.holdout:.0%} of SciFact train (seed 13), "
+                 "held out of fine-tuning; the test split is not read."]
+    write_report(args.report, "Stage 2 chosen on the SciFact dev split",
+                 "How the recipe's stage 2 mines and trains (negatives' depth and skip, epochs), chosen on a dev "
+                 "split carved from the training queries (`bench/recipe_study.py stage2`).", body)
+
+
 def pruning(args) -> None:
     import torch
 
@@ -240,6 +290,10 @@ def main() -> int:
                    help="instead of the grid: LR:on|off[:FLOPS_QUERY:FLOPS_DOC],... (e.g. 5e-5:on,1.5e-4:on:1e-3:1e-3)")
     s.add_argument("--sparsity-docs", type=int, default=1000, help="documents sampled to count terms per document")
     s.add_argument("--report", default="eval/recipe-selection.md")
+    s = sub.add_parser("stage2")
+    s.add_argument("--stage1", required=True, help="a stage-1 checkpoint fine-tuned with the same --holdout")
+    s.add_argument("--variants", default="50:0:1,200:0:1", help="DEPTH:SKIP:EPOCHS,... of stage 2")
+    s.add_argument("--report", default="eval/stage2-selection.md")
     s = sub.add_parser("pruning")
     s.add_argument("--model", required=True, help="a checkpoint fine-tuned with the same --holdout")
     s.add_argument("--corpus", default="default")
@@ -255,7 +309,7 @@ def main() -> int:
         sp.add_argument("--holdout", type=float, default=0.2, help="dev fraction of the training queries")
         sp.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
-    {"select": select, "pruning": pruning, "seeds": seeds}[args.study](args)
+    {"select": select, "stage2": stage2, "pruning": pruning, "seeds": seeds}[args.study](args)
     return 0
 
 

@@ -101,6 +101,7 @@ class RecipeConfig:
     holdout_seed: int = 13
     test: bool = True  # False: a selection run (dev rows only; the test split is never read, nothing is indexed)
     pretrained: str | None = None  # start from this DupMAE pre-trained checkpoint instead of pre-training
+    stage1: str | None = None  # start at stage 2 from this stage-1 checkpoint (no pre-training, no stage 1)
     # where the product's artifacts go: <index_root>/<name>/<model>, <runs_root>/<name>/, <report_root>/<name>/
     index_root: str = "indexes"
     runs_root: str = "runs"
@@ -218,13 +219,14 @@ class Recipe:
             self.add("BM25 + backbone(mean), normalised fusion", fused, source="fusion",
                      note="the strongest simple baseline")
 
-        with self.timed("dupmae pre-training"):
-            pretrained = Path(cfg.pretrained) if cfg.pretrained else self.pretrain()
-        starts = [("DupMAE pre-trained", str(pretrained))]
+        if cfg.stage1:
+            self.finetune_chain("DupMAE pre-trained", cfg.stage1, tuple(s for s in cfg.stages if s > 1))
+        else:
+            with self.timed("dupmae pre-training"):
+                pretrained = Path(cfg.pretrained) if cfg.pretrained else self.pretrain()
+            self.finetune_chain("DupMAE pre-trained", str(pretrained), cfg.stages)
         if cfg.ablation:
-            starts.append(("no pre-training", cfg.backbone))
-        for label, start in starts:
-            self.finetune_chain(label, start, cfg.stages if start == str(pretrained) else cfg.ablation_stages)
+            self.finetune_chain("no pre-training", cfg.backbone, cfg.ablation_stages)
 
         self.times["total"] = round(time.time() - t_all, 1)
         self.load_end = os.getloadavg()
@@ -258,15 +260,16 @@ class Recipe:
     def finetune_chain(self, label: str, start: str, stages: tuple[int, ...]) -> None:
         """Stages 1 (BM25 negatives) and 2 (negatives mined by the stage-1 model) from ``start``; each
         stage's model goes through the product (index, search, runs) and is scored in memory too."""
-        from ..data.training import write_negatives
         from ..modeling.retriever import RetrieverConfig
         from ..train.arguments import FinetuneArguments
         from ..train.finetune import run_finetuning
-        from ..train.mining import negatives_from_run
 
         cfg = self.cfg
         tag = "pt" if label.startswith("DupMAE") else "nopt"
         model_path = start
+        if stages and stages[0] > 1:  # started from a stage-1 checkpoint: its own negatives first
+            with self.timed(f"{label}: mining (stage {stages[0]})"):
+                self.mine(tag, stages[0], self.exact(model_path))
         for stage in stages:
             out = self.out / f"{tag}-stage{stage}"
             if stage == 1:
@@ -304,15 +307,23 @@ class Recipe:
                     self.add(f"{name}: hybrid (sum)", retriever.search(self.dev_queries, k=1000, modes=("hybrid",))
                              ["hybrid"], dev=True)
                 if stage + 1 in stages:  # stage-2 negatives from this model's own retrieval
-                    train_q, train_qrels = self.coll.queries(cfg.train_split), self.coll.qrels(cfg.train_split)
-                    mined = retriever.search(train_q, k=cfg.mine_depth + cfg.mine_skip + 5, modes=("hybrid",))["hybrid"]
-                    negs = negatives_from_run(mined, train_qrels, cfg.mine_depth + cfg.mine_skip, cfg.mine_skip)
-                    write_negatives(self.out / f"{tag}-stage{stage + 1}-negatives.tsv", negs)
+                    self.mine(tag, stage + 1, retriever)
                 del retriever
             if cfg.test:
                 with self.timed(f"{label}: encode + index + search (stage {stage})"):
                     runs = self.product(f"{tag}-stage{stage}", model_path, final=(tag == "pt" and stage == stages[-1]))
                 self.add_model_rows(name, runs, memory)
+
+    def mine(self, tag: str, stage: int, retriever) -> None:
+        """Negatives of ``stage`` from ``retriever``'s hybrid top ``mine_depth`` (after ``mine_skip``)."""
+        from ..data.training import write_negatives
+        from ..train.mining import negatives_from_run
+
+        cfg = self.cfg
+        train_q, train_qrels = self.coll.queries(cfg.train_split), self.coll.qrels(cfg.train_split)
+        mined = retriever.search(train_q, k=cfg.mine_depth + cfg.mine_skip + 5, modes=("hybrid",))["hybrid"]
+        negs = negatives_from_run(mined, train_qrels, cfg.mine_depth + cfg.mine_skip, cfg.mine_skip)
+        write_negatives(self.out / f"{tag}-stage{stage}-negatives.tsv", negs)
 
     def add_model_rows(self, name: str, runs: dict, memory: dict) -> None:
         from ..runs import fuse

@@ -251,7 +251,8 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
         fold_sparse_weight(retriever, folded)
     finetuning = {
         "stage": args.stage, "start": args.model_name_or_path, "train": args.train, "split": args.split,
-        "negatives": args.mine_source(), "mine_depth": args.mine_depth, "group_size": args.group_size,
+        "negatives": args.mine_source(), "mine_depth": args.mine_depth, "mine_skip": args.mine_skip,
+        "group_size": args.group_size,
         "temperature": args.temperature, "dense_weight": args.dense_weight, "sparse_weight": args.sparse_weight,
         "part_loss_weight": args.part_loss_weight,
         "sparse_weight_folded": folded, "sparse_calibration": args.sparse_calibration,
