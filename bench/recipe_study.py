@@ -183,6 +183,9 @@ def stage2(args) -> None:
     best = max(results, key=lambda r: r[1])
     body = ["| mining depth | skip | stage-2 epochs | dev nDCG@10 (hybrid) | dev R@100 | seconds |",
             "|---|---|---|---|---|---|"]
+    saved1 = Path(args.stage1).parent / "results.json"  # the select run that trained the stage-1 checkpoint
+    for row in json.loads(saved1.read_text(encoding="utf-8")).get("dev_rows", []) if saved1.exists() else []:
+        body.append(f"| (stage 1 alone) | | | {row['nDCG@10']:.4f} | {row['R@100']:.4f} | |")
     body += [f"| {v[0]} | {v[1]} | {v[2]:g} | {n:.4f} | {r:.4f} | {t:.0f} |" for v, n, r, t in results]
     body += ["", f"Best on dev: depth {best[0][0]}, skip {best[0][1]}, {best[0][2]:g} epoch(s). Stage 2 from "
                  f"`{args.stage1}` (stage 1 fine-tuned without the dev split), negatives from its own exhaustive "

@@ -113,15 +113,15 @@ def test_recipe_defaults_and_training_flags():
     from dupmae_ir.recipe.__main__ import build_parser, config_from_args
 
     d = config_from_args(build_parser().parse_args([]))
-    assert (d.group_size, d.epochs, d.stage2_epochs, d.learning_rate) == (8, 1.0, None, 1.5e-4)
+    assert (d.group_size, d.epochs, d.stage2_epochs, d.learning_rate) == (8, 1.0, 2.0, 1.5e-4)
     assert (d.precision, d.eval_precision, d.dropout, d.sparse_scale_calibration) == ("auto", "auto", 0.0, True)
     assert d.stages == (1, 2) and d.ablation and d.ablation_stages == (1,)
     quick = config_from_args(build_parser().parse_args(["--quick", "--group-size", "4", "--precision", "fp32"]))
     assert (quick.stages == (1,) and quick.group_size == 4 and quick.precision == "fp32"
             and quick.eval_precision == "auto")
     old = config_from_args(build_parser().parse_args(
-        ["--dropout", "0.1", "--stage2-epochs", "2", "--no-sparse-scale-calibration", "--eval-precision", "fp32"]))
-    assert old.dropout == 0.1 and old.stage2_epochs == 2 and not old.sparse_scale_calibration
+        ["--dropout", "0.1", "--stage2-epochs", "1", "--no-sparse-scale-calibration", "--eval-precision", "fp32"]))
+    assert old.dropout == 0.1 and old.stage2_epochs == 1 and not old.sparse_scale_calibration
     assert old.eval_precision == "fp32"
     both = config_from_args(build_parser().parse_args(["--ablation-stages", "1,2"]))
     assert both.ablation_stages == (1, 2) and both.stages == (1, 2)

@@ -86,7 +86,7 @@ class RecipeConfig:
     mine_skip: int = 0
     ablation: bool = True  # also fine-tune the backbone without DupMAE pre-training
     ablation_stages: tuple[int, ...] = (1,)  # compared with the pre-trained model at the same stage
-    stage2_epochs: float | None = None  # None: as stage 1
+    stage2_epochs: float | None = 2.0  # None: as stage 1; 2 chosen on the dev split (eval/stage2-selection.md)
     precision: str = "auto"  # training (pre-training and fine-tuning): fp32 | bf16 | auto
     eval_precision: str = "auto"  # encoding for evaluation and mining: fp32 | bf16 | auto (autocast, as encode --dtype)
     dropout: float | None = 0.0  # fine-tuning dropout (None: the backbone's 0.1; 0: off, ~1.7x faster CPU steps)

@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ablation-stages", default=None,
                    help="Comma-separated stages of the model without pre-training (default 1; 1,2 adds ~10 min "
                         "on a 2-core CPU).")
-    g.add_argument("--epochs", type=float, default=None, help=f"Epochs per stage (default {d.epochs}).")
-    g.add_argument("--stage2-epochs", type=float, default=None, help="Epochs of stage 2 (default: as --epochs).")
+    g.add_argument("--epochs", type=float, default=None, help=f"Epochs of stage 1 (default {d.epochs:g}).")
+    g.add_argument("--stage2-epochs", type=float, default=None,
+                   help=f"Epochs of stage 2 (default {d.stage2_epochs:g}, chosen on the dev split).")
     g.add_argument("--dropout", type=float, default=None,
                    help=f"Backbone dropout while fine-tuning (default {d.dropout}: off, ~1.7x faster steps on CPUs; "
                         "0.1 = the backbone's).")
