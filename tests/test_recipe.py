@@ -8,7 +8,6 @@ import os
 import shlex
 import subprocess
 import sys
-
 from dataclasses import replace
 
 from conftest import ROOT, build_tiny_checkpoint
