@@ -39,17 +39,14 @@ RECIPE_OUTPUT = OutputKind("recipe working folder", RECIPE_MARKER, ("dupmae_ir.r
 
 @dataclass
 class RecipeConfig:
-    """Defaults are the documented CPU recipe (stages 1+2 and the ablation; ~45 min on a 2-core
-    AVX512-BF16 machine). What each setting was chosen on is in ``report.CHOSEN_ON`` (the fine-tuning lr,
-    the calibration and query pruning on the dev split carved from train; the rest on SciFact test in
-    earlier sessions, eval/recipe-history.md):
-    pre-training is short and gentle (80 steps at 2e-5; stronger pre-training of this sentence-embedding
-    backbone on 5k documents costs nDCG); the fresh MLM head has its own lr (1e-3); each part of the
-    score is also trained alone (part loss 1); fine-tuning uses 7 BM25 (stage 1) or mined (stage 2)
-    negatives per query (group 8), one epoch per stage at lr 1.5e-4, and starts with the sparse part
-    scaled to its best in-batch loss (``sparse_scale_calibration``: without it the bag-of-words starts
-    ~10x too large and a pre-trained head's impact part never recovers in one epoch). Training runs
-    without dropout and, like evaluation, in bf16 where the CPU has native bf16 instructions (``auto``)."""
+    """Defaults are the documented CPU recipe (stages 1+2 and the ablation, about an hour on a 2-core
+    AVX512-BF16 machine); what each was chosen on is ``report.CHOSEN_ON``. Pre-training is short and gentle
+    (80 steps at 2e-5: stronger pre-training of this sentence-embedding backbone on 5k documents costs
+    nDCG); the fresh MLM head has its own lr (1e-3); each part of the score is also trained alone (part
+    loss 1); fine-tuning uses 7 BM25 (stage 1) or mined (stage 2) negatives per query (group 8), one
+    epoch in stage 1 and two in stage 2 at lr 1.5e-4, starting with the sparse part scaled to its best
+    in-batch loss (without it the bag-of-words starts ~10x too large); no dropout; bf16 where the CPU
+    has native bf16 instructions (``auto``)."""
 
     backbone: str = "default"
     corpus: str = "default"
@@ -166,23 +163,21 @@ class Recipe:
 
     # -- steps ----------------------------------------------------------------------------------
     def run(self) -> dict:
+        from types import SimpleNamespace
+
         import torch
 
         from ..data import doc_text, resolve
         from ..data.splits import dev_split
+        from ..precision import default_device, dtype_name, resolve_dtype
+        from ..train.trainer import resolve_precision
 
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         t_all = time.time()
         self.load_start = os.getloadavg()
-        from types import SimpleNamespace
-
-        from ..train.trainer import resolve_precision
-
         self.precision = resolve_precision(SimpleNamespace(precision=cfg.precision, use_cpu=False))
-        from ..precision import default_device, dtype_name, resolve_dtype
-
         self.eval_dtype = resolve_dtype(cfg.eval_precision, str(default_device()))  # what encode --dtype resolves
         self.eval_precision = dtype_name(self.eval_dtype)
         print(f"[recipe] training precision: {self.precision} ({cfg.precision}); evaluation precision: "
