@@ -146,6 +146,7 @@ def test_selection_run_reads_no_test_split(tmp_path):
     assert "Dev split" in (tmp_path / "eval" / "sel" / "report.md").read_text()
 
     # stage 2 alone from that stage-1 checkpoint (bench/recipe_study.py stage2): mined negatives, one dev row
+    from dupmae_ir.data.training import read_negatives_file
     from dupmae_ir.modeling.retriever import RetrieverConfig
 
     two = replace(cfg, output=str(tmp_path / "sel2"), stages=(1, 2), stage1=str(tmp_path / "sel" / "pt-stage1"),
@@ -153,10 +154,7 @@ def test_selection_run_reads_no_test_split(tmp_path):
     result = Recipe(two, progress=False).run()
     assert [r["system"] for r in result["dev_rows"]] == ["DupMAE pre-trained + stage 2: hybrid (sum)"]
     assert not (tmp_path / "sel2" / "pretrained").exists() and not (tmp_path / "sel2" / "pt-stage1").exists()
-    negatives = (tmp_path / "sel2" / "pt-stage2-negatives.tsv").read_text().splitlines()
-    per_query = {}
-    for line in negatives:
-        per_query.setdefault(line.split("\t")[0], []).append(line.split("\t")[1])
+    per_query = read_negatives_file(tmp_path / "sel2" / "pt-stage2-negatives.tsv")
     assert per_query and max(len(v) for v in per_query.values()) == 4  # depth 4 kept after the skipped one
     ft = RetrieverConfig.load(tmp_path / "sel2" / "pt-stage2").finetuning
     assert ft["stage"] == 2 and ft["start"] == two.stage1 and ft["epochs"] == 2.0 and ft["mine_skip"] == 1
