@@ -433,3 +433,31 @@ def test_torchrun_two_gloo_processes_share_negatives(tiny, toy, tmp_path):
     solo = [h["candidates"] for h in outs["false"]["log_history"] if "candidates" in h]
     assert cand and all(c == 2 * 2 * 2 for c in cand)  # world x batch x group documents per query
     assert solo and all(c == 2 * 2 for c in solo)
+
+
+@pytest.mark.slow
+def test_torchrun_stage2_encodes_and_mines_together(tiny, toy, tmp_path):
+    """Stage 2 under torchrun: both processes encode a share of the corpus into one index and search a
+    share of the queries; the negatives equal a one-process run mining from a one-process index."""
+    from dupmae_ir.encode import encode_corpus
+    from dupmae_ir.train.finetune import run_finetuning
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out = tmp_path / "ddp-s2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29500 + random.randrange(1000)), "-m", "dupmae_ir.finetune", "--stage", "2",
+           "--model-name-or-path", str(tiny), "--train", str(toy), "--batch-size", "2", "--group-size", "2",
+           "--query-max-length", "16", "--doc-max-length", "32", "--max-steps", "1", "--mine-depth", "5",
+           "--disable-tqdm", "--use-cpu", "--output-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    index = json.loads((out / "mine-index" / "dupmae_index.json").read_text())
+    assert index["world_size"] == 2 and sum(r["docs"] for r in index["ranks"]) == index["docs"] == 32
+    assert json.loads((out / "dupmae_finetune.json").read_text())["finetuning"]["mine_index"] == str(out / "mine-index")
+
+    solo_index = encode_corpus(str(toy), tmp_path / "solo-index", encoder=str(tiny), doc_max_length=32,
+                               progress=False)
+    solo = run_finetuning(_args(tiny, toy, tmp_path / "solo", stage=2, mine_depth=5, max_steps=1,
+                                mine_index=str(solo_index)))
+    lines = (out / "negatives.tsv").read_text().splitlines()
+    assert len(lines) > 16 and lines == (solo / "negatives.tsv").read_text().splitlines()

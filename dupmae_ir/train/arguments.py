@@ -152,7 +152,8 @@ class FinetuneArguments(TrainArguments):
     mine_skip: int = arg(0, "Skip the first N non-positive hits (guards against unjudged positives).", "data")
     mine_index: str | None = arg(None, "Stage 2 on large corpora: mine from this index of `python -m "
                                        "dupmae_ir.encode` (built with the stage-1 model) instead of exhaustive "
-                                       "in-memory scoring.", "data")
+                                       "in-memory scoring (under torchrun: default OUTPUT/mine-index, encoded "
+                                       "by all processes).", "data")
     mine_mode: str = arg("hybrid", "Score used for model mining.", "data", choices=("hybrid", "dense", "impact"))
     bm25_index: str | None = arg(None, "BM25 index folder for mining (built there if absent; default: "
                                        "OUTPUT/bm25-index).", "data")

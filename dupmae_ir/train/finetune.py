@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 PROVENANCE_NAME = "dupmae_finetune.json"
 NEGATIVES_NAME = "negatives.tsv"
+MINE_INDEX_NAME = "mine-index"  # stage 2 under torchrun: the index its processes encode and mine from
 
 
 def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = True, device: str | None = None):
@@ -43,7 +46,8 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
     runs on ``device`` (the training device)."""
     from ..data import DataError, resolve
     from ..data.splits import carve_dev, judged_qids
-    from .mining import mine_from_index, mine_with_bm25, mine_with_model, negatives_from_run
+    from ..encode.distributed import world
+    from .mining import mine_from_index, mine_under_torchrun, mine_with_bm25, mine_with_model, negatives_from_run
 
     coll = resolve(args.train, data_dir=args.data_dir)
     corpus = resolve(args.corpus or args.train, data_dir=args.data_dir)
@@ -73,9 +77,15 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
         pools = {q: [d for d, _ in hits] for q, hits in
                  mine_with_bm25(corpus, queries, args.mine_depth + args.mine_skip + 5, index_dir, progress).items()}
     elif source == "model":
-        if args.mine_index:
+        if world():  # every process encodes (unless --mine-index) and searches a share
+            run = mine_under_torchrun(args.model_name_or_path, corpus, queries, args.mine_depth + args.mine_skip + 5,
+                                      Path(args.mine_index or output_dir / MINE_INDEX_NAME), args.mine_mode,
+                                      not args.mine_index, args.doc_max_length, args.query_max_length,
+                                      args.encode_batch_size, progress)
+        elif args.mine_index:
             run = mine_from_index(args.mine_index, queries, args.mine_depth + args.mine_skip + 5, args.mine_mode,
-                                  encoder=args.model_name_or_path)
+                                  encoder=args.model_name_or_path, query_max_length=args.query_max_length,
+                                  device=device or "cpu", progress=progress)
         else:
             all_docs = load_documents(corpus, progress=progress)
             run = mine_with_model(args.model_name_or_path, corpus, queries, args.mine_depth + args.mine_skip + 5,
@@ -167,6 +177,7 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     from transformers import set_seed
 
     from ..data.training import GroupCollator, GroupDataset, write_negatives
+    from ..encode.distributed import WAIT
     from ..modeling.biencoder import BiEncoderForTraining
     from ..modeling.calibration import calibrate_sparse, calibrate_sparse_scale
     from ..modeling.retriever import DupMAERetriever
@@ -174,14 +185,18 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     args = replace(args, precision=resolve_precision(args))  # provenance records the concrete one
     out = Path(args.output_dir)
     resume_from = resume_point(args, PROVENANCE_NAME, "fine-tuned")
+    # stage 2 under torchrun mines together (collectives): not one process after the other, and its
+    # barriers wait for the slowest share of the corpus and for the index build
+    together = int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.mine_source() == "model"
     training_args = training_arguments(
         args,
         dataloader_drop_last=True,  # equal batches on every process: the gathered groups line up
-        ddp_find_unused_parameters=not (args.sparse_weight or args.flops_query or args.flops_doc))
+        ddp_find_unused_parameters=not (args.sparse_weight or args.flops_query or args.flops_doc),
+        **({"ddp_timeout": int(WAIT.total_seconds())} if together else {}))
     world = training_args.world_size
     progress = not args.disable_tqdm and training_args.process_index == 0
     t0 = time.time()
-    with training_args.main_process_first(desc="training data"):
+    with nullcontext() if together else training_args.main_process_first(desc="training data"):
         out.mkdir(parents=True, exist_ok=True)
         examples, docs, negatives = build_examples(args, out, progress=progress, device=str(training_args.device))
     if training_args.should_save:
@@ -252,6 +267,7 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
     finetuning = {
         "stage": args.stage, "start": args.model_name_or_path, "train": args.train, "split": args.split,
         "negatives": args.mine_source(), "mine_depth": args.mine_depth, "mine_skip": args.mine_skip,
+        "mine_index": args.mine_index or (str(out / MINE_INDEX_NAME) if (out / MINE_INDEX_NAME).is_dir() else None),
         "group_size": args.group_size,
         "temperature": args.temperature, "dense_weight": args.dense_weight, "sparse_weight": args.sparse_weight,
         "part_loss_weight": args.part_loss_weight,

@@ -1,6 +1,7 @@
 """Hard negatives for fine-tuning: mined with BM25 (stage 1), with the model itself, exhaustively in
-memory (stage 2, :class:`~dupmae_ir.encoder.ExactRetriever`), or from an index of
-``python -m dupmae_ir.encode`` for corpora that do not fit in memory (``--mine-index``)."""
+memory (stage 2, :class:`~dupmae_ir.encoder.ExactRetriever`), from an index of
+``python -m dupmae_ir.encode`` for corpora that do not fit in memory (``--mine-index``), or, under
+``torchrun``, from an index that every process helps encode (:func:`mine_under_torchrun`)."""
 from __future__ import annotations
 
 import os
@@ -51,10 +52,44 @@ def negatives_from_run(run: Run, qrels: dict[str, dict[str, int]], depth: int, s
 
 
 def mine_from_index(index_dir: str | os.PathLike, queries: dict[str, str], depth: int, mode: str = "hybrid",
-                    encoder: str | None = None) -> Run:
+                    encoder: str | None = None, query_max_length: int | None = None, device: str = "cpu",
+                    progress: bool = True) -> Run:
     """Top-``depth`` hits of each query from an index of ``python -m dupmae_ir.encode`` (the toolkit's
     Pyserini retrieval: FAISS + Lucene impact), for corpora too large for :class:`ExactRetriever`."""
     from ..search import DupMAESearcher
 
-    searcher = DupMAESearcher(index_dir, encoder=encoder)
-    return searcher.search_all(queries, modes=(mode,), hits=depth)[mode]
+    searcher = DupMAESearcher(index_dir, encoder=encoder, query_max_length=query_max_length, device=device)
+    return searcher.search_all(queries, modes=(mode,), hits=depth, progress=progress)[mode]
+
+
+def mine_under_torchrun(model_name_or_path: str, corpus, queries: dict[str, str], depth: int, index_dir: Path,
+                        mode: str = "hybrid", encode: bool = True, doc_max_length: int | None = None,
+                        query_max_length: int | None = None, batch_size: int = 32, progress: bool = True) -> Run:
+    """Model mining as one process of a torchrun job, called by every process at once: unless ``encode``
+    is False (a given ``--mine-index``), the processes encode the corpus into one index at ``index_dir``
+    (:func:`~dupmae_ir.encode.distributed.encode_corpus_distributed`: a share each, resumable; an index
+    already there from this checkpoint is reused), then each searches a share of the queries and every
+    process receives all the hits."""
+    import torch
+    import torch.distributed as dist
+
+    from ..encode.distributed import encode_corpus_distributed, world
+    from ..errors import UserError
+    from ..index import load_index
+
+    rank, size, local = world()
+    if encode and not (index_dir / "dupmae_index.json").is_file():
+        encode_corpus_distributed(corpus, index_dir, encoder=model_name_or_path, batch_size=batch_size,
+                                  doc_max_length=doc_max_length, progress=progress)
+    if encode:
+        built_by = load_index(index_dir).encoder
+        if built_by not in (model_name_or_path, str(Path(model_name_or_path).resolve())):
+            raise UserError(str(index_dir), f"this mining index was encoded by {built_by!r}, not by "
+                                            f"{model_name_or_path!r}", "remove it or pick another --output-dir")
+    device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    mine = {q: queries[q] for q in sorted(queries)[rank::size]}
+    part = mine_from_index(index_dir, mine, depth, mode, encoder=model_name_or_path,
+                           query_max_length=query_max_length, device=device, progress=progress and rank == 0)
+    parts: list = [None] * size
+    dist.all_gather_object(parts, part)
+    return {q: hits for p in parts for q, hits in p.items()}
