@@ -171,3 +171,13 @@ def test_report_says_which_settings_were_given_instead_of_chosen():
     assert given["pre-training: 80 steps at lr 2e-5, MLM-head lr 1e-3"].startswith("not used here: pretrain_steps=320")
     assert "learning_rate=5e-05" in given["fine-tuning lr and sparse scale calibration"]
     assert given["query pruning (top-k, minimum weight)"] == default["query pruning (top-k, minimum weight)"]
+
+
+def test_report_settings_name_each_stage_epochs():
+    """The settings line says how many epochs each stage trained (stage 2 has its own default)."""
+    from dupmae_ir.recipe import RecipeConfig
+    from dupmae_ir.recipe.report import _epochs
+
+    assert _epochs(RecipeConfig()) == "1 epoch(s) in stage 1, 2 in stage 2"
+    assert _epochs(RecipeConfig(stage2_epochs=None)) == "1 epoch(s) per stage"
+    assert _epochs(RecipeConfig(stages=(1,))) == "1 epoch(s) per stage"

@@ -33,6 +33,14 @@ CHOSEN_ON = [
 ]
 
 
+
+def _epochs(cfg) -> str:
+    """Epochs per fine-tuning stage as trained (stage 2 has its own count unless ``stage2_epochs`` is None)."""
+    s2 = cfg.epochs if cfg.stage2_epochs is None else cfg.stage2_epochs
+    if 2 not in cfg.stages or s2 == cfg.epochs:
+        return f"{cfg.epochs:g} epoch(s) per stage"
+    return f"{cfg.epochs:g} epoch(s) in stage 1, {s2:g} in stage 2"
+
 def chosen_on(cfg) -> list[tuple[str, str]]:
     """CHOSEN_ON for this run: a line whose fields differ from the defaults says they were given."""
     default = type(cfg)()
@@ -82,7 +90,7 @@ def write(out: Path, recipe, overwrite: bool) -> Path:
               f"(evaluation {cfg.eval_doc_max_length}); pre-training {cfg.pretrain_steps} steps at lr "
               f"{cfg.pretrain_lr:g} on `{cfg.pretrain_corpus or cfg.corpus}`; fine-tuning stages "
               f"{'+'.join(map(str, cfg.stages))}, "
-              f"group {cfg.group_size}, lr {cfg.learning_rate:g}, {cfg.epochs:g} epoch(s) per stage, sparse scale "
+              f"group {cfg.group_size}, lr {cfg.learning_rate:g}, {_epochs(cfg)}, sparse scale "
               f"calibration {'on' if cfg.sparse_scale_calibration else 'off'}, FLOPS query/document "
               f"{cfg.flops_query:g}/{cfg.flops_doc:g}, query top-k {cfg.query_topk}, "
               f"query minimum weight {cfg.query_min_weight:g}, seed {cfg.seed}"
