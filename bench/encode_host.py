@@ -53,7 +53,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--chunk-size", type=int, default=1024)
     p.add_argument("--label", default="this commit")
-    p.add_argument("--report", default=None, help="append a row to this Markdown report")
+    p.add_argument("--report", default=None, help="add a row to this Markdown report's table")
     args = p.parse_args()
 
     import torch
@@ -92,8 +92,11 @@ def main() -> int:
         if not path.exists():
             path.write_text("| code | commit | host pipeline docs/s | tokeniser alone docs/s | docs | max length | "
                             "batch | machine |\n|---|---|---|---|---|---|---|---|\n")
-        with open(path, "a") as f:
-            f.write(row + "\n")
+        lines = path.read_text().splitlines()
+        last = max(i for i, line in enumerate(lines) if line.startswith("|"))  # the table's end, not the prose's
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join(lines[:last + 1] + [row] + lines[last + 1:]) + "\n")
+        tmp.replace(path)
     return 0
 
 
