@@ -33,13 +33,13 @@ CHOSEN_ON = [
 ]
 
 
-
 def _epochs(cfg) -> str:
     """Epochs per fine-tuning stage as trained (stage 2 has its own count unless ``stage2_epochs`` is None)."""
     s2 = cfg.epochs if cfg.stage2_epochs is None else cfg.stage2_epochs
     if 2 not in cfg.stages or s2 == cfg.epochs:
         return f"{cfg.epochs:g} epoch(s) per stage"
     return f"{cfg.epochs:g} epoch(s) in stage 1, {s2:g} in stage 2"
+
 
 def chosen_on(cfg) -> list[tuple[str, str]]:
     """CHOSEN_ON for this run: a line whose fields differ from the defaults says they were given."""
