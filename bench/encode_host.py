@@ -61,7 +61,7 @@ def main() -> int:
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.encode import encode_corpus
     from dupmae_ir.encoder import DupMAEEncoder
-    from dupmae_ir.provenance import git_commit, machine
+    from dupmae_ir.provenance import atomic_write_text, git_commit, machine
 
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="bench_host_"))
@@ -89,14 +89,11 @@ def main() -> int:
     print(f"host pipeline: {rate:.0f} docs/s (tokeniser alone {tokenise:.0f} docs/s)")
     if args.report:
         path = Path(args.report)
-        if not path.exists():
-            path.write_text("| code | commit | host pipeline docs/s | tokeniser alone docs/s | docs | max length | "
-                            "batch | machine |\n|---|---|---|---|---|---|---|---|\n")
-        lines = path.read_text().splitlines()
+        lines = (path.read_text() if path.exists() else
+                 "| code | commit | host pipeline docs/s | tokeniser alone docs/s | docs | max length | batch | "
+                 "machine |\n|---|---|---|---|---|---|---|---|\n").splitlines()
         last = max(i for i, line in enumerate(lines) if line.startswith("|"))  # the table's end, not the prose's
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(lines[:last + 1] + [row] + lines[last + 1:]) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, "\n".join(lines[:last + 1] + [row] + lines[last + 1:]) + "\n")
     return 0
 
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..outputs import OutputKind
-from .report import stock_pyserini_command
+from .report import stage_epochs, stock_pyserini_command
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class Recipe:
                 sparse_weight=cfg.sparse_weight, part_loss_weight=cfg.part_loss_weight,
                 flops_query=cfg.flops_query, flops_doc=cfg.flops_doc,
                 query_max_length=cfg.query_max_length, doc_max_length=cfg.doc_max_length, batch_size=cfg.batch_size,
-                num_train_epochs=cfg.epochs if stage == 1 or cfg.stage2_epochs is None else cfg.stage2_epochs,
+                num_train_epochs=stage_epochs(cfg, stage),
                 precision=self.precision, dropout=cfg.dropout,
                 learning_rate=cfg.learning_rate, head_learning_rate=cfg.head_learning_rate,
                 mine_depth=cfg.mine_depth, mine_skip=cfg.mine_skip, holdout_fraction=cfg.holdout_fraction,

@@ -33,9 +33,15 @@ CHOSEN_ON = [
 ]
 
 
+def stage_epochs(cfg, stage: int) -> float:
+    """The epochs a fine-tuning stage trains (the recipe and its report): stage 2 has its own count unless
+    ``stage2_epochs`` is None."""
+    return cfg.epochs if stage == 1 or cfg.stage2_epochs is None else cfg.stage2_epochs
+
+
 def _epochs(cfg) -> str:
-    """Epochs per fine-tuning stage as trained (stage 2 has its own count unless ``stage2_epochs`` is None)."""
-    s2 = cfg.epochs if cfg.stage2_epochs is None else cfg.stage2_epochs
+    """Epochs per fine-tuning stage, as the settings line says them."""
+    s2 = stage_epochs(cfg, 2)
     if 2 not in cfg.stages or s2 == cfg.epochs:
         return f"{cfg.epochs:g} epoch(s) per stage"
     return f"{cfg.epochs:g} epoch(s) in stage 1, {s2:g} in stage 2"
