@@ -92,7 +92,7 @@ def main() -> int:
         lines = (path.read_text() if path.exists() else
                  "| code | commit | host pipeline docs/s | tokeniser alone docs/s | docs | max length | batch | "
                  "machine |\n|---|---|---|---|---|---|---|---|\n").splitlines()
-        last = max(i for i, line in enumerate(lines) if line.startswith("|"))  # the table's end, not the prose's
+        last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines) - 1)  # table's end
         atomic_write_text(path, "\n".join(lines[:last + 1] + [row] + lines[last + 1:]) + "\n")
     return 0
 
