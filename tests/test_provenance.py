@@ -33,8 +33,8 @@ def test_paths_are_spelt_without_this_machines_folders(tmp_path, monkeypatch):
     work = portable_path(tmp_path)
     assert work.startswith("$WORK/")
     assert cmd == (f"python bench/latency.py --report eval/x.md --topics $DUPMAE_SHARED_DATA/beir/scifact "
-                   f"--model m1=$WORK'{work[len('$WORK'):]}/work dir/ckpt' --encoder default --index={work}/idx --label 'a label' "
-                   "indexes/rel").replace("python", Path(sys.executable).name, 1)
+                   f"--model m1=$WORK'{work[len('$WORK'):]}/work dir/ckpt' --encoder default --index={work}/idx "
+                   "--label 'a label' indexes/rel").replace("python", Path(sys.executable).name, 1)
     assert portable_path("/") == "$WORK" and portable_path(ROOT) == "."
 
 
