@@ -25,23 +25,20 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _harness import ROOT, Timer, add_report_args, header, portable, write_report
 
 
 def run(cmd: list[str], env: dict) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    with Timer() as t:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         sys.exit(f"failed: {' '.join(map(str, cmd))}\n{out.decode(errors='replace')[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return t.seconds, usage.ru_maxrss / 1024
 
 
 def du(path: Path) -> float:
@@ -57,9 +54,9 @@ def matmul_gflops(dtype, n: int = 2048, reps: int = 8) -> float:
     a @ b
     best = float("inf")
     for _ in range(reps):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
+        with Timer() as t:
+            a @ b
+        best = min(best, t.seconds)
     return 2 * n**3 / best / 1e9
 
 
@@ -82,7 +79,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=None, help="document length (default: the checkpoint's)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--report", default=None, help="write the table as a Markdown report here")
+    add_report_args(ap)
     args = ap.parse_args()
 
     import torch
@@ -92,7 +89,6 @@ def main() -> None:
     from dupmae_ir.java import java_env
     from dupmae_ir.modeling.backbone import resolve_model_path
     from dupmae_ir.modeling.retriever import RetrieverConfig
-    from dupmae_ir.provenance import command_line, report_header
 
     torch.set_num_threads(args.threads)
     checkpoint = resolve_model_path(args.encoder)
@@ -157,10 +153,10 @@ def main() -> None:
     rows = [(*r[:4], f"{r[4][0]} docs/s, {100 * r[4][0] / roofline.get(r[4][1], roofline['fp32']):.0f}% of roofline"
              if r[4] and r[4][0] else None, *r[5:]) for r in rows]  # shares against the final (highest) rate
 
-    head = (f"{n} documents of `{args.corpus}` (mean {sum(lengths) / n:.0f} pieces at max length {length}), "
-            f"checkpoint `{args.encoder}`, batch {args.batch_size}, {args.threads} threads, load average at the end "
-            f"{os.getloadavg()[0]:.1f}. Matmul rate measured in this run (best product, before the commands and after "
-            f"each dupmae_ir.encode): {peak['fp32']:.0f} GFLOP/s fp32, "
+    head = (f"{n} documents of `{portable(args.corpus)}` (mean {sum(lengths) / n:.0f} pieces at max length "
+            f"{length}), checkpoint `{portable(args.encoder)}`, batch {args.batch_size}, {args.threads} threads, "
+            f"load average at the end {os.getloadavg()[0]:.1f}. Matmul rate measured in this run (best product, "
+            f"before the commands and after each dupmae_ir.encode): {peak['fp32']:.0f} GFLOP/s fp32, "
             f"{peak['bf16']:.0f} GFLOP/s bf16; {flops / 1e9:.1f} GFLOP per document (encoder + vocabulary head): "
             f"roofline {roofline['fp32']:.1f} docs/s fp32, {roofline['bf16']:.1f} docs/s bf16.")
     table = ["| command | wall s | docs/s | vs Pyserini | encoding stage (model alone) | peak RSS MiB | index MiB |",
@@ -171,10 +167,10 @@ def main() -> None:
     text = "\n".join([head, "", *table, ""])
     print(text)
     if args.report:
-        Path(args.report).write_text(report_header(
+        write_report(args.report, header(
             "Encoding into both indexes: dupmae_ir's one pass against Pyserini's two passes",
-            "Wall-clock docs/s of each command on the same slice, start-up included (`bench/encode.py`).",
-            [command_line()]) + "\n" + text, encoding="utf-8")
+            "Wall-clock docs/s of each command on the same slice, start-up included (`bench/encode.py`).")
+                     + "\n" + text)
     print(f"(outputs in {tmp})")
 
 

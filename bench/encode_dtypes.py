@@ -1,7 +1,7 @@
 """Benchmark: each ``--dtype`` of the DupMAE encoder on one device, its speed and its effect on rankings.
 
     python bench/encode_dtypes.py [--encoder default] [--device cpu|cuda] [--dtypes fp32,int8-head]
-                                  [--collection default] [--max-length 256] [--runs-dir DIR]
+                                  [--collection default] [--max-length 256] [--runs-dir DIR] [--report FILE]
 
 For each dtype the whole collection is encoded with :class:`dupmae_ir.encoder.DupMAEEncoder` (the code
 ``python -m dupmae_ir.encode`` runs: length-sorted batches, one forward pass for the dense vector and
@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _harness import Timer, add_report_args, header, markdown_table, portable, write_report
 
 
 def sync(device: str) -> None:
@@ -42,16 +40,13 @@ def peer_dense(model, tokenizer, texts, max_length, batch_size, device, dtype) -
 
     bert = model.mlm.bert
     autocast = dtype in (torch.float16, torch.bfloat16)
-    sync(device)
-    start = time.perf_counter()
-    with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=dtype if autocast else None,
-                                                enabled=autocast):
+    with Timer(lambda: sync(device)) as t, torch.inference_mode(), \
+            torch.autocast(device.split(":")[0], dtype=dtype if autocast else None, enabled=autocast):
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i:i + batch_size], max_length=max_length, padding="longest", truncation=True,
                             return_tensors="pt").to(device)
             bert(**enc).last_hidden_state[:, 0].float().cpu()  # (b, D)
-    sync(device)
-    return time.perf_counter() - start
+    return t.seconds
 
 
 def impact_matrix(impacts, vocab_index, device):
@@ -108,9 +103,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N documents only (smoke runs)")
     ap.add_argument("--runs-dir", default=None, help="write each dtype's runs here (TREC, top 100)")
     ap.add_argument("--json", default=None, help="write the results table here")
+    add_report_args(ap)
     args = ap.parse_args()
 
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -139,11 +134,9 @@ def main() -> None:
         enc.encode_docs(texts[:64], batch_size=args.batch_size)  # warm-up (kernels, allocator)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        sync(args.device)
-        start = time.perf_counter()
-        d = enc.encode_docs(texts, batch_size=args.batch_size)
-        sync(args.device)
-        seconds = time.perf_counter() - start
+        with Timer(lambda: sync(args.device)) as t:
+            d = enc.encode_docs(texts, batch_size=args.batch_size)
+        seconds = t.seconds
         peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
         q = enc.encode_queries([qmap[x] for x in qids], batch_size=args.batch_size)
         torch_dtype = enc.dtype if isinstance(enc.dtype, torch.dtype) else torch.float32
@@ -176,14 +169,30 @@ def main() -> None:
                 row[f"{mode}_delta"] = round(row[f"{mode}_ndcg10"] - rows[0][f"{mode}_ndcg10"], 4)
     print(f"\n{'dtype':10} {'docs/s':>8} {'peer':>8} {'ratio':>6}  "
           f"nDCG@10 dense / impact / hybrid (delta vs {rows[0]['dtype']})")
+    scores = {}
     for row in rows:
-        nd = " / ".join(f"{row.get(f'{m}_ndcg10', float('nan')):.4f}"
-                        + (f" ({row[f'{m}_delta']:+.4f})" if f"{m}_delta" in row else "")
-                        for m in ("dense", "impact", "hybrid"))
-        print(f"{row['dtype']:10} {row['docs_per_s']:8.1f} {row['peer_docs_per_s']:8.1f} {row['ratio']:6.2f}  {nd}")
+        scores[row["dtype"]] = " / ".join(f"{row.get(f'{m}_ndcg10', float('nan')):.4f}"
+                                          + (f" ({row[f'{m}_delta']:+.4f})" if f"{m}_delta" in row else "")
+                                          for m in ("dense", "impact", "hybrid"))
+        print(f"{row['dtype']:10} {row['docs_per_s']:8.1f} {row['peer_docs_per_s']:8.1f} {row['ratio']:6.2f}  "
+              f"{scores[row['dtype']]}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.report:
+        modes = ("dense", "impact", "hybrid")
+        table = markdown_table(
+            ["dtype", "docs/s", "peer docs/s", "ratio", f"nDCG@10 {' / '.join(modes)} (delta vs {rows[0]['dtype']})",
+             f"top-10 overlap {' / '.join(modes)}", "impact terms per doc", "peak GPU MiB"],
+            [(r["dtype"], f"{r['docs_per_s']:.1f}", f"{r['peer_docs_per_s']:.1f}", f"{r['ratio']:.2f}",
+              scores[r["dtype"]], " / ".join(str(r.get(f"{m}_top10_overlap", "-")) for m in modes),
+              r["terms_per_doc"], r["peak_gpu_mib"] or "-") for r in rows])
+        what = (f"Each `--dtype` of the DupMAE encoder on `{args.device}`: {rows[0]['docs']:,} documents of "
+                f"`{portable(args.collection)}` at {args.max_length} pieces, batch {args.batch_size}, encoder "
+                f"`{portable(args.encoder)}`; the peer is the dense-only [CLS] encoding of stock `pyserini.encode` at "
+                "the same precision, timed in the same run (`bench/encode_dtypes.py`).")
+        write_report(args.report, header("Encoder dtypes: speed and effect on rankings", what) + "\n"
+                     + "\n".join(table))
 
 
 if __name__ == "__main__":

@@ -15,11 +15,9 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _harness import Timer, add_report_args, add_table_row, machine
 
 
 class NoOpModel:
@@ -53,7 +51,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--chunk-size", type=int, default=1024)
     p.add_argument("--label", default="this commit")
-    p.add_argument("--report", default=None, help="add a row to this Markdown report's table")
+    add_report_args(p, help="add a row to this Markdown report's table")
     args = p.parse_args()
 
     import torch
@@ -61,7 +59,7 @@ def main() -> int:
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.encode import encode_corpus
     from dupmae_ir.encoder import DupMAEEncoder
-    from dupmae_ir.provenance import atomic_write_text, git_commit, machine
+    from dupmae_ir.provenance import git_commit
 
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="bench_host_"))
@@ -75,9 +73,9 @@ def main() -> int:
 
     enc = DupMAEEncoder("default", dtype="fp32")
     enc.config.doc_max_length = args.max_length
-    start = time.perf_counter()
-    enc.tokenize(texts, args.max_length)
-    tokenise = args.docs / (time.perf_counter() - start)
+    with Timer() as t:
+        enc.tokenize(texts, args.max_length)
+    tokenise = args.docs / t.seconds
     enc.model = NoOpModel(enc.model, args.batch_size)
     encode_corpus(corpus, tmp / "index", encoder=enc, batch_size=args.batch_size, chunk_size=args.chunk_size,
                   progress=False)
@@ -88,12 +86,8 @@ def main() -> int:
            f"{args.batch_size} | {m.get('cpu')}, {m.get('cores')} cores |")
     print(f"host pipeline: {rate:.0f} docs/s (tokeniser alone {tokenise:.0f} docs/s)")
     if args.report:
-        path = Path(args.report)
-        lines = (path.read_text() if path.exists() else
-                 "| code | commit | host pipeline docs/s | tokeniser alone docs/s | docs | max length | batch | "
-                 "machine |\n|---|---|---|---|---|---|---|---|\n").splitlines()
-        last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines) - 1)  # table's end
-        atomic_write_text(path, "\n".join(lines[:last + 1] + [row] + lines[last + 1:]) + "\n")
+        add_table_row(args.report, row, ["| code | commit | host pipeline docs/s | tokeniser alone docs/s | docs | "
+                                         "max length | batch | machine |", "|---|---|---|---|---|---|---|---|"])
     return 0
 
 

@@ -1,7 +1,7 @@
 """Benchmark: one fine-tuning step (forward + backward) with the fused bag-of-words head against plain
 autograd, and the fused step in bf16 and without dropout, same model, same batch, same run.
 
-    python bench/finetune_step.py [--model default] [--groups 2,8] [--steps 4] [--batch-size 16]
+    python bench/finetune_step.py [--model default] [--groups 2,8] [--steps 4] [--batch-size 16] [--report FILE]
     python bench/finetune_step.py --groups 8 --variants autograd,fused,fused-nodrop,fused-bf16,fused-bf16-nodrop
 
 What is timed is the step of ``python -m dupmae_ir.finetune`` (stage 1 loss with ``--part-loss-weight 1``,
@@ -27,7 +27,8 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import time
+
+from _harness import Timer, add_report_args, header, markdown_table, portable, write_report
 
 
 def main(argv=None) -> None:
@@ -40,6 +41,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
     p.add_argument("--variants", default="autograd,fused",
                    help="Comma-separated: autograd | fused, optionally with -bf16 and/or -nodrop (fused only).")
+    add_report_args(p)
     args = p.parse_args(argv)
 
     import torch
@@ -57,8 +59,10 @@ def main(argv=None) -> None:
     rng = random.Random(0)
     qids = rng.sample(sorted(q for q in qrels if q in queries), args.batch_size)
     doc_ids = sorted(docs)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size} queries, "
-          f"32 / 128 pieces; {args.steps} timed steps after 1 warm-up", flush=True)
+    setting = (f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch_size} queries, "
+               f"32 / 128 pieces; {args.steps} timed steps after 1 warm-up")
+    print(setting, flush=True)
+    table, notes = [], []  # the report's rows and its lines under the table
     variants = args.variants.split(",")
     for v in variants:
         parts = v.split("-")
@@ -89,32 +93,38 @@ def main(argv=None) -> None:
             times, loss, norm = [], None, None
             for step in range(args.steps + 1):
                 torch.manual_seed(step)  # the same dropout masks on both routes
-                t0 = time.perf_counter()
-                with autocast:
+                with Timer() as forward, autocast:
                     out = model(q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"])
-                t1 = time.perf_counter()
-                out["loss"].backward()
-                t2 = time.perf_counter()
+                with Timer() as backward:
+                    out["loss"].backward()
                 if step == 0:
                     loss = float(out["loss"].detach())
                     norm = float(sum(float(p.grad.norm()) ** 2
                                      for p in model.parameters() if p.grad is not None) ** 0.5)
                 else:
-                    times.append((t2 - t0, t1 - t0, t2 - t1))
+                    times.append((forward.seconds + backward.seconds, forward.seconds, backward.seconds))
                 model.zero_grad(set_to_none=True)
             total, fwd, bwd = (statistics.median(t[i] for t in times) for i in range(3))
             results[variant] = (total, loss, norm)
             print(f"{group:>5} {variant:>{width}} {total:>8.2f} {fwd:>6.2f} {bwd:>6.2f} {loss:>10.4f} "
                   f"{norm:>12.4f}", flush=True)
+            table.append((group, variant, f"{total:.2f}", f"{fwd:.2f}", f"{bwd:.2f}", f"{loss:.4f}", f"{norm:.4f}"))
         if "autograd" in results and "fused" in results:
             (ta, la, na), (tf, lf, nf) = results["autograd"], results["fused"]
-            print(f"group {group}: fused step {ta / tf:.2f}x faster than autograd; |loss diff| {abs(la - lf):.1e}, "
-                  f"grad-norm rel. diff {abs(na - nf) / na:.1e}", flush=True)
+            notes.append(f"group {group}: fused step {ta / tf:.2f}x faster than autograd; |loss diff| "
+                         f"{abs(la - lf):.1e}, grad-norm rel. diff {abs(na - nf) / na:.1e}")
+            print(notes[-1], flush=True)
         first = variants[0]
         for v in variants[1:]:
             if v != "fused" or first != "autograd":
-                print(f"group {group}: {v} step {results[first][0] / results[v][0]:.2f}x faster than {first}",
-                      flush=True)
+                notes.append(f"group {group}: {v} step {results[first][0] / results[v][0]:.2f}x faster than {first}")
+                print(notes[-1], flush=True)
+    if args.report:
+        body = markdown_table(["group", "variant", "s/step (median)", "forward s", "backward s", "loss", "grad norm"],
+                              table)
+        write_report(args.report, header("One fine-tuning step: fused bag-of-words head, dropout, bf16",
+                                         f"`bench/finetune_step.py` on `{portable(args.model)}`: {setting}.")
+                     + "\n" + "\n".join(body) + "\n\n" + "\n".join(f"- {n}" for n in notes))
 
 
 if __name__ == "__main__":

@@ -27,18 +27,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _harness import Timer, add_report_args, append_section, header, percentile, write_report
 
 MODES = ("dense", "impact", "hybrid")
 STAGES = ("encode", "faiss", "lucene", "fusion")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def single_query(searcher, bm25, queries: dict[str, str], n: int, hits: int) -> dict:
@@ -50,17 +43,17 @@ def single_query(searcher, bm25, queries: dict[str, str], n: int, hits: int) -> 
         searcher.search_batch([q], [t], MODES, hits=hits)
     times = []
     for q, t in items:
-        start = time.perf_counter()
-        bm25.search({q: t}, hits=hits, batch_size=1, progress=False)
-        times.append(1000 * (time.perf_counter() - start))
+        with Timer() as timer:
+            bm25.search({q: t}, hits=hits, batch_size=1, progress=False)
+        times.append(1000 * timer.seconds)
     out["bm25"] = {"times": times}
     for mode in MODES:
         before = dict(searcher.timings)
         times = []
         for q, t in items:
-            start = time.perf_counter()
-            searcher.search_batch([q], [t], (mode,), hits=hits)
-            times.append(1000 * (time.perf_counter() - start))
+            with Timer() as timer:
+                searcher.search_batch([q], [t], (mode,), hits=hits)
+            times.append(1000 * timer.seconds)
         split = {s: 1000 * (searcher.timings[s] - before[s]) / len(items) for s in STAGES}
         out[mode] = {"times": times, "split": split}
     return out
@@ -75,14 +68,14 @@ def batched(searcher, bm25, queries: dict[str, str], hits: int, batch_size: int,
         return score_run(run, qrels, ("nDCG@10",)).values["nDCG@10"] if qrels else None
 
     out = {}
-    start = time.perf_counter()
-    run = bm25.search(queries, hits=hits, batch_size=batch_size, progress=False)
-    out["bm25"] = {"qps": len(queries) / (time.perf_counter() - start), "ndcg": ndcg(run)}
+    with Timer() as timer:
+        run = bm25.search(queries, hits=hits, batch_size=batch_size, progress=False)
+    out["bm25"] = {"qps": len(queries) / timer.seconds, "ndcg": ndcg(run)}
     for mode in MODES:
         before = dict(searcher.timings)
-        start = time.perf_counter()
-        run = searcher.search_all(queries, (mode,), hits=hits, batch_size=batch_size, progress=False)[mode]
-        seconds = time.perf_counter() - start
+        with Timer() as timer:
+            run = searcher.search_all(queries, (mode,), hits=hits, batch_size=batch_size, progress=False)[mode]
+        seconds = timer.seconds
         split = {s: 1000 * (searcher.timings[s] - before[s]) / len(queries) for s in STAGES}
         out[mode] = {"qps": len(queries) / seconds, "split": split, "ndcg": ndcg(run)}
     return out
@@ -105,12 +98,12 @@ def lucene_only(searcher, queries: dict[str, str], impacts: list[dict], hits: in
 
     qids, texts = list(queries), list(queries.values())
     stock = LuceneImpactSearcher(str(searcher.info.impact), _Encoded(dict(zip(texts, impacts))))
-    start = time.perf_counter()
-    stock.batch_search(texts, qids, k=hits, threads=threads)
-    out = {"pyserini": len(qids) / (time.perf_counter() - start)}
-    start = time.perf_counter()
-    searcher.impact_searcher.batch_search(impacts, hits, threads)
-    out["dupmae_ir"] = len(qids) / (time.perf_counter() - start)
+    with Timer() as timer:
+        stock.batch_search(texts, qids, k=hits, threads=threads)
+    out = {"pyserini": len(qids) / timer.seconds}
+    with Timer() as timer:
+        searcher.impact_searcher.batch_search(impacts, hits, threads)
+    out["dupmae_ir"] = len(qids) / timer.seconds
     return out
 
 
@@ -156,8 +149,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="threads of the batched measurement")
     p.add_argument("--label", default="DupMAE index", help="the section title in the report")
-    p.add_argument("--report", default=None, help="write (or with --append, extend) this Markdown report")
-    p.add_argument("--append", action="store_true")
+    add_report_args(p, append=True, help="write (or with --append, extend) this Markdown report")
     p.add_argument("--query-topk", type=int, default=None, help="query pruning: keep N impact terms (default: index's)")
     p.add_argument("--query-min-weight", type=float, default=None,
                    help="query pruning: minimum weight (default: index's)")
@@ -170,7 +162,6 @@ def main() -> int:
 
     from dupmae_ir.bm25 import BM25Searcher
     from dupmae_ir.data import resolve
-    from dupmae_ir.provenance import command_line, report_header
     from dupmae_ir.search import DupMAESearcher
 
     collection = resolve(args.topics)
@@ -180,13 +171,13 @@ def main() -> int:
     except Exception:  # topics without judgements: no nDCG column
         qrels = {}
     torch.set_num_threads(1)
-    start = time.perf_counter()
-    searcher = DupMAESearcher(args.index, threads=1, dtype=args.dtype, query_topk=args.query_topk,
-                              query_min_weight=args.query_min_weight)
-    startup = {"dupmae": time.perf_counter() - start}
-    start = time.perf_counter()
-    bm25 = BM25Searcher(args.bm25_index, threads=1)
-    startup["bm25"] = time.perf_counter() - start
+    with Timer() as timer:
+        searcher = DupMAESearcher(args.index, threads=1, dtype=args.dtype, query_topk=args.query_topk,
+                                  query_min_weight=args.query_min_weight)
+    startup = {"dupmae": timer.seconds}
+    with Timer() as timer:
+        bm25 = BM25Searcher(args.bm25_index, threads=1)
+    startup["bm25"] = timer.seconds
     enc = searcher.encoder.encode_queries(list(queries.values()), batch_size=64)
     terms = sum(len(v) for v in enc.impacts) / len(enc.impacts)
     top = sorted(searcher.encoder.encode_queries([args.example]).impacts[0].items(), key=lambda kv: -kv[1])
@@ -202,16 +193,12 @@ def main() -> int:
                  example)
     print(text)
     if args.report:
-        path = Path(args.report)
-        if args.append and path.is_file():
-            body = path.read_text() + "\n" + text
+        head = header("Query latency and throughput", "BM25 (Pyserini), and DupMAE dense (FAISS), impact (Lucene) "
+                      "and hybrid search with `dupmae_ir.search`, on one collection, in one run (`bench/latency.py`).")
+        if args.append:
+            append_section(args.report, head, text)
         else:
-            head = report_header("Query latency and throughput", "BM25 (Pyserini), and DupMAE dense (FAISS), impact "
-                                 "(Lucene) and hybrid search with `dupmae_ir.search`, on one collection, in one run "
-                                 "(`bench/latency.py`).", [command_line()])
-            body = head + "\n" + text
-        path.write_text(body)
-        print(f"report: {path}", file=sys.stderr)
+            write_report(args.report, head + "\n" + text)
     return 0
 
 

@@ -14,6 +14,7 @@ step, MiniLM, batch 16, length 128, 2 threads). Target: <= 1.6x.
 
     python bench/pretrain.py                      # MiniLM, bundled SciFact, batch 16, length 128
     python bench/pretrain.py --steps 8 --precision bf16
+    python bench/pretrain.py --report eval/FILE.md   # also as a Markdown report (command, date, machine, commit)
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from _harness import Timer, add_report_args, header, markdown_table, portable, write_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -142,6 +145,7 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    add_report_args(parser)
     parser.add_argument("--_memory-worker", dest="memory_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_worker:
@@ -156,10 +160,11 @@ def main(argv=None) -> None:
     cpu = {"mlm": [], "dupmae": []}  # process CPU seconds: less sensitive to other load on the machine
     for i, batch in enumerate(batches):
         for name in ("mlm", "dupmae") if i % 2 == 0 else ("dupmae", "mlm"):
-            t, c = time.perf_counter(), time.process_time()
-            steps[name](batch)
+            c = time.process_time()
+            with Timer() as wall:
+                steps[name](batch)
             if i >= args.warmup:
-                times[name].append(time.perf_counter() - t)
+                times[name].append(wall.seconds)
                 cpu[name].append(time.process_time() - c)
     ntok = statistics.mean(tokens(b) for b in batches[args.warmup:])
     sec = {k: statistics.median(v) for k, v in times.items()}
@@ -179,10 +184,32 @@ def main(argv=None) -> None:
         result["peak_step_memory_mib"] = mem
         result["memory_ratio_dupmae_over_mlm"] = round(mem["dupmae"] / mem["mlm"], 3)
     print(json.dumps(result, indent=2))
-    print(f"DupMAE step / plain MLM step: {result['time_ratio_dupmae_over_mlm']:.2f}x wall time, "
-          f"{result['cpu_time_ratio_dupmae_over_mlm']:.2f}x CPU time"
-          + (f", {result['memory_ratio_dupmae_over_mlm']:.2f}x peak memory" if not args.no_memory else "")
-          + " (authors' code: 1.80x time; target <= 1.6x)")
+    summary = (f"DupMAE step / plain MLM step: {result['time_ratio_dupmae_over_mlm']:.2f}x wall time, "
+               f"{result['cpu_time_ratio_dupmae_over_mlm']:.2f}x CPU time"
+               + (f", {result['memory_ratio_dupmae_over_mlm']:.2f}x peak memory" if not args.no_memory else "")
+               + " (authors' code: 1.80x time; target <= 1.6x)")
+    print(summary)
+    if args.report:
+        write_report(args.report, _report(args, result, summary))
+
+
+def _report(args, result: dict, summary: str) -> str:
+    """The result as a Markdown report: one row per measure, plain MLM against DupMAE."""
+    def row(name, key, fmt):
+        a, b = result[key]["mlm"], result[key]["dupmae"]
+        return (name, fmt.format(a), fmt.format(b), f"{b / a:.2f}x")
+
+    rows = [row(f"CPU seconds per step (median of {args.steps})", "cpu_sec_per_step", "{:.2f}"),
+            row("wall seconds per step", "sec_per_step", "{:.2f}"),
+            row("tokens/s (wall)", "tokens_per_s", "{:.1f}")]
+    if "peak_step_memory_mib" in result:
+        rows.append(row("peak memory of a step (MiB)", "peak_step_memory_mib", "{:.0f}"))
+    what = (f"One DupMAE pre-training step against a plain masked-LM step of `{portable(args.model_name_or_path)}` "
+            f"on `{portable(args.corpus)}` (`bench/pretrain.py`): batch {args.batch_size}, length "
+            f"{args.max_seq_length}, {args.precision}, {result['device']}, {result['threads']} threads, "
+            f"{result['tokens_per_batch']:.0f} real tokens per batch.")
+    return (header("Pre-training step: DupMAE against plain masked LM", what) + "\n"
+            + "\n".join(markdown_table(["", "plain MLM", "DupMAE", "ratio"], rows)) + "\n\n" + summary)
 
 
 if __name__ == "__main__":

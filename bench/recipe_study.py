@@ -31,8 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _harness
 
 TOPKS = (16, 32, 64, 128, 256, 1024)
 MIN_WEIGHTS = (0.0, 0.05, 0.1, 0.2)
@@ -43,10 +42,8 @@ def sd(xs: list[float]) -> float:
 
 
 def write_report(path: str, title: str, what: str, body: list[str]) -> None:
-    from dupmae_ir.provenance import command_line, report_header
-
-    text = report_header(title, what, [command_line()]) + "\n" + "\n".join(body) + "\n"
-    Path(path).write_text(text, encoding="utf-8")
+    text = _harness.header(title, what) + "\n" + "\n".join(body) + "\n"
+    _harness.write_report(path, text)
     print(text)
 
 

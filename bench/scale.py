@@ -23,11 +23,10 @@ import random
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _harness import ROOT, Timer, add_report_args, header, write_report
+
 PIECES = 60
 VOCAB = 2048
 
@@ -90,14 +89,13 @@ def build_corpus(work: Path, size: int, tokenizer) -> tuple[Path, Path, Path]:
 
 def run(cmd: list[str], env: dict) -> tuple[float, float, str]:
     """(wall s, peak RSS MiB of the process, stderr) of one command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    with Timer() as t:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{err[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, err
+    return t.seconds, usage.ru_maxrss / 1024, err
 
 
 def du(path: Path) -> float:
@@ -108,12 +106,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10000,100000,1000000")
     p.add_argument("--work", default="/tmp/dupmae-scale")
-    p.add_argument("--report", default=None)
+    add_report_args(p)
     p.add_argument("--fresh", action="store_true", help="measure every size again (default: reuse result-SIZE.json)")
     args = p.parse_args()
 
     from dupmae_ir.modeling.backbone import load_tokenizer
-    from dupmae_ir.provenance import command_line, report_header
     from dupmae_ir.runs import read_trec, score_run
 
     work = Path(args.work)
@@ -174,11 +171,11 @@ def main() -> int:
                  f"{last['rss'] / (mid['rss'] + last['faiss_mib'] - mid['faiss_mib']):.2f}x (target: within 1.2x).")
     print(text)
     if args.report:
-        head = report_header("Scale: 10k to 1M documents", "The whole path on synthetic corpora of growing size "
-                             "(`bench/scale.py`): encoding both indexes, searching 1,000 queries in every mode, "
-                             "scoring. Model: 2 layers, 64 wide, a 2,048-piece WordPiece trained on SciFact "
-                             "(random weights: throughput only).", [command_line()])
-        Path(args.report).write_text(head + "\n" + text + "\n")
+        head = header("Scale: 10k to 1M documents", "The whole path on synthetic corpora of growing size "
+                      "(`bench/scale.py`): encoding both indexes, searching 1,000 queries in every mode, "
+                      "scoring. Model: 2 layers, 64 wide, a 2,048-piece WordPiece trained on SciFact "
+                      "(random weights: throughput only).")
+        write_report(args.report, head + "\n" + text)
     return 0
 
 

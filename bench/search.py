@@ -10,7 +10,7 @@ Measured (wall clock of each command, JVM and model start-up included, and each 
 
 Usage::
 
-    python bench/search.py --index indexes/default/scifact [--topics ../shared/data/beir/scifact]
+    python bench/search.py --index indexes/default/scifact [--topics ../shared/data/beir/scifact] [--report FILE]
 """
 from __future__ import annotations
 
@@ -18,19 +18,17 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _harness import ROOT, Timer, add_report_args, header, markdown_table, portable, write_report
 
 
 def timed(cmd: list[str], env: dict) -> float:
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    with Timer() as t:
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - t
+    return t.seconds
 
 
 def agreement(a: dict, b: dict, k: int = 10) -> float:
@@ -48,6 +46,7 @@ def main() -> int:
     p.add_argument("--hits", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    add_report_args(p)
     args = p.parse_args()
 
     from dupmae_ir.data import resolve
@@ -75,9 +74,9 @@ def main() -> int:
                             "dense", "--index", str(info.dense), "--encoder", info.encoder, "--encoder-class", "dupmae",
                             "sparse", "--index", str(info.impact), "--impact", "--encoder", f"dupmae:{info.encoder}",
                             "--min-idf", "-1", *fusion, *common_run, "--output", str(tmp / "launcher.trec")], env)
-        t = time.perf_counter()
-        encoded = encode_queries(queries, info.encoder, tmp / "encoded")
-        t_encode = time.perf_counter() - t
+        with Timer() as t:
+            encoded = encode_queries(queries, info.encoder, tmp / "encoded")
+        t_encode = t.seconds
         dense_q, impact_q = _encoded_paths(tmp / "encoded", encoded)
         t_stock = timed([py, "-m", "pyserini.search.hybrid",
                          "dense", "--index", str(info.dense), "--encoded-queries", str(dense_q),
@@ -96,6 +95,21 @@ def main() -> int:
           f"{(t_stock + t_encode) / t_ours:.2f}x incl. query encoding")
     print(f"top-10 agreement with dupmae_ir.search: launcher {agreement(ours, launcher):.4f}, "
           f"stock {agreement(ours, stock):.4f}")
+    if args.report:
+        table = markdown_table(["route", "wall s", "queries/s", "top-10 agreement with `dupmae_ir.search`"], [
+            ("`dupmae_ir.search` (live encoding)", f"{t_ours:.1f}", f"{n / t_ours:.1f}", "-"),
+            ("`dupmae_ir.hybrid` launcher (stock CLI, live encoding)", f"{t_launcher:.1f}", f"{n / t_launcher:.1f}",
+             f"{agreement(ours, launcher):.3f}"),
+            ("stock `pyserini.search.hybrid`, pre-encoded queries", f"{t_stock:.1f}", f"{n / t_stock:.1f}",
+             f"{agreement(ours, stock):.3f}")])
+        what = (f"Hybrid search of {n} queries on `{portable(args.index)}` (hits {args.hits}, batch "
+                f"{args.batch_size}, {args.threads} threads, alpha {info.alpha:g}), wall clock of each command with "
+                "start-up, in one run (`bench/search.py`).")
+        ratios = (f"Ratios in favour of `dupmae_ir.search`: {t_launcher / t_ours:.2f}x against the launcher; against "
+                  f"stock Pyserini with pre-encoded queries {t_stock / t_ours:.2f}x counting search only, "
+                  f"{(t_stock + t_encode) / t_ours:.2f}x once its {t_encode:.1f} s of query encoding is counted.")
+        write_report(args.report, header("Hybrid search: dupmae_ir.search against stock Pyserini", what) + "\n"
+                     + "\n".join(table) + "\n\n" + ratios)
     return 0
 
 

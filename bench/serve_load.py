@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import os
 import queue
 import random
@@ -32,8 +31,8 @@ import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _harness import ROOT, Timer, add_report_args, machine, percentile, portable, write_report
+
 HOST = "127.0.0.1"  # loopback only, whatever the arguments
 SCIFACT = ROOT.parent / "shared" / "data" / "beir" / "scifact"
 FALLBACK_QUERIES = ["vitamin D deficiency and cancer risk", "stem cell transplantation and immune deficiency",
@@ -46,14 +45,6 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def machine() -> tuple[str, bool, int]:
-    """(CPU model name from lscpu, whether avx512_bf16 is present, CPU count)."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown")
-    flags = Path("/proc/cpuinfo").read_text()
-    return model, "avx512_bf16" in flags.split(), os.cpu_count() or 0
 
 
 def build_small_index(folder: Path, docs: int = 60) -> Path:
@@ -106,14 +97,6 @@ def warm_up(queries: list[str], docids: list[str]) -> list[tuple[str, str]]:
                   for i in range(2)]
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in [0, 1])."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def start_server(index: str, corpus: str | None, log: Path) -> tuple[subprocess.Popen, int]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     args = [sys.executable, "-m", "dupmae_ir.serve", "--index", index, "--host", HOST, "--port", "0"]
@@ -148,18 +131,18 @@ def run_load(port: int, requests: list[tuple[str, str]], clients: int, max_secon
                 kind, path = todo.get_nowait()
             except queue.Empty:
                 break
-            t0 = time.perf_counter()
-            try:
-                conn.request("GET", path)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException) as e:
-                status = f"error: {type(e).__name__}"
-                conn.close()
-                conn = http.client.HTTPConnection(HOST, port, timeout=300)
+            with Timer() as t:
+                try:
+                    conn.request("GET", path)
+                    response = conn.getresponse()
+                    response.read()
+                    status = response.status
+                except (OSError, http.client.HTTPException) as e:
+                    status = f"error: {type(e).__name__}"
+                    conn.close()
+                    conn = http.client.HTTPConnection(HOST, port, timeout=300)
             with lock:
-                results.append((kind, status, time.perf_counter() - t0))
+                results.append((kind, status, t.seconds))
                 if on_quarter and len(results) % max(1, len(requests) // 4) == 0:
                     on_quarter()
         conn.close()
@@ -184,7 +167,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--max-seconds", type=float, default=1200, help="stop sending after this long")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--report", default=str(ROOT / "eval" / "serve-load.md"), help="Markdown report ('' for none)")
+    add_report_args(p, default=str(ROOT / "eval" / "serve-load.md"), help="Markdown report ('' for none)")
     args = p.parse_args()
 
     from dupmae_ir.data import resolve
@@ -196,9 +179,9 @@ def main() -> int:
         docids = (info.dense / "docid").read_text().split()
         queries = list(resolve(SCIFACT).queries("test").values()) if SCIFACT.is_dir() else FALLBACK_QUERIES
         load = os.getloadavg()
-        t_start = time.perf_counter()
-        proc, port = start_server(index, args.corpus, Path(tmp) / "serve.err")
-        startup = time.perf_counter() - t_start
+        with Timer() as t:
+            proc, port = start_server(index, args.corpus, Path(tmp) / "serve.err")
+        startup = t.seconds
         try:
             rss_start = rss_mib(proc.pid)
             run_load(port, warm_up(queries, docids), 1, 600)
@@ -213,11 +196,11 @@ def main() -> int:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             requests = plan(args.requests, queries, docids, args.seed)
-            t0 = time.perf_counter()
             quarters: list[float] = []
-            results = run_load(port, requests, args.clients, args.max_seconds,
-                               on_quarter=lambda: quarters.append(rss_mib(proc.pid)))
-            wall = time.perf_counter() - t0
+            with Timer() as t:
+                results = run_load(port, requests, args.clients, args.max_seconds,
+                                   on_quarter=lambda: quarters.append(rss_mib(proc.pid)))
+            wall = t.seconds
             stop.set()
             sampler.join()
             rss_after = rss_mib(proc.pid)
@@ -232,14 +215,13 @@ def main() -> int:
     kinds = {}
     for kind in ("search", "explain", "bad"):
         ms = [r[2] * 1000 for r in results if r[0] == kind]
-        kinds[kind] = (len(ms), percentile(ms, 0.5), percentile(ms, 0.99),
+        kinds[kind] = (len(ms), percentile(ms, 50), percentile(ms, 99),
                        sorted({str(r[1]) for r in results if r[0] == kind}))
     wrong = [r for r in results if (r[0] == "bad") != (status_class(r[1]) == "4xx")]
-    model, bf16, cpus = machine()
-    git = ["git", "-C", str(ROOT)]
-    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
+    from dupmae_ir.provenance import git_commit
+
+    m = machine()
+    commit = git_commit() or "not a git checkout"
     growth = rss_after - rss_before
     lines = [
         "# Serving under load: `python -m dupmae_ir.serve` on loopback",
@@ -249,19 +231,20 @@ def main() -> int:
         "requests), sent to 127.0.0.1 only; after a 14-request warm-up of every request shape. The searcher runs "
         "one request at a time (one worker thread), so latency includes the wait in that queue.",
         "",
-        f"- command: `python bench/serve_load.py{' --index ' + args.index if args.index else ''}"
+        f"- command: `python bench/serve_load.py{' --index ' + portable(args.index) if args.index else ''}"
         f"{'' if args.requests == 500 else ' --requests ' + str(args.requests)}`",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {model}, {cpus} CPUs, avx512_bf16 {'present' if bf16 else 'absent'}; load average "
-        f"{load[0]:.2f} before, {load_end[0]:.2f} after (the machine is shared)",
-        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-        f"- index: `{info.root}`, {len(docids)} documents, encoder `{info.encoder}`; server start-up "
-        f"{startup:.1f} s",
+        f"- machine: {m.get('cpu')}, {m.get('cores')} CPUs, avx512_bf16 "
+        f"{'present' if m.get('avx512_bf16') else 'absent'}; load average {load[0]:.2f} before, {load_end[0]:.2f} "
+        "after (the machine is shared)",
+        f"- commit: {commit.replace('+dirty', ' (with uncommitted changes)')}",
+        f"- index: `{portable(info.root)}`, {len(docids)} documents, encoder `{portable(info.encoder)}`; server "
+        f"start-up {startup:.1f} s",
         "",
         "| requests sent | wall s | requests/s | p50 ms | p99 ms | 2xx | 4xx | 5xx | connection errors |",
         "|---|---|---|---|---|---|---|---|---|",
-        f"| {len(results)} of {args.requests} | {wall:.1f} | {len(results) / wall:.2f} | {percentile(lat, 0.5):.0f} | "
-        f"{percentile(lat, 0.99):.0f} | {classes['2xx']} | {classes['4xx']} | {classes['5xx']} | {classes['error']} |",
+        f"| {len(results)} of {args.requests} | {wall:.1f} | {len(results) / wall:.2f} | {percentile(lat, 50):.0f} | "
+        f"{percentile(lat, 99):.0f} | {classes['2xx']} | {classes['4xx']} | {classes['5xx']} | {classes['error']} |",
         "",
         "| kind | requests | p50 ms | p99 ms | statuses |",
         "|---|---|---|---|---|",
@@ -280,8 +263,7 @@ def main() -> int:
     report = "\n".join(lines) + "\n"
     print(report)
     if args.report:
-        Path(args.report).write_text(report, encoding="utf-8")
-        print(f"wrote {args.report}", file=sys.stderr)
+        write_report(args.report, report)
     return 0 if classes["5xx"] == 0 and classes["error"] == 0 and alive and not wrong else 1
 
 

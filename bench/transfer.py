@@ -20,8 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _harness import ROOT, add_report_args, header, portable, write_report
 
 
 def main() -> int:
@@ -33,7 +32,7 @@ def main() -> int:
     p.add_argument("--doc-max-length", type=int, default=512)
     p.add_argument("--query-max-length", type=int, default=64)
     p.add_argument("--work", default="/tmp/dupmae-transfer")
-    p.add_argument("--report", default=None)
+    add_report_args(p)
     args = p.parse_args()
 
     from dupmae_ir.bm25 import bm25_search, build_bm25_index
@@ -41,7 +40,6 @@ def main() -> int:
     from dupmae_ir.encoder import ExactRetriever
     from dupmae_ir.modeling.retriever import DupMAERetriever
     from dupmae_ir.precision import default_device, resolve_dtype
-    from dupmae_ir.provenance import command_line, report_header
     from dupmae_ir.runs import fuse_normalize, score_run
 
     coll = resolve(args.collection)
@@ -99,13 +97,12 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.report:
-        what = (f"SciFact-trained models applied unchanged to `{args.collection}` ({args.split} split, "
+        what = (f"SciFact-trained models applied unchanged to `{portable(args.collection)}` ({args.split} split, "
                 f"{len(queries)} queries, {len(docs):,} documents), documents {args.doc_max_length} pieces, "
                 f"queries {args.query_max_length}; exhaustive in-memory scoring, {str(dtype).replace('torch.', '')} "
                 "encoders (`bench/transfer.py`). The collection has no training split: it serves as the transfer "
                 "dev collection, read once per row.")
-        Path(args.report).write_text(report_header("Transfer: SciFact-trained models on another collection", what,
-                                                   [command_line()]) + "\n" + text + "\n")
+        write_report(args.report, header("Transfer: SciFact-trained models on another collection", what) + "\n" + text)
     return 0
 
 

@@ -33,6 +33,29 @@ from pathlib import Path
 
 ENCODER_CLASS = "dupmae"
 IMPACT_PREFIX = "dupmae:"
+# register() replaces Pyserini's private functions, whose shape can change in any release: only the
+# versions the tests ran on are accepted (pyproject.toml pins the same range)
+PYSERINI_TESTED = ">=1.6.0,<1.7"
+
+
+def check_pyserini_version(version: str | None = None) -> None:
+    """Raise a one-line :class:`~dupmae_ir.errors.UserError` unless Pyserini ``version`` (default: the
+    installed one) is in :data:`PYSERINI_TESTED`."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from packaging.specifiers import SpecifierSet
+
+    from .errors import UserError
+
+    fix = f"pip install 'pyserini{PYSERINI_TESTED}'"
+    try:
+        version = version or installed("pyserini")
+    except PackageNotFoundError:
+        raise UserError("pyserini", "not installed", fix) from None
+    if version not in SpecifierSet(PYSERINI_TESTED):
+        raise UserError(f"pyserini {version}", f"dupmae_ir.hybrid patches Pyserini's private functions and is "
+                        f"tested with pyserini{PYSERINI_TESTED} only", fix)
 
 
 def _is_dupmae_checkpoint(name: str) -> bool:
@@ -55,9 +78,11 @@ def dense_query_encoder(encoder_dir: str, tokenizer_name: str | None = None, dev
 
 
 def register() -> None:
-    """Register the DupMAE encoders with Pyserini's CLI tables (idempotent). Starts the JVM first."""
+    """Register the DupMAE encoders with Pyserini's CLI tables (idempotent). Checks Pyserini's version,
+    then starts the JVM."""
     from .java import start_jvm
 
+    check_pyserini_version()
     start_jvm()
     import pyserini.encode as pencode
     import pyserini.search.faiss.__main__ as faiss_main
@@ -108,4 +133,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from .errors import run_command
+
+    sys.exit(run_command(main))

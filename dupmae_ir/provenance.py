@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -76,7 +77,8 @@ def report_header(title: str, what: str, commands: list[str]) -> str:
 
 def command_line(argv: list[str] | None = None) -> str:
     """The command as a user would retype it: ``python -m dupmae_ir.eval beir ...`` for a module run with
-    ``-m`` (Python puts the module's file path in ``sys.argv[0]``), else ``python <argv...>``."""
+    ``-m`` (Python puts the module's file path in ``sys.argv[0]``), else ``python <argv...>``; every path
+    spelt by :func:`portable_path`, so that a committed report names no folder of this machine."""
     argv = list(sys.argv if argv is None else argv)
     head = [Path(sys.executable).name]
     if argv and argv[0].endswith(".py"):
@@ -88,7 +90,55 @@ def command_line(argv: list[str] | None = None) -> str:
         if rel is not None and rel.parts[0] == package.name:
             module = ".".join(rel.with_suffix("").parts)
             argv = ["-m", module.removesuffix(".__main__"), *argv[1:]]
-    return " ".join(shlex.quote(a) for a in [*head, *argv])
+    return " ".join(_quote(_portable_arg(a)) for a in [*head, *argv])
+
+
+# Paths spelt by a name in reports: {absolute path: name}, filled by the code that resolves a name to a
+# path (modeling.backbone registers the default backbone's installed folder as "default")
+PATH_NAMES: dict[str, str] = {}
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as a report spells it: a registered model folder by its name (``default``), a path in
+    the repository relative to it, one under ``$DUPMAE_SHARED_DATA`` (default: ``../shared/data`` beside
+    the repository) or ``$HOME`` with that placeholder,
+    any other absolute path as ``$WORK/<the path below its top folder>`` (``/tmp/x/y`` -> ``$WORK/x/y``).
+    A relative path is taken from the current folder."""
+    text = os.fspath(path)
+    absolute = os.path.abspath(os.path.expanduser(text))
+    for folder, name in PATH_NAMES.items():
+        if absolute == folder or absolute.startswith(folder + os.sep):
+            return name + absolute[len(folder):]
+    root = str(Path(__file__).resolve().parent.parent)
+    if absolute == root or absolute.startswith(root + os.sep):
+        return os.path.relpath(absolute, root) if os.path.isabs(text) or os.getcwd() != root else text
+    if not os.path.isabs(text) and not text.startswith("~"):
+        return text  # relative to a current folder outside the repository: kept as typed
+    shared = os.environ.get("DUPMAE_SHARED_DATA") or os.path.join(os.path.dirname(root), "shared", "data")
+    for var, base in (("DUPMAE_SHARED_DATA", shared), ("HOME", os.environ.get("HOME"))):
+        base = os.path.abspath(base) if base else None
+        if base and base != os.sep and (absolute == base or absolute.startswith(base + os.sep)):
+            return f"${var}" + absolute[len(base):]
+    parts = Path(absolute).parts[2:]
+    return "/".join(("$WORK", *parts))
+
+
+def _quote(arg: str) -> str:
+    """``shlex.quote``, but a ``$PLACEHOLDER`` stays outside the quotes so that the shell expands it."""
+    head, sep, tail = arg.partition("$")
+    name = re.match(r"[A-Z_]+", tail) if sep else None
+    if name is None:
+        return shlex.quote(arg)
+    rest = tail[name.end():]
+    return (shlex.quote(head) if head else "") + "$" + name.group() + (shlex.quote(rest) if rest else "")
+
+
+def _portable_arg(arg: str) -> str:
+    """One argument with its path spelt portably: ``/abs/x``, ``--flag=/abs/x`` or ``name=/abs/x``."""
+    key, sep, value = arg.rpartition("=") if "=" in arg else ("", "", arg)
+    if value.startswith(("/", "~")) and len(value) > 1:
+        return key + sep + portable_path(value)
+    return arg
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

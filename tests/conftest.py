@@ -12,7 +12,6 @@ SHARED_DATA = Path(os.environ.get("DUPMAE_SHARED_DATA", ROOT.parent / "shared" /
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: pipeline tests on real data (minutes)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("OPENAI_API_KEY", "unused")
@@ -29,6 +28,39 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def scifact_dir(shared_data) -> Path:
     return shared_data / "beir" / "scifact"
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` every 20 ms until it returns a true value (returned) or ``timeout`` seconds pass."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop_when(proc, predicate, timeout: float, what: str, group: bool = False) -> None:
+    """SIGSTOP ``proc`` (its whole process group with ``group``) as soon as ``predicate()`` holds, so the
+    state the caller then inspects and kills in is exactly the state it checked: a fast machine cannot
+    run on to the end between the check and the kill."""
+    import signal
+
+    def stop(sig):
+        os.killpg(proc.pid, sig) if group else os.kill(proc.pid, sig)
+
+    def held() -> bool:
+        assert proc.poll() is None, f"the process ended before {what}"
+        stop(signal.SIGSTOP)
+        if predicate():
+            return True
+        stop(signal.SIGCONT)
+        return False
+
+    wait_for(held, timeout, what)
 
 
 def write_corpus_slice(source, path: Path, n: int) -> Path:

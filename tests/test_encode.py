@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, stop_when, write_corpus_slice
 
 SLICE = 160
 
@@ -282,12 +281,13 @@ def test_resume_after_kill_gives_identical_indexes(slice_corpus, slice_index, ti
     proc = subprocess.Popen([sys.executable, "-m", "dupmae_ir.encode", *args, "--no-progress"], env=_env(), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunks = tmp_path / ".resumed.partial" / "chunks"
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(chunks.glob("*.done"))) < 2 and proc.poll() is None:
-        time.sleep(0.1)
-    assert proc.poll() is None, "run finished before it could be killed; lower --chunk-size"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:  # held with SIGSTOP once two chunks are done, then killed in that state
+        stop_when(proc, lambda: len(list(chunks.glob("*.done"))) >= 2, 300, "two finished chunks")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert not out.exists()  # nothing under the final name
     finished_before = len(list(chunks.glob("*.done")))
     assert finished_before >= 2

@@ -8,12 +8,11 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, stop_when, write_corpus_slice
 
 pytestmark = pytest.mark.slow  # torchrun with two processes, four times (~3 minutes)
 N_DOCS = 400
@@ -86,13 +85,12 @@ def test_a_killed_rank_is_resumed(corpus, tiny_checkpoint, reference, tmp_path):
     job = subprocess.Popen(_torchrun(corpus, tiny_checkpoint, out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     chunks = tmp_path / ".index.partial" / "chunks"
-    try:
-        deadline = time.time() + 600
-        while time.time() < deadline and len(list(chunks.glob("*.done"))) < 2 and job.poll() is None:
-            time.sleep(0.02)
+    try:  # the whole job held with SIGSTOP once two chunks are done: no rank runs on to the end
+        stop_when(job, lambda: len(list(chunks.glob("*.done"))) >= 2, 600, "two finished chunks", group=True)
         workers = _children(job.pid)
-        assert workers and job.poll() is None, "the job ended before a rank could be killed"
+        assert workers, "the job has no rank to kill"
         os.kill(workers[-1], signal.SIGKILL)  # one rank dies; torchrun then stops the job
+        os.killpg(job.pid, signal.SIGCONT)
         assert job.wait(timeout=300) != 0
     finally:
         if job.poll() is None:

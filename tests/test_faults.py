@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, wait_for, write_corpus_slice
 
 SLICE = 40
 
@@ -315,23 +315,13 @@ def test_judged_query_without_text_is_not_averaged_in():
 # ------------------------------------------------------------------------------------------------
 # 5. concurrency and leftovers
 # ------------------------------------------------------------------------------------------------
-def _wait_for(predicate, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_second_writer_fails_at_once_and_the_first_finishes(corpus, tiny_checkpoint, tmp_path):
     out = tmp_path / "shared"
     first = subprocess.Popen([sys.executable, "-m", "dupmae_ir.encode",
                               *map(str, encode_args(corpus, tiny_checkpoint, out))],
                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: (tmp_path / ".shared.lock").exists(), 120, "the first encode's lock")
+        wait_for(lambda: (tmp_path / ".shared.lock").exists(), 120, "the first encode's lock")
         os.kill(first.pid, signal.SIGSTOP)  # hold the first writer mid-run, deterministically
         try:
             second = cli("encode", *encode_args(corpus, tiny_checkpoint, out))
@@ -359,6 +349,14 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
+def _has_jvm(pid: int) -> bool:
+    """Whether process ``pid`` has loaded the JVM (pyjnius maps ``libjvm.so`` when it starts it)."""
+    try:
+        return "libjvm.so" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -375,11 +373,11 @@ def test_sigkill_during_lucene_build_leaves_no_orphan_and_resumes_identically(co
                              *map(str, encode_args(corpus, tiny_checkpoint, out))],
                             cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        child = _wait_for(lambda: _children_of(proc.pid), 300, "the Anserini child process")[0]
-        time.sleep(1.0)  # let it start its JVM
+        child = wait_for(lambda: _children_of(proc.pid), 300, "the Anserini child process")[0]
+        wait_for(lambda: _has_jvm(child), 300, "the Anserini child's JVM")  # killed during the Lucene build
         proc.kill()
         proc.wait()
-        _wait_for(lambda: not _alive(child), 30, "the Anserini child to die with its parent")
+        wait_for(lambda: not _alive(child), 30, "the Anserini child to die with its parent")
     finally:
         if proc.poll() is None:
             proc.kill()

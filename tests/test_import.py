@@ -15,7 +15,8 @@ HEAVY = ("torch", "transformers", "faiss", "pyserini", "jnius", "jnius_config", 
          "numpy", "tokenizers", "safetensors")
 
 
-@pytest.mark.parametrize("module", ["dupmae_ir", "dupmae_ir.data", "dupmae_ir.java", "dupmae_ir.pyserini"])
+@pytest.mark.parametrize("module", ["dupmae_ir", "dupmae_ir.data", "dupmae_ir.java", "dupmae_ir.pyserini",
+                                    "dupmae_ir.api"])
 def test_import_is_cheap(module):
     code = (f"import sys, json; import {module}; "
             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
@@ -28,3 +29,12 @@ def test_version():
     import dupmae_ir
 
     assert isinstance(dupmae_ir.__version__, str) and dupmae_ir.__version__.count(".") == 2
+
+
+def test_front_door_is_imported_on_first_use():
+    code = ("import sys, dupmae_ir; before = 'dupmae_ir.api' in sys.modules; "
+            "from dupmae_ir import Indexer, Searcher; import dupmae_ir.api as api; "
+            "print(before, Indexer is api.Indexer and Searcher is api.Searcher)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]

