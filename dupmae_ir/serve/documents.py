@@ -1,12 +1,24 @@
 """Document text for the server: the corpus held in memory, snippets and highlighted words."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ..errors import UserError
 
 SNIPPET_CHARS = 300
 Span = tuple[int, int, list[str]]  # (start, end, terms) in a string
+
+
+@dataclass(frozen=True)
+class Capped:
+    """A document's title and text cut to a number of characters: what one request may scan."""
+
+    title: str
+    text: str
+    full: str  # "title text" as dupmae_ir.data.doc_text joins them
+    offset: int  # where ``text`` starts in ``full``
+    truncated: bool  # the title or the text was cut
 
 
 def load_documents(corpus, data_dir=None, keep: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
@@ -32,11 +44,21 @@ def joined(title: str, text: str) -> tuple[str, int]:
     return full, (len(title) + 1 if title and text else 0 if not title else len(full))
 
 
+def capped(title: str, text: str, chars: int) -> Capped:
+    """The first ``chars`` characters of ``"title text"`` (cut at a space), in its parts."""
+    short_title = prefix(title, chars)
+    short_text = prefix(text, chars - len(short_title) - 1) if len(short_title) == len(title) else ""
+    full, offset = joined(short_title, short_text)
+    return Capped(short_title, short_text, full, offset, (short_title, short_text) != (title, text))
+
+
 def prefix(s: str, n: int) -> str:
     """``s`` cut to at most ``n`` characters, at its last space when that keeps more than half (a word cut
     in two would tokenise into other pieces)."""
     if len(s) <= n:
         return s
+    if n <= 0:
+        return ""
     space = s.rfind(" ", 0, n + 1)
     return s[:space] if space > n // 2 else s[:n]
 
