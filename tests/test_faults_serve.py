@@ -133,7 +133,7 @@ class HeldDocument(Mapping):
     def __getitem__(self, docid):
         if docid == self.docid and not self.reading.is_set():
             self.reading.set()
-            assert self.release.wait(WAIT_S), "the test never released the held document"
+            assert self.release.wait(2 * WAIT_S), "the test never released the held document"
         return self.docs[docid]
 
     def __iter__(self):

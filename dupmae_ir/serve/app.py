@@ -42,7 +42,7 @@ class Limits:
     max_terms: int = 50  # explained terms per hit in /search
     max_k_with_terms: int = 100  # hits that /search explains in one request
     max_docid_chars: int = 32766  # Lucene's term limit (UTF-8 bytes): no impact index holds a longer id
-    max_text_chars: int = 20_000  # of a hit's "title text" tokenised and searched for a snippet
+    max_text_chars: int = 10_000  # of a hit's "title text" tokenised and scanned for its snippet
     max_pending: int = 64  # requests queued for the worker; beyond, 503 (retry later)
     depth: int = 1000  # hits per side before hybrid fusion (as `search --depth`)
 
