@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import UserError
 
 __all__ = ["Explainer", "Explanation", "TermContribution", "UnknownDocumentError", "document_pieces", "explain",
-           "explainer_for", "find_document"]
+           "explainer_for", "find_document", "with_text"]
 
 
 class UnknownDocumentError(UserError):
@@ -82,6 +82,16 @@ def document_pieces(tokenizer, text: str) -> list[tuple[str, int, int]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
     pieces = tokenizer.convert_ids_to_tokens(enc["input_ids"])
     return [(p, int(s), int(e)) for p, (s, e) in zip(pieces, enc["offset_mapping"])]
+
+
+def with_text(e: Explanation, pieces: list[tuple[str, int, int]]) -> Explanation:
+    """``e`` with each term's ``in_text`` flag and its matched pieces' offsets (``text_matches``), from
+    the :func:`document_pieces` of the document's text (or of a prefix of it: then ``in_text`` is about
+    that prefix)."""
+    piece_set = {p for p, _, _ in pieces}
+    matched = {t.term for t in e.terms if t.impact > 0}
+    return replace(e, terms=[replace(t, in_text=t.term in piece_set) for t in e.terms],
+                   text_matches=[(a, b, p) for p, a, b in pieces if p in matched])
 
 
 class Explainer:
@@ -160,23 +170,20 @@ class Explainer:
             if self._rows is not None:
                 vec = s.faiss_index.reconstruct(self._rows[docid])  # (d,)
                 dense = float(np.dot(np.asarray(vec, dtype=np.float32), np.asarray(qdense, dtype=np.float32)))
-            pieces = document_pieces(s.encoder.tokenizer, text) if text is not None else None
-            piece_set = {p for p, _, _ in pieces} if pieces is not None else None
             doc_w = weights.get(lid, {})
             terms = []
             candidates = sent if all_terms else [t for t in doc_w if t in sent]
             for t in candidates:
                 d = doc_w.get(t, 0)
-                terms.append(TermContribution(t, qimp[t], d, qimp[t] * d, qimp[t] * d * alpha,
-                                              None if piece_set is None else t in piece_set))
+                terms.append(TermContribution(t, qimp[t], d, qimp[t] * d, qimp[t] * d * alpha, None))
             terms.sort(key=lambda c: (-c.impact, -c.query_weight, c.term))
             impact = sum(c.impact for c in terms) if self.postings is not None else None
             sparse = impact * alpha if impact is not None else None
             hybrid = dense + sparse if dense is not None and sparse is not None else None
-            matched = {c.term for c in terms if c.impact > 0}
-            spans = [(a, b, p) for p, a, b in pieces if p in matched] if pieces is not None else []
-            out.append(Explanation(query, docid, alpha, dense, impact, sparse, hybrid, terms, len(qimp), len(matched),
-                                   sorted(t for t in doc_w if t not in sent), spans))
+            matched = sum(1 for c in terms if c.impact > 0)
+            e = Explanation(query, docid, alpha, dense, impact, sparse, hybrid, terms, len(qimp), matched,
+                            sorted(t for t in doc_w if t not in sent))
+            out.append(with_text(e, document_pieces(s.encoder.tokenizer, text)) if text is not None else e)
         return out
 
     def explain(self, query: str, docid: str, text: str | None = None, all_terms: bool = False) -> Explanation:

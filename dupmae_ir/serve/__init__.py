@@ -8,11 +8,14 @@ the JVM loaded once) behind a small HTTP API and a page that shows why each hit 
 - ``GET /status``; ``GET /``: the page (plain HTML, CSS and JS from :data:`.app.STATIC`, nothing
   fetched from elsewhere).
 
-Bad requests get a 4xx JSON ``{"detail": message, "status": code}``, never a 500. The searcher is
-not thread-safe: requests run one at a time on one worker thread (:class:`.app.Service`).
+Bad requests get a 4xx JSON ``{"detail": message, "status": code}``, never a 500; a ``Host`` header
+other than a loopback name (or one given with ``--allow-host``) gets 403. The searcher is not
+thread-safe: its part of each request runs on one worker thread, the text part (tokenising at most
+:attr:`.app.Limits.max_text_chars` of a document, snippets) on a pool of text threads
+(:class:`.app.Service`). No answer names a folder of the server.
 
-Command: ``python -m dupmae_ir.serve --index DIR [--corpus C] [--host 127.0.0.1] [--port 8000]``;
-library: :func:`.app.create_app` over a :class:`.app.Service`.
+Command: ``python -m dupmae_ir.serve --index DIR [--corpus C] [--host 127.0.0.1] [--port 8000]
+[--allow-host NAME]``; library: :func:`.app.create_app` over a :class:`.app.Service`.
 """
 from .app import Limits, Service, create_app
 from .documents import load_documents, snippet, word_spans

@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (loopback by default: the server has no authentication)")
     net.add_argument("--port", type=int, default=8000, help="port (0: any free port; the URL is printed)")
+    net.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                     help="also answer requests whose Host header is NAME (repeatable; '*': any). Only "
+                          "localhost, 127.0.0.1, [::1] and the --host address are answered otherwise, so that a web "
+                          "page cannot reach the server by pointing its own name at this machine (DNS rebinding)")
     net.add_argument("--access-log", action="store_true", help="log every request")
     q = p.add_argument_group("search")
     q.add_argument("--encoder", default=None, help="query encoder (default: the one recorded in the index)")
@@ -63,6 +67,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """The ``Host`` names served: loopback names, the address listened on (unless a wildcard), ``extra``."""
+    from .app import LOOPBACK_HOSTS, host_name
+
+    named = [] if host in ("0.0.0.0", "::", "") else [host]
+    return list(dict.fromkeys(host_name(h) for h in [*LOOPBACK_HOSTS, *named, *extra]))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..index import load_index
@@ -71,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--jvm-heap", f"{args.jvm_heap!r} is not a heap size", "pass e.g. 512m or 2g")
     if args.depth < 1:
         raise UserError("--depth", f"{args.depth} hits", "pass a positive number of hits")
+    hosts = allowed_hosts(args.host, args.allow_host)
     sock = bind(args.host, args.port)
     info = load_index(args.index)  # checked before the model and the JVM start
     corpus = args.corpus or info.meta.get("corpus")
@@ -95,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         start_jvm([f"-Xmx{args.jvm_heap}"])
     searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device)
     service = Service(searcher, docs, Limits(depth=args.depth), corpus=str(corpus))
-    app = create_app(service)
+    app = create_app(service, hosts)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     if args.host not in LOOPBACK:
@@ -109,11 +122,13 @@ def main(argv: list[str] | None = None) -> int:
             if self.started:  # the one line a caller waits for
                 print(f"serving {url} (index {info.root}, {len(docs)} documents)", flush=True)
 
-    config = uvicorn.Config(app, access_log=args.access_log, log_level="info", timeout_graceful_shutdown=5)
+    # a request line long enough for any docid an index may hold (Lucene's 32,766 bytes, %-encoded)
+    config = uvicorn.Config(app, access_log=args.access_log, log_level="info", timeout_graceful_shutdown=5,
+                            h11_max_incomplete_event_size=128 * 1024)
     try:
         Server(config).run(sockets=[sock])
     finally:
-        service.worker.shutdown(wait=False, cancel_futures=True)
+        service.shutdown()
     return 0
 
 
