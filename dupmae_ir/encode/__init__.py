@@ -43,7 +43,8 @@ one placeholder token :data:`EMPTY_TOKEN` with weight 1, which no query ever con
 is in the index (its id retrievable) and scores 0 for every query. The count is recorded as
 ``empty_impact_docs`` in ``dupmae_index.json``.
 """
-from .corpus import EMPTY_TOKEN, FAISS_KINDS, encode_corpus, impact_line, merge_shards
+from ..dense_index import FAISS_KINDS
+from .corpus import EMPTY_TOKEN, encode_corpus, impact_line, merge_shards
 from .queries import LUCENE_MAX_CLAUSES, encode_queries
 
 __all__ = ["EMPTY_TOKEN", "FAISS_KINDS", "LUCENE_MAX_CLAUSES", "encode_corpus", "encode_queries", "impact_line",
