@@ -42,6 +42,25 @@ class PartHit:
     impact: int | None  # Lucene's integer impact score
 
 
+def query_encoder(info, encoder: str | None = None, device: str = "cpu", dtype: str = "fp32",
+                  query_max_length: int | None = None, query_topk: int | None = None,
+                  query_min_weight: float | None = None):
+    """The :class:`~dupmae_ir.encoder.DupMAEEncoder` that encodes queries for the index ``info``
+    (:class:`~dupmae_ir.index.IndexInfo`): the checkpoint ``encoder`` (default: the index's), with the
+    index's scales, top-k and activation, and these query-side overrides."""
+    from ..encoder import DupMAEEncoder
+    from ..modeling.backbone import resolve_model_path
+    from ..modeling.retriever import RetrieverConfig
+
+    name = encoder or info.encoder
+    path = resolve_model_path(name)
+    config = RetrieverConfig.load(path) if Path(path).is_dir() else RetrieverConfig()
+    config = replace(config, **info.retriever)  # the index's scales/top-k/activation win
+    overrides = {"query_max_length": query_max_length, "query_topk": query_topk, "query_min_weight": query_min_weight}
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return DupMAEEncoder(name, device=device, dtype=dtype, config=config)
+
+
 class DupMAESearcher:
     """Dense, impact and hybrid search over one encode output folder.
 
@@ -105,18 +124,9 @@ class DupMAESearcher:
             from ..bm25 import BM25Searcher
 
             self.bm25 = BM25Searcher(bm25_index, bm25_k1, bm25_b, threads)
-        from ..encoder import DupMAEEncoder
-        from ..modeling.backbone import resolve_model_path
-        from ..modeling.retriever import RetrieverConfig
-
         self.encoder_name = encoder or self.info.encoder
-        path = resolve_model_path(self.encoder_name)
-        config = RetrieverConfig.load(path) if Path(path).is_dir() else RetrieverConfig()
-        config = replace(config, **self.info.retriever)  # the index's scales/top-k/activation win
-        overrides = {"query_max_length": query_max_length, "query_topk": query_topk,
-                     "query_min_weight": query_min_weight}
-        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        self.encoder = DupMAEEncoder(self.encoder_name, device=device, dtype=dtype, config=config)
+        self.encoder = query_encoder(self.info, self.encoder_name, device, dtype, query_max_length, query_topk,
+                                     query_min_weight)
 
     @property
     def alpha(self) -> float:
