@@ -107,7 +107,17 @@ def add_search_args(parser: argparse.ArgumentParser, modes_default=("hybrid",),
     g.add_argument("--min-idf", type=float, default=-1,
                    help="impact side: drop query tokens with idf <= this (-1 keeps all: the exact dot product; "
                         "Pyserini's default 0 drops tokens present in every document)")
+    add_dense_knob_args(g)
     return g
+
+
+def add_dense_knob_args(group) -> None:
+    """``--ef-search --nprobe``: FAISS search-time knobs of HNSW and IVF indexes (``search``, ``eval``, ``serve``)."""
+    group.add_argument("--ef-search", type=int, default=None,
+                       help="HNSW indexes: candidates kept while walking the graph; more is slower and closer to "
+                            "flat (default 128; FAISS's own 16 loses a fifth of the flat top-100)")
+    group.add_argument("--nprobe", type=int, default=None,
+                       help="IVF indexes (ivfpq): lists searched per query, of nlist (default 32)")
 
 
 def add_fusion_args(parser: argparse.ArgumentParser) -> None:

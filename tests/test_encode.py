@@ -263,10 +263,11 @@ def test_failure_leaves_nothing_under_final_name(tiny_checkpoint, tmp_path):
 
 def test_bad_options_are_clear(tiny_checkpoint, tmp_path, slice_corpus):
     from dupmae_ir.encode import encode_corpus
+    from dupmae_ir.errors import UserError
 
     with pytest.raises(ValueError, match="shard-id"):
         encode_corpus(slice_corpus, tmp_path / "o", encoder=str(tiny_checkpoint), shard_id=2, shard_num=2)
-    with pytest.raises(ValueError, match="valid"):
+    with pytest.raises(UserError, match="valid"):
         encode_corpus(slice_corpus, tmp_path / "o", encoder=str(tiny_checkpoint), faiss="ivf")
     proc = _cli(["--output", str(tmp_path / "o")])
     assert proc.returncode == 2 and "--corpus" in proc.stderr

@@ -15,7 +15,7 @@ LAYERS = [
      "dupmae_ir._child"],
     ["dupmae_ir.data", "dupmae_ir.data.*"],
     ["dupmae_ir.runs", "dupmae_ir.precision", "dupmae_ir.modeling", "dupmae_ir.modeling.*"],
-    ["dupmae_ir.encoder", "dupmae_ir.index"],
+    ["dupmae_ir.encoder", "dupmae_ir.index", "dupmae_ir.dense_index"],
     ["dupmae_ir.encode", "dupmae_ir.encode.corpus", "dupmae_ir.encode.build", "dupmae_ir.encode.queries",
      "dupmae_ir.encode.distributed",
      "dupmae_ir.search", "dupmae_ir.search.searcher", "dupmae_ir.search.lucene", "dupmae_ir.bm25",

@@ -10,7 +10,8 @@ Library: :func:`encode_corpus`, :func:`merge_shards` (:mod:`.corpus`), :func:`en
 Output folder (``--output DIR``):
 
 - ``DIR/dense/index`` + ``DIR/dense/docid``: what Pyserini's ``FaissSearcher`` reads (flat inner
-  product by default; ``--faiss hnsw|pq``); vectors are DupMAE's ``h_hat = W^T h_cls`` (paper 3.4);
+  product by default; ``--faiss`` types: :mod:`dupmae_ir.dense_index`); vectors are DupMAE's
+  ``h_hat = W^T h_cls`` (paper 3.4);
 - ``DIR/impact/``: a Lucene impact index built by Anserini (``JsonVectorCollection``, ``--impact
   --pretokenized``) from ``round(s_d * mu_d)`` on the document's top-k tokens (paper eq. 7, 3.4);
 - ``DIR/dupmae_index.json``: provenance (encoder, the full ``RetrieverConfig`` with ``doc_scale`` /
@@ -43,7 +44,8 @@ one placeholder token :data:`EMPTY_TOKEN` with weight 1, which no query ever con
 is in the index (its id retrievable) and scores 0 for every query. The count is recorded as
 ``empty_impact_docs`` in ``dupmae_index.json``.
 """
-from .corpus import EMPTY_TOKEN, FAISS_KINDS, encode_corpus, impact_line, merge_shards
+from ..dense_index import FAISS_KINDS
+from .corpus import EMPTY_TOKEN, encode_corpus, impact_line, merge_shards
 from .queries import LUCENE_MAX_CLAUSES, encode_queries
 
 __all__ = ["EMPTY_TOKEN", "FAISS_KINDS", "LUCENE_MAX_CLAUSES", "encode_corpus", "encode_queries", "impact_line",

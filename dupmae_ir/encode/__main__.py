@@ -8,9 +8,10 @@ import os
 import sys
 
 from ..cli import HelpFormatter, add_debug_flag, add_encoder_args, add_length_args
+from ..dense_index import FAISS_KINDS, DenseIndexSpec
 from ..errors import UserError, run_command
 from ..index import INDEX_OUTPUT, QUERIES_OUTPUT, SHARD_OUTPUT
-from .corpus import FAISS_KINDS, encode_corpus, merge_shards
+from .corpus import encode_corpus, merge_shards
 from .queries import encode_queries
 
 
@@ -42,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     only = ix.add_mutually_exclusive_group()
     only.add_argument("--dense-only", action="store_true", help="write only the FAISS index")
     only.add_argument("--impact-only", action="store_true", help="write only the Lucene impact index")
-    ix.add_argument("--faiss", default="flat", choices=FAISS_KINDS, help="FAISS index type (inner product)")
-    ix.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (--faiss hnsw)")
-    ix.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantisers (--faiss pq; default dim/4)")
+    add_dense_index_args(ix)
     ix.add_argument("--threads", type=int, default=None, help="Anserini indexing threads (default: cores, max 8)")
     sc = parser.add_argument_group("scale")
     sc.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable chunk")
@@ -56,6 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_dense_index_args(group) -> None:
+    """``--faiss`` and its build parameters (docs/encoding.md has the table of types by corpus size)."""
+    group.add_argument("--faiss", default="flat", choices=FAISS_KINDS,
+                       help="FAISS index type, inner product: flat (exact), flat-int8 (8-bit scalar quantised, a "
+                            "quarter of the memory), hnsw / hnsw-int8 (graph: fast at 1M+), ivfpq (compressed, for "
+                            "corpora whose vectors do not fit in memory), pq")
+    group.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (hnsw, hnsw-int8)")
+    group.add_argument("--ef-construction", type=int, default=200, help="HNSW build beam (hnsw, hnsw-int8)")
+    group.add_argument("--pq-m", type=int, default=None,
+                       help="PQ sub-quantisers of 8 bits (ivfpq, pq; default dim/4; must divide dim)")
+    group.add_argument("--nlist", type=int, default=None, help="IVF lists (ivfpq; default 4*sqrt(docs), <= docs/39)")
+
+
+def dense_index_spec(args) -> DenseIndexSpec:
+    """The FAISS index type and parameters given on the command line."""
+    return DenseIndexSpec(args.faiss, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, pq_m=args.pq_m,
+                          nlist=args.nlist)
+
+
 def build_merge_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dupmae_ir.encode merge",
@@ -63,9 +81,7 @@ def build_merge_parser() -> argparse.ArgumentParser:
                     "(FAISS + Lucene impact index, corpus order), identical to an unsharded run.")
     parser.add_argument("--inputs", nargs="+", required=True, help="shard folders")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--faiss", default="flat", choices=FAISS_KINDS)
-    parser.add_argument("--hnsw-m", type=int, default=32)
-    parser.add_argument("--pq-m", type=int, default=None)
+    add_dense_index_args(parser)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier index at --output")
     add_debug_flag(parser)
@@ -87,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if argv[:1] == ["merge"]:
         args = build_merge_parser().parse_args(argv[1:])
-        out = merge_shards(args.inputs, args.output, faiss=args.faiss, threads=args.threads,
-                           hnsw_m=args.hnsw_m, pq_m=args.pq_m, overwrite=args.overwrite)
+        out = merge_shards(args.inputs, args.output, faiss=dense_index_spec(args), threads=args.threads,
+                           overwrite=args.overwrite)
         print(out)
         return 0
     parser = build_parser()
@@ -119,17 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus and world() and args.shard_num == 1:  # torchrun: each process a share, rank 0 the indexes
         print(encode_corpus_distributed(args.corpus, output, encoder=args.encoder, batch_size=args.batch_size,
                                         dtype=args.dtype, dense=not args.impact_only, impact=not args.dense_only,
-                                        faiss=args.faiss, device=args.device, chunk_size=args.chunk_size,
+                                        faiss=dense_index_spec(args), device=args.device, chunk_size=args.chunk_size,
                                         threads=args.threads, data_dir=args.data_dir, progress=not args.no_progress,
-                                        hnsw_m=args.hnsw_m, pq_m=args.pq_m, overwrite=args.overwrite,
+                                        overwrite=args.overwrite,
                                         doc_max_length=args.doc_max_length))
     elif args.corpus:
         out = encode_corpus(args.corpus, output, encoder=args.encoder, dtype=args.dtype, device=args.device,
                             batch_size=args.batch_size, dense=not args.impact_only, impact=not args.dense_only,
-                            faiss=args.faiss, chunk_size=args.chunk_size, shard_id=args.shard_id,
+                            faiss=dense_index_spec(args), chunk_size=args.chunk_size, shard_id=args.shard_id,
                             shard_num=args.shard_num, threads=args.threads, data_dir=args.data_dir,
-                            progress=not args.no_progress, hnsw_m=args.hnsw_m, pq_m=args.pq_m,
-                            overwrite=args.overwrite, doc_max_length=args.doc_max_length)
+                            progress=not args.no_progress, overwrite=args.overwrite, doc_max_length=args.doc_max_length)
         print(out)
     if queries is not None and (world() is None or world()[0] == 0):  # under torchrun rank 0 encodes the topics
         # queries are cheap: always the fp32 reference

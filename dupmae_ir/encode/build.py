@@ -9,56 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..dense_index import DenseIndexSpec, build_dense_index
 from ..index import INDEX_META as META_NAME
 
 EMPTY_TOKEN = "[DUPMAE_EMPTY]"
-FAISS_KINDS = ("flat", "hnsw", "pq")
 RETRY_FIX = "free disk space (or raise the file-size limit) and re-run the same command: finished chunks are kept"
-
-
-def _build_faiss(npy_files: list[Path], docid_files: list[Path], out_dir: Path, kind: str,
-                 hnsw_m: int = 32, pq_m: int | None = None) -> dict:
-    """FAISS index (inner product) + docid list, as Pyserini's ``FaissSearcher`` reads them."""
-    import faiss
-    import numpy as np
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    first = np.load(npy_files[0]) if npy_files else None
-    dim = first.shape[1] if first is not None else 0
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    elif kind == "pq":
-        m = pq_m or max(1, dim // 4)
-        if dim % m:
-            raise ValueError(f"--pq-m {m} must divide the dense dimension {dim}.")
-        index = faiss.IndexPQ(dim, m, 8, faiss.METRIC_INNER_PRODUCT)
-        sample, n = [], 0
-        for f in npy_files:  # train on the first vectors (deterministic), up to 65,536
-            sample.append(np.load(f))
-            n += len(sample[-1])
-            if n >= 65536:
-                break
-        train = np.ascontiguousarray(np.concatenate(sample)[:65536], dtype=np.float32)  # (n, d)
-        if len(train) < 256:
-            raise ValueError(f"--faiss pq needs at least 256 documents to train its codebooks; got {len(train)}.")
-        index.train(train)
-    else:
-        raise ValueError(f"faiss={kind!r}; valid: {FAISS_KINDS}")
-    with open(out_dir / "docid", "w", encoding="utf-8") as ids_out:
-        for npy, ids in zip(npy_files, docid_files):
-            vectors = np.ascontiguousarray(np.load(npy), dtype=np.float32)  # (n, d)
-            index.add(vectors)
-            ids_out.write(ids.read_text(encoding="utf-8"))
-    try:
-        faiss.write_index(index, str(out_dir / "index"))
-    except RuntimeError as e:  # FAISS reports a failed fwrite (disk full) as a C++ exception
-        from ..errors import OutputError
-
-        raise OutputError(out_dir / "index", f"could not be written ({str(e).splitlines()[-1][:200]})",
-                          RETRY_FIX) from e
-    return {"path": "dense", "faiss": kind, "dim": int(dim), "metric": "inner_product", "docs": int(index.ntotal)}
 
 
 def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int, log_path: Path) -> dict:
@@ -92,9 +47,10 @@ def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int, 
 
 
 def build_indexes(chunk_dirs: list[tuple[Path, list[str]]], claim, settings: dict, counts: dict,
-                   faiss_kind: str, threads: int, hnsw_m: int, pq_m: int | None, extra: dict) -> Path:
+                   dense_spec: DenseIndexSpec, threads: int, extra: dict) -> Path:
     """Build the claimed output folder (atomically) from chunk files. ``chunk_dirs``: (folder, chunk
-    names in order); ``claim``: the :class:`~dupmae_ir.outputs.OutputClaim` of the output."""
+    names in order); ``claim``: the :class:`~dupmae_ir.outputs.OutputClaim` of the output;
+    ``dense_spec``: the FAISS index type and its parameters (:mod:`dupmae_ir.dense_index`)."""
     from .. import __version__
     from ..outputs import remove_temp_dir
     from ..provenance import provenance, write_json
@@ -105,8 +61,8 @@ def build_indexes(chunk_dirs: list[tuple[Path, list[str]]], claim, settings: dic
     with claim.atomic() as tmp:
         dense_info = impact_info = None
         if settings["dense"]:
-            dense_info = _build_faiss([f / f"{n}.npy" for f, n in ordered], [f / f"{n}.docid" for f, n in ordered],
-                                      tmp / "dense", faiss_kind, hnsw_m, pq_m)
+            dense_info = build_dense_index([f / f"{n}.npy" for f, n in ordered],
+                                           [f / f"{n}.docid" for f, n in ordered], tmp / "dense", dense_spec)
         if settings["impact"]:
             folders = {f for f, _ in ordered}
             links = None

@@ -12,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+from ..dense_index import DenseIndexSpec, dense_spec
 from ..index import INDEX_META as META_NAME
 from ..index import INDEX_OUTPUT, SHARD_OUTPUT
-from .build import EMPTY_TOKEN, FAISS_KINDS, RETRY_FIX, build_indexes
+from .build import EMPTY_TOKEN, RETRY_FIX, build_indexes
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,8 @@ def _remove_work(work: Path) -> None:
 # public API
 # ------------------------------------------------------------------------------------------------
 def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype: str = "auto",
-                  dense: bool = True, impact: bool = True, faiss: str = "flat", device: str = "cpu",
+                  dense: bool = True, impact: bool = True, faiss: str | DenseIndexSpec = "flat",
+                  device: str = "cpu",
                   chunk_size: int = 4096, shard_id: int = 0, shard_num: int = 1, threads: int | None = None,
                   data_dir=None, progress: bool = True, hnsw_m: int = 32, pq_m: int | None = None,
                   overwrite: bool = False, doc_max_length: int | None = None) -> Path:
@@ -240,7 +242,9 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
     ``encoder``: a checkpoint path, ``"default"``, or a ready :class:`~dupmae_ir.encoder.DupMAEEncoder`
     (a path is loaded only after ``output`` is checked and locked). ``doc_max_length``: pieces per document
     (default: the checkpoint's ``RetrieverConfig``), fixed in the index. ``overwrite``: replace an earlier
-    index at ``output`` (a folder the toolkit did not write is never replaced). Returns ``output``.
+    index at ``output`` (a folder the toolkit did not write is never replaced). ``faiss``: a type name of
+    :data:`FAISS_KINDS` (with ``hnsw_m``/``pq_m``) or a :class:`~dupmae_ir.dense_index.DenseIndexSpec`.
+    Returns ``output``.
     With ``shard_num > 1`` the output is a shard folder for :func:`merge_shards`. See the module
     docstring for layout, resumption and the empty-vector policy.
     """
@@ -252,8 +256,7 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
 
     if not dense and not impact:
         raise ValueError("nothing to do: dense=False and impact=False (drop --dense-only or --impact-only).")
-    if faiss not in FAISS_KINDS:
-        raise ValueError(f"faiss={faiss!r}; valid: {FAISS_KINDS}")
+    index_spec = dense_spec(faiss, hnsw_m, pq_m)  # checked before the model loads
     if not (0 <= shard_id < shard_num):
         raise ValueError(f"--shard-id {shard_id} must be in [0, --shard-num {shard_num}).")
     if batch_size < 1 or chunk_size < 1:
@@ -290,22 +293,24 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
                 write_json(tmp / META_NAME, provenance(kind="dupmae_shard", settings=settings, chunk_names=names,
                                                        **{**counts, **extra}))
         else:
-            build_indexes([(work / "chunks", names)], claim, settings, counts, faiss, threads or _threads(), hnsw_m,
-                           pq_m, extra)
+            build_indexes([(work / "chunks", names)], claim, settings, counts, index_spec, threads or _threads(),
+                          extra)
         _remove_work(work)
         return claim.path
 
 
-def merge_shards(inputs: list, output, faiss: str = "flat", threads: int | None = None,
+def merge_shards(inputs: list, output, faiss: str | DenseIndexSpec = "flat", threads: int | None = None,
                  hnsw_m: int = 32, pq_m: int | None = None, overwrite: bool = False) -> Path:
     """Build the indexes of ``output`` from the shard folders of ``--shard-id/--shard-num`` runs.
 
     Checks that the shards come from the same settings and cover every shard id and chunk once.
+    ``faiss``: as in :func:`encode_corpus`.
     """
     from ..errors import IndexFormatError
     from ..index import read_json
     from ..outputs import claim_output_dir
 
+    index_spec = dense_spec(faiss, hnsw_m, pq_m)
     metas = []
     for folder in map(Path, inputs):
         meta_path = folder / META_NAME
@@ -336,7 +341,7 @@ def merge_shards(inputs: list, output, faiss: str = "flat", threads: int | None 
     extra = {"merged_from": [str(f.resolve()) for f, _ in metas], "shard_num": shard_num, "total_chunks": total_chunks}
     with claim_output_dir(output, INDEX_OUTPUT, overwrite) as claim:
         return build_indexes([(f / "chunks", m["chunk_names"]) for f, m in metas], claim, settings, counts,
-                              faiss, threads or _threads(), hnsw_m, pq_m, extra)
+                              index_spec, threads or _threads(), extra)
 
 
 def _threads() -> int:

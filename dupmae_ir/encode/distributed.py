@@ -20,6 +20,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from ..dense_index import DenseIndexSpec
+
 WAIT = timedelta(days=7)  # a barrier may wait for the slowest rank's whole share of the corpus
 
 
@@ -38,7 +40,8 @@ def is_worker() -> bool:
 
 
 def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_size: int = 32, dtype: str = "auto",
-                              dense: bool = True, impact: bool = True, faiss: str = "flat", device: str = "auto",
+                              dense: bool = True, impact: bool = True, faiss: str | DenseIndexSpec = "flat",
+                              device: str = "auto",
                               chunk_size: int = 4096, threads: int | None = None, data_dir=None,
                               progress: bool = True, hnsw_m: int = 32, pq_m: int | None = None,
                               overwrite: bool = False, doc_max_length: int | None = None) -> Path:
@@ -48,17 +51,17 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
 
     from ..data import DataError, resolve
     from ..data.readers import CorpusStats
+    from ..dense_index import dense_spec
     from ..encoder import DupMAEEncoder
     from ..errors import UserError
     from ..index import INDEX_OUTPUT
     from ..outputs import claim_output_dir
     from ..provenance import write_json
-    from .build import FAISS_KINDS, build_indexes
+    from .build import build_indexes
     from .corpus import _done_totals, _encode_chunks, _prepare_work, _remove_work, _settings, _threads
 
     rank, size, local = world()
-    if faiss not in FAISS_KINDS:
-        raise ValueError(f"faiss={faiss!r}; valid: {FAISS_KINDS}")
+    index_spec = dense_spec(faiss, hnsw_m, pq_m)
     gpus = torch.cuda.is_available() and device in ("auto", "cuda")
     if device == "auto":
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
@@ -110,8 +113,8 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
                      "resumed_chunks": sum(s["resumed_chunks"] for s in shares),
                      "encode_seconds": max(s["encode_seconds"] for s in shares),
                      "wall_seconds_encode": max(s["wall_seconds"] for s in shares)}
-            build_indexes([(work / "chunks", names)], claim, settings, totals, faiss, threads or _threads(), hnsw_m,
-                          pq_m, extra)
+            build_indexes([(work / "chunks", names)], claim, settings, totals, index_spec, threads or _threads(),
+                          extra)
             _remove_work(work)
         dist.barrier()
     finally:

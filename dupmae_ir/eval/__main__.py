@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                             data_dir=args.data_dir, modes=tuple(args.mode), bm25=not args.no_bm25,
                             force_search=args.force_search, hits=args.hits, batch_size=args.batch_size,
                             threads=args.threads, depth=args.depth, min_idf=args.min_idf,
+                            ef_search=args.ef_search, nprobe=args.nprobe,
                             doc_max_length=args.doc_max_length, query_max_length=args.query_max_length,
                             fusion=fusion_from_args(args))
     ev = Evaluator(args.suite, settings)

@@ -120,6 +120,8 @@ class EvalSettings:
     threads: int = 2
     depth: int | None = None
     min_idf: float = -1
+    ef_search: int | None = None  # FAISS knobs of HNSW / IVF indexes (dupmae_ir.dense_index defaults)
+    nprobe: int | None = None
     doc_max_length: int | None = None  # None: BEIR_DOC_MAX_LENGTH on BEIR, the checkpoint's on MS MARCO
     query_max_length: int | None = None  # None: LONG_QUERY_MAX_LENGTH, else the checkpoint's
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -196,7 +198,7 @@ class Evaluator:
         split = _split_for(coll, unit)
         queries, qrels = coll.queries(split), coll.qrels(split)
         drop = unit.name in DROP_QUERY_ID_DATASETS
-        runs = {}
+        runs, dense_search = {}, None
         t = time.perf_counter()
         if self.args.modes:
             cache_key = (unit.name, "searcher")
@@ -204,9 +206,11 @@ class Evaluator:
 
             # the query encoder is the one recorded in the index (dupmae_index.json)
             searcher = queries_cache.get(cache_key) or DupMAESearcher(
-                index, threads=self.args.threads, min_idf=self.args.min_idf, query_max_length=query_len)
+                index, threads=self.args.threads, min_idf=self.args.min_idf, query_max_length=query_len,
+                ef_search=self.args.ef_search, nprobe=self.args.nprobe)
             queries_cache.clear()
             queries_cache[cache_key] = searcher  # msmarco: one searcher for its three splits
+            dense_search = searcher.dense_search
             runs.update(searcher.search_all(queries, self.args.modes, self.args.hits, self.args.depth,
                                             self.fusion, self.args.batch_size, drop_query_id=drop))
         timings["search"] = time.perf_counter() - t
@@ -226,7 +230,9 @@ class Evaluator:
             write_trec(run_path, run, f"{self.tag}-{system}" if system != "bm25" else "bm25",
                        dict(collection=unit.name, split=split, system=system,
                             index=str(index) if system != "bm25" else str(self.index_root / "bm25" / unit.name),
-                            drop_query_id=drop, hits=self.args.hits), overwrite=True)  # eval's own runs
+                            drop_query_id=drop, hits=self.args.hits,
+                            dense_search=dense_search if system in ("dense", "hybrid") else None),
+                      overwrite=True)  # eval's own runs
             run_files[system] = str(run_path)
             scored = score_run(run, qrels, unit.measures)
             scores[system] = scored.values
@@ -241,7 +247,7 @@ class Evaluator:
                             **(coverage.coverage() if coverage else {}), coverage_warning=warning,
                             drop_query_id=drop, lengths={"doc_max_length": doc_len, "query_max_length": query_len},
                             encoder=self.args.encoder, index=str(index) if self.args.modes else None, runs=run_files,
-                            fusion=asdict(self.fusion),
+                            fusion=asdict(self.fusion), dense_search=dense_search,
                             seconds={k: round(v, 2) for k, v in timings.items()})
         write_json(path, result)
         return result

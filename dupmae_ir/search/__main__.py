@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                               min_idf=args.min_idf, encoded_queries=args.encoded_queries,
                               query_max_length=args.query_max_length, query_topk=args.query_topk,
                               query_min_weight=args.query_min_weight, bm25_index=args.bm25_index,
-                              bm25_k1=args.bm25_k1, bm25_b=args.bm25_b)
+                              bm25_k1=args.bm25_k1, bm25_b=args.bm25_b, ef_search=args.ef_search,
+                              nprobe=args.nprobe)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
     runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                       fusion="min-max per query, summed (pyserini.fusion --method normalize)")
             if mode == HYBRID_BM25 else None,
             min_idf=args.min_idf, drop_query_id=args.drop_query_id, encoded_queries=args.encoded_queries,
+            dense_search=searcher.dense_search if mode != "impact" else None,
             query_config=None if args.encoded_queries else {  # pre-encoded: see their own provenance
                 k: getattr(searcher.encoder.config, k)
                 for k in ("query_max_length", "query_topk", "query_min_weight", "query_scale")} | {"dtype": args.dtype},

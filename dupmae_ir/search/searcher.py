@@ -42,6 +42,25 @@ class PartHit:
     impact: int | None  # Lucene's integer impact score
 
 
+def query_encoder(info, encoder: str | None = None, device: str = "cpu", dtype: str = "fp32",
+                  query_max_length: int | None = None, query_topk: int | None = None,
+                  query_min_weight: float | None = None):
+    """The :class:`~dupmae_ir.encoder.DupMAEEncoder` that encodes queries for the index ``info``
+    (:class:`~dupmae_ir.index.IndexInfo`): the checkpoint ``encoder`` (default: the index's), with the
+    index's scales, top-k and activation, and these query-side overrides."""
+    from ..encoder import DupMAEEncoder
+    from ..modeling.backbone import resolve_model_path
+    from ..modeling.retriever import RetrieverConfig
+
+    name = encoder or info.encoder
+    path = resolve_model_path(name)
+    config = RetrieverConfig.load(path) if Path(path).is_dir() else RetrieverConfig()
+    config = replace(config, **info.retriever)  # the index's scales/top-k/activation win
+    overrides = {"query_max_length": query_max_length, "query_topk": query_topk, "query_min_weight": query_min_weight}
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return DupMAEEncoder(name, device=device, dtype=dtype, config=config)
+
+
 class DupMAESearcher:
     """Dense, impact and hybrid search over one encode output folder.
 
@@ -58,9 +77,13 @@ class DupMAESearcher:
                  device: str = "cpu", dtype: str = "fp32", min_idf: float = -1,
                  encoded_queries: str | os.PathLike | None = None, query_max_length: int | None = None,
                  query_topk: int | None = None, query_min_weight: float | None = None,
-                 bm25_index: str | os.PathLike | None = None, bm25_k1: float = 0.9, bm25_b: float = 0.4):
+                 bm25_index: str | os.PathLike | None = None, bm25_k1: float = 0.9, bm25_b: float = 0.4,
+                 ef_search: int | None = None, nprobe: int | None = None):
         """``query_max_length``, ``query_topk``, ``query_min_weight``: query-side settings for this
         searcher (default: the checkpoint's length, the index's top-k and minimum weight).
+        ``ef_search`` (HNSW indexes) and ``nprobe`` (IVF indexes): FAISS search-time knobs (default 128
+        and 32, :func:`~dupmae_ir.dense_index.apply_search_knobs`); the values in force are
+        :attr:`dense_search` (recorded in run provenance).
         ``bm25_index``: a Lucene BM25 index of the same collection (``python -m dupmae_ir.bm25`` or
         Pyserini's), searched with BM25(``bm25_k1``, ``bm25_b``) for mode ``hybrid+bm25``."""
         import faiss
@@ -73,9 +96,18 @@ class DupMAESearcher:
         self.min_idf = min_idf
         # seconds spent per stage and queries searched, summed over calls (bench/latency.py reads them)
         self.timings = dict.fromkeys(("encode", "faiss", "lucene", "bm25", "fusion", "queries"), 0.0)
-        self.faiss_index = self.docids = None
+        self.faiss_index = self.docids = self.dense_search = None
+        if self.info.dense is None and (ef_search, nprobe) != (None, None):
+            from ..errors import UserError
+
+            raise UserError("--ef-search" if ef_search is not None else "--nprobe",
+                            f"{self.info.root} has no dense index (built with --impact-only)", "drop the flag")
         if self.info.dense is not None:
+            from ..dense_index import apply_search_knobs, index_kind
+
             self.faiss_index = faiss.read_index(str(self.info.dense / "index"))
+            self.dense_search = apply_search_knobs(self.faiss_index, ef_search, nprobe, self.info.dense / "index",
+                                                   index_kind(self.faiss_index, self.info.meta))
             with open(self.info.dense / "docid", encoding="utf-8") as fh:
                 self.docids = [line.rstrip("\n") for line in fh]
         self.impact_searcher = None
@@ -92,18 +124,9 @@ class DupMAESearcher:
             from ..bm25 import BM25Searcher
 
             self.bm25 = BM25Searcher(bm25_index, bm25_k1, bm25_b, threads)
-        from ..encoder import DupMAEEncoder
-        from ..modeling.backbone import resolve_model_path
-        from ..modeling.retriever import RetrieverConfig
-
         self.encoder_name = encoder or self.info.encoder
-        path = resolve_model_path(self.encoder_name)
-        config = RetrieverConfig.load(path) if Path(path).is_dir() else RetrieverConfig()
-        config = replace(config, **self.info.retriever)  # the index's scales/top-k/activation win
-        overrides = {"query_max_length": query_max_length, "query_topk": query_topk,
-                     "query_min_weight": query_min_weight}
-        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        self.encoder = DupMAEEncoder(self.encoder_name, device=device, dtype=dtype, config=config)
+        self.encoder = query_encoder(self.info, self.encoder_name, device, dtype, query_max_length, query_topk,
+                                     query_min_weight)
 
     @property
     def alpha(self) -> float:

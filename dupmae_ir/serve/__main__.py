@@ -6,7 +6,7 @@ import re
 import socket
 import sys
 
-from ..cli import add_debug_flag, default_threads
+from ..cli import add_debug_flag, add_dense_knob_args, default_threads
 from ..errors import UserError, run_command
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--jvm-heap", default="1g",
                    help="the JVM's maximum heap (-Xmx): without it, the JVM of a long-lived process grows toward a "
                         "quarter of the machine's memory with the garbage of each search")
+    add_dense_knob_args(q)
     add_debug_flag(p)
     return p
 
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                         "pass --corpus with the collection the index was built from") from None
     if info.impact is not None:
         start_jvm([f"-Xmx{args.jvm_heap}"])
-    searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device)
+    searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device,
+                              ef_search=args.ef_search, nprobe=args.nprobe)
     service = Service(searcher, docs, Limits(depth=args.depth), corpus=str(corpus))
     app = create_app(service, hosts)
     host, port = sock.getsockname()[:2]

@@ -62,34 +62,83 @@ def mine_from_index(index_dir: str | os.PathLike, queries: dict[str, str], depth
     return searcher.search_all(queries, modes=(mode,), hits=depth, progress=progress)[mode]
 
 
+def _host_group(rank: int, size: int, local: int):
+    """``(group, leader)``: the process group of this host's ranks (None: all ranks are on this host)
+    and its lowest global rank. torchrun numbers a host's ranks contiguously."""
+    import torch.distributed as dist
+
+    per_host = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+    if per_host >= size:
+        return None, 0
+    group, _ = dist.new_subgroups(group_size=per_host)  # every rank makes every host's group
+    return group, rank - local
+
+
 def mine_under_torchrun(model_name_or_path: str, corpus, queries: dict[str, str], depth: int, index_dir: Path,
                         mode: str = "hybrid", encode: bool = True, doc_max_length: int | None = None,
-                        query_max_length: int | None = None, batch_size: int = 32, progress: bool = True) -> Run:
+                        query_max_length: int | None = None, batch_size: int = 32, progress: bool = True,
+                        query_batch_size: int = 64) -> Run:
     """Model mining as one process of a torchrun job, called by every process at once: unless ``encode``
     is False (a given ``--mine-index``), the processes encode the corpus into one index at ``index_dir``
     (:func:`~dupmae_ir.encode.distributed.encode_corpus_distributed`: a share each, resumable; an index
-    already there from this checkpoint is reused), then each searches a share of the queries and every
-    process receives all the hits."""
+    already there from this checkpoint is reused). Then one process per host (its lowest rank) opens the
+    index (FAISS, Lucene and its JVM: one copy per host, not one per process); every process encodes a
+    share of the queries, ``query_batch_size`` at a time, sends the batch to its host's leader, which
+    searches the host's batches as one and sends each process its hits back; every process then
+    receives all the hits."""
     import torch
     import torch.distributed as dist
 
     from ..encode.distributed import encode_corpus_distributed, world
+    from ..encoder import EncodedBatch
     from ..errors import UserError
     from ..index import load_index
+    from ..search.searcher import DupMAESearcher, query_encoder
 
     rank, size, local = world()
     if encode and not (index_dir / "dupmae_index.json").is_file():
         encode_corpus_distributed(corpus, index_dir, encoder=model_name_or_path, batch_size=batch_size,
                                   doc_max_length=doc_max_length, progress=progress)
-    if encode:
-        built_by = load_index(index_dir).encoder
-        if built_by not in (model_name_or_path, str(Path(model_name_or_path).resolve())):
-            raise UserError(str(index_dir), f"this mining index was encoded by {built_by!r}, not by "
-                                            f"{model_name_or_path!r}", "remove it or pick another --output-dir")
+    info = load_index(index_dir, check=False)
+    if encode and info.encoder not in (model_name_or_path, str(Path(model_name_or_path).resolve())):
+        raise UserError(str(index_dir), f"this mining index was encoded by {info.encoder!r}, not by "
+                                        f"{model_name_or_path!r}", "remove it or pick another --output-dir")
     device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    mine = {q: queries[q] for q in sorted(queries)[rank::size]}
-    part = mine_from_index(index_dir, mine, depth, mode, encoder=model_name_or_path,
-                           query_max_length=query_max_length, device=device, progress=progress and rank == 0)
+    group, leader = _host_group(rank, size, local)
+    searcher = None
+    if rank == leader:
+        searcher = DupMAESearcher(index_dir, encoder=model_name_or_path, query_max_length=query_max_length,
+                                  device=device)
+        encoder = searcher.encoder
+    else:
+        encoder = query_encoder(info, model_name_or_path, device, query_max_length=query_max_length)
+    mine = sorted(queries)[rank::size]
+    batches = [mine[i:i + query_batch_size] for i in range(0, len(mine), query_batch_size)]
+    host_size = dist.get_world_size(group)
+    rounds: list = [None] * host_size
+    dist.all_gather_object(rounds, len(batches), group=group)
+    part: Run = {}
+    for r in range(max(rounds)):  # a rank whose share is done sends empty batches
+        qids = batches[r] if r < len(batches) else []
+        encoded = encoder.encode_queries([queries[q] for q in qids]) if qids else None
+        sent = [None] * host_size if rank == leader else None
+        dist.gather_object((qids, encoded), sent, dst=leader, group=group)
+        replies = None
+        if rank == leader:
+            full = [(q, e) for q, e in sent if q]
+            all_qids = [q for share, _ in full for q in share]
+            hits = {}
+            if all_qids:
+                import numpy as np
+
+                batch = EncodedBatch(np.concatenate([e.dense for _, e in full]),  # (B, d)
+                                     [imp for _, e in full for imp in e.impacts])
+                hits = searcher.search_batch(all_qids, [queries[q] for q in all_qids], (mode,), hits=depth,
+                                             encoded=batch)[mode]
+            replies = [{q: hits[q] for q in share} for share, _ in sent]
+        mine_hits: list = [None]
+        dist.scatter_object_list(mine_hits, replies, src=leader, group=group)
+        part.update(mine_hits[0])
     parts: list = [None] * size
     dist.all_gather_object(parts, part)
     return {q: hits for p in parts for q, hits in p.items()}
