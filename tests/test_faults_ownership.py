@@ -108,9 +108,6 @@ def test_d3_encode_keeps_the_temporary_folder_of_another_output(corpus, tiny_che
 def test_d15_encode_never_touches_a_users_old_backup(corpus, tiny_checkpoint, index, tmp_path):
     """A user's ``.idx.old-backup`` is neither moved into place nor deleted by ``--overwrite``; an
     output a dead run had moved aside (in its marked folder) is still put back."""
-    from dupmae_ir.index import INDEX_OUTPUT
-    from dupmae_ir.outputs import ASIDE, claim_output_dir
-
     out = tmp_path / "idx"
     backup = tmp_path / ".idx.old-backup"
     shutil.copytree(index, backup)
@@ -119,6 +116,9 @@ def test_d15_encode_never_touches_a_users_old_backup(corpus, tiny_checkpoint, in
         proc = cli("encode", *encode_args(corpus, tiny_checkpoint, out, *extra))
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert snapshot(backup) == before
+    from dupmae_ir.index import INDEX_OUTPUT
+    from dupmae_ir.outputs import ASIDE, claim_output_dir
+
     built = snapshot(out)
     with claim_output_dir(out, INDEX_OUTPUT, overwrite=True) as dead:  # died right after moving idx aside
         os.rename(out, dead.temp_dir("old") / ASIDE)
