@@ -142,8 +142,9 @@ def test_d7_failed_search_overwrite_keeps_the_old_pair(corpus, index, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     proc = _search(index, corpus, run, "--hits", 40, "--overwrite", preexec_fn=small_files)
-    assert_one_line_error(proc, str(run), "File too large")
+    assert proc.returncode != 0
     assert run.read_bytes() == old_run and sidecar.read_bytes() == old_sidecar
+    assert_one_line_error(proc, str(run), "File too large")
     assert leftovers(run) == []
     proc = _search(index, corpus, run, "--hits", 40, "--overwrite")  # and without the limit, a new pair
     assert proc.returncode == 0, proc.stderr[-3000:]
