@@ -7,12 +7,18 @@ previous output without ``overwrite``, or a place that cannot be written. :func:
 then locks the output (``fcntl`` on a ``.NAME.lock`` file beside it, so a second process fails at
 once), removes temporary folders left by dead runs (recognised by a marker file inside them), and
 hands out marked temporary folders that :meth:`OutputClaim.commit` renames into place. A replaced
-previous output is moved aside first and deleted only after the new one is in place.
+previous output is moved aside (into a marked folder) first and deleted only after the new one is in place.
+Output files go through the same claim (:func:`claim_output_file`: lock, check of the file *and* its
+sidecar, the pair written under temporary names and renamed file first, sidecar last), and folders a
+command fills in place (training) carry :data:`OWNER_MARKER` from their first write (:func:`claim_in_place`).
+Leftovers are recognised by their exact name ``.NAME.<label>-<pid>`` *and* a marker naming ``NAME``:
+never by a prefix, so the leftovers of ``idx`` are never those of ``idx.v2``, nor a user's ``.idx.old-backup``.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +28,9 @@ from typing import Iterator
 from .errors import OutputError
 
 TMP_MARKER = ".dupmae-tmp"  # inside every temporary folder the toolkit creates: only those are ever removed
+OWNER_MARKER = ".dupmae-output.json"  # first file of a folder a command fills in place (training output)
+ASIDE = "output"  # a replaced output, inside its marked ``.NAME.old-<pid>`` folder until the new one is in place
+_LEFTOVER = re.compile(r"(?P<label>[a-z]+)-\d+")  # what follows ``.NAME.`` in a temporary folder's name
 
 
 @dataclass(frozen=True)
@@ -100,10 +109,7 @@ def check_output_dir(path: str | os.PathLike, spec: OutputKind, overwrite: bool 
     return path
 
 
-def check_output_file(path: str | os.PathLike, is_ours, overwrite: bool = False, what: str = "file") -> Path:
-    """Validate an output file: refused when it is a folder, exists without ``is_ours(path)``, or
-    exists and ``overwrite`` is off."""
-    path = absolute(path)
+def _check_file(path: Path, is_ours, overwrite: bool, what: str) -> None:
     if path.is_dir() or path.is_symlink():
         raise OutputError(path, f"is a {'symbolic link' if path.is_symlink() else 'folder'}, not a {what}",
                           "choose a file path for the output")
@@ -114,6 +120,21 @@ def check_output_file(path: str | os.PathLike, is_ours, overwrite: bool = False,
         if not overwrite:
             raise OutputError(path, f"already holds a {what} from an earlier run",
                               "pass --overwrite to replace it, or choose another output path")
+
+
+def sidecar_path(path: Path) -> Path:
+    """``<path>.json``: the provenance written beside an output file."""
+    return path.with_name(path.name + ".json")
+
+
+def check_output_file(path: str | os.PathLike, is_ours, overwrite: bool = False, what: str = "file",
+                      sidecar_is_ours=None) -> Path:
+    """Validate an output file: refused when it is a folder or a link, exists without ``is_ours(path)``,
+    or exists and ``overwrite`` is off. With ``sidecar_is_ours`` its sidecar ``<path>.json`` is checked alike."""
+    path = absolute(path)
+    _check_file(path, is_ours, overwrite, what)
+    if sidecar_is_ours is not None:
+        _check_file(sidecar_path(path), sidecar_is_ours, overwrite, f"provenance file of a {what}")
     _check_parent(path)
     return path
 
@@ -152,40 +173,68 @@ class _Lock:
         os.close(self.fd)
 
 
-class OutputClaim:
-    """A locked output folder: marked temporary folders beside it, and the final rename."""
+def _mark(folder: Path, target: Path) -> None:
+    (folder / TMP_MARKER).write_text(json.dumps({"output": target.name, "pid": os.getpid()}) + "\n")
 
-    def __init__(self, path: Path, spec: OutputKind, overwrite: bool):
-        self.path, self.spec, self.overwrite = path, spec, overwrite
-        self._prefix = f".{path.name}."
+
+def _marked_for(folder: Path, target: Path) -> bool:
+    """Whether ``folder`` is a real folder whose marker says it is a temporary folder of ``target``."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    try:
+        meta = json.loads((folder / TMP_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("output") == target.name
+
+
+class _Claim:
+    """A locked output path and its marked temporary folders ``.NAME.<label>-<pid>`` beside it."""
+
+    def __init__(self, path: Path, overwrite: bool):
+        self.path, self.overwrite = path, overwrite
 
     def sibling(self, label: str) -> Path:
         """``.NAME.<label>`` beside the output (for example the resumable ``partial`` work folder)."""
-        return self.path.with_name(f"{self._prefix}{label}")
+        return self.path.with_name(f".{self.path.name}.{label}")
 
     def temp_dir(self, label: str = "tmp") -> Path:
         """A new, marked temporary folder ``.NAME.<label>-<pid>`` beside the output."""
+        if not _LEFTOVER.fullmatch(f"{label}-0"):
+            raise ValueError(f"temporary folder label {label!r}: lower-case letters only")
         tmp = self.sibling(f"{label}-{os.getpid()}")
-        if tmp.exists():
-            remove_temp_dir(tmp)
+        if _marked_for(tmp, self.path):
+            shutil.rmtree(tmp)
         tmp.mkdir()
-        (tmp / TMP_MARKER).write_text(f"{os.getpid()}\n")
+        _mark(tmp, self.path)
         return tmp
+
+    def _leftovers(self) -> list[tuple[str, Path]]:
+        """``(label, folder)`` of this output's temporary folders: exact name and a marker naming it."""
+        prefix = f".{self.path.name}."
+        found = []
+        with os.scandir(self.path.parent) as entries:
+            for entry in entries:
+                m = _LEFTOVER.fullmatch(entry.name[len(prefix):]) if entry.name.startswith(prefix) else None
+                if m and _marked_for(Path(entry.path), self.path):
+                    found.append((m["label"], Path(entry.path)))
+        return sorted(found)
+
+
+class OutputClaim(_Claim):
+    """A locked output folder: marked temporary folders beside it, and the final rename."""
+
+    def __init__(self, path: Path, spec: OutputKind, overwrite: bool):
+        super().__init__(path, overwrite)
+        self.spec = spec
 
     def _clean_leftovers(self) -> None:
         """Under the lock every marked temporary folder of this output is a dead run's: remove it. A
         previous output moved aside by a run that died before its rename is put back."""
-        for entry in sorted(self.path.parent.glob(f"{self._prefix}*")):
-            if not entry.is_dir() or entry.is_symlink():
-                continue
-            label = entry.name[len(self._prefix):]
-            if label.startswith("old-") and is_output(entry, self.spec):
-                if not os.path.lexists(self.path):
-                    os.rename(entry, self.path)
-                else:
-                    shutil.rmtree(entry)
-            elif (entry / TMP_MARKER).is_file():
-                shutil.rmtree(entry)
+        for label, entry in self._leftovers():
+            if label == "old" and os.path.lexists(entry / ASIDE) and not os.path.lexists(self.path):
+                os.rename(entry / ASIDE, self.path)
+            shutil.rmtree(entry)
 
     def commit(self, tmp: Path) -> Path:
         """Rename the finished temporary folder ``tmp`` to the output path, replacing a previous
@@ -195,8 +244,8 @@ class OutputClaim:
         if state == "empty":
             self.path.rmdir()
         elif state == "ours" and self.overwrite:
-            old = self.sibling(f"old-{os.getpid()}")
-            os.rename(self.path, old)
+            old = self.temp_dir("old")
+            os.rename(self.path, old / ASIDE)
         elif state != "absent":
             raise OutputError(self.path, "changed while this run was writing (it is no longer empty or a previous "
                                          f"{self.spec.what}); nothing was replaced",
@@ -219,6 +268,46 @@ class OutputClaim:
         self.commit(tmp)
 
 
+class FileClaim(_Claim):
+    """A locked output file and its sidecar ``<file>.json``, always replaced as a pair."""
+
+    def __init__(self, path: Path, overwrite: bool, sidecar: bool):
+        super().__init__(path, overwrite)
+        self.sidecar = sidecar_path(path) if sidecar else None
+
+    def _clean_leftovers(self) -> None:
+        """Remove a dead run's temporary folders; one that died between the pair's two renames (its file
+        is in place, its sidecar not) has its sidecar renamed in, so the pair matches again."""
+        for label, entry in self._leftovers():
+            if label == "tmp" and self.sidecar and not (entry / "file").exists() and (entry / "sidecar").is_file():
+                os.replace(entry / "sidecar", self.sidecar)
+            shutil.rmtree(entry)
+
+    def write(self, text: str, sidecar_text: str | None = None) -> Path:
+        """Write the file and its sidecar in a temporary folder, then rename the file, then the sidecar
+        (last): a failure before the renames leaves the earlier pair as it was."""
+        if (sidecar_text is None) != (self.sidecar is None):
+            raise ValueError("pass sidecar_text exactly when the claim has a sidecar")
+        tmp = self.temp_dir()
+        try:
+            (tmp / "file").write_text(text, encoding="utf-8")
+            if sidecar_text is not None:
+                (tmp / "sidecar").write_text(sidecar_text, encoding="utf-8")
+        except OSError as e:
+            remove_temp_dir(tmp)
+            raise OutputError(self.path, f"could not be written ({e.strerror or e}); the earlier file, if any, "
+                                         "is kept", "free disk space or raise the file-size limit (ulimit -f), "
+                                                    "or write elsewhere") from e
+        except BaseException:
+            remove_temp_dir(tmp)
+            raise
+        os.replace(tmp / "file", self.path)
+        if self.sidecar is not None:
+            os.replace(tmp / "sidecar", self.sidecar)
+        remove_temp_dir(tmp)
+        return self.path
+
+
 def remove_temp_dir(path: Path) -> None:
     """Remove a temporary folder of the toolkit; refuses (silently keeps) a folder without the marker."""
     if path.is_dir() and not path.is_symlink() and (path / TMP_MARKER).is_file():
@@ -226,19 +315,66 @@ def remove_temp_dir(path: Path) -> None:
 
 
 @contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``path`` (a second writer fails at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _Lock(path.with_name(f".{path.name}.lock"), path)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
 def claim_output_dir(path: str | os.PathLike, spec: OutputKind, overwrite: bool = False) -> Iterator[OutputClaim]:
     """Check ``path`` (:func:`check_output_dir`), lock it for this process and clean a dead run's
     leftovers; the lock is released when the block ends."""
     path = check_output_dir(path, spec, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = _Lock(path.with_name(f".{path.name}.lock"), path)
-    try:
+    with _locked(path):
         claim = OutputClaim(path, spec, overwrite)
         claim._clean_leftovers()
         check_output_dir(path, spec, overwrite)  # again, now that nobody else writes it
         yield claim
-    finally:
-        lock.release()
+
+
+@contextmanager
+def claim_output_file(path: str | os.PathLike, is_ours, overwrite: bool = False, what: str = "file",
+                      sidecar_is_ours=None) -> Iterator[FileClaim]:
+    """Check an output file and, with ``sidecar_is_ours``, its sidecar ``<path>.json``
+    (:func:`check_output_file`), lock it and clean a dead run's leftovers; write it with
+    :meth:`FileClaim.write` inside the block. Take it before the work, so a second writer fails at once."""
+    path = check_output_file(path, is_ours, overwrite, what, sidecar_is_ours)
+    with _locked(path):
+        claim = FileClaim(path, overwrite, sidecar_is_ours is not None)
+        claim._clean_leftovers()
+        check_output_file(path, is_ours, overwrite, what, sidecar_is_ours)  # again, under the lock
+        yield claim
+
+
+def claim_in_place(path: str | os.PathLike, spec: OutputKind, again: bool, busy: str, fix: str) -> Path:
+    """Check a folder a command fills in place over a long run (training) and mark it before any write.
+
+    Refused: a file, a link, a non-empty folder without ``spec``'s marker (:data:`OWNER_MARKER`, or a
+    legacy provenance file, naming one of ``spec.kinds``): never written into, whatever the flags; an
+    earlier run's folder unless ``again`` (overwrite or resume), with ``busy`` and ``fix`` as the message.
+    Then the folder is created and :data:`OWNER_MARKER` written first. Returns the absolute path."""
+    path = absolute(path)
+    state = _state(path, spec)
+    if state in ("file", "link"):
+        raise OutputError(path, f"is a {'symbolic link' if state == 'link' else 'file'}, not a {spec.what} folder",
+                          "choose a new folder for the output")
+    if state == "foreign":
+        raise OutputError(path, f"is a folder that dupmae_ir did not write (it has no {OWNER_MARKER} of a "
+                                f"{spec.what}); it is never written into", "choose a new folder for the output")
+    if state == "ours" and not again:
+        raise OutputError(path, busy, fix)
+    _check_parent(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / OWNER_MARKER).is_file():
+        from .provenance import atomic_write_text
+
+        atomic_write_text(path / OWNER_MARKER, json.dumps({"kind": spec.kinds[0], "pid": os.getpid()}) + "\n")
+    return path
 
 
 @contextmanager

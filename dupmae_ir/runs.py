@@ -115,26 +115,45 @@ def _check_field(value: str, what: str, path: Path) -> None:
                               "(it would not have exactly 6 fields)", "remove whitespace from ids and the tag")
 
 
-def is_run_file(path: Path) -> bool:
-    """Whether ``path`` is a run written by the toolkit (its ``<path>.json`` provenance says so)."""
+def is_run_sidecar(path: Path) -> bool:
+    """Whether ``path`` is the provenance ``<run>.json`` the toolkit writes beside a run."""
     import json
 
     try:
-        meta = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and meta.get("artifact") == RUN_ARTIFACT
 
 
-def write_trec(path: str | os.PathLike, run: Run, tag: str, provenance_info: dict | None = None,
-               overwrite: bool = False) -> Path:
-    """Write a TREC run (``qid Q0 docid rank score tag``, 6 decimals as Pyserini) atomically, and
-    ``<path>.json`` provenance beside it. An existing file is replaced only when it is a run of the
-    toolkit and ``overwrite`` is on; a line that would not have exactly 6 fields is refused."""
-    from .outputs import check_output_file
-    from .provenance import atomic_write_text, provenance, write_json
+def is_run_file(path: Path) -> bool:
+    """Whether ``path`` is a run written by the toolkit (its ``<path>.json`` provenance says so)."""
+    return is_run_sidecar(path.with_name(path.name + ".json"))
 
-    path = check_output_file(path, is_run_file, overwrite, what="run file")
+
+def claim_run_file(path: str | os.PathLike, overwrite: bool = False):
+    """Check and lock a run file and its sidecar ``<path>.json`` (:func:`dupmae_ir.outputs.claim_output_file`);
+    take it before the work and pass it to :func:`write_trec`, so a second writer fails at once."""
+    from .outputs import claim_output_file
+
+    return claim_output_file(path, is_run_file, overwrite, what="run file", sidecar_is_ours=is_run_sidecar)
+
+
+def write_trec(path: str | os.PathLike, run: Run, tag: str, provenance_info: dict | None = None,
+               overwrite: bool = False, claim=None) -> Path:
+    """Write a TREC run (``qid Q0 docid rank score tag``, 6 decimals as Pyserini) and ``<path>.json``
+    provenance beside it, as a pair (run renamed in first, sidecar last: a failure keeps the earlier pair).
+    An existing run or sidecar is replaced only when the toolkit wrote it and ``overwrite`` is on; a
+    line that would not have exactly 6 fields is refused. ``claim``: from :func:`claim_run_file`
+    (taken here when None)."""
+    import json
+
+    from .provenance import provenance
+
+    if claim is None:
+        with claim_run_file(path, overwrite) as claim:
+            return write_trec(path, run, tag, provenance_info, overwrite, claim)
+    path = claim.path
     _check_field(tag, "tag", path)
     seen: set[str] = set()
     lines = []
@@ -145,10 +164,8 @@ def write_trec(path: str | os.PathLike, run: Run, tag: str, provenance_info: dic
                 _check_field(docid, "document id", path)
                 seen.add(docid)
             lines.append(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
-    write_json(path.with_name(path.name + ".json"),
-               provenance(artifact=RUN_ARTIFACT, run=str(path), tag=tag, queries=len(run), **(provenance_info or {})))
-    atomic_write_text(path, "".join(lines))
-    return path
+    meta = provenance(artifact=RUN_ARTIFACT, run=str(path), tag=tag, queries=len(run), **(provenance_info or {}))
+    return claim.write("".join(lines), json.dumps(meta, indent=2, default=str) + "\n")
 
 
 def read_trec(path: str | os.PathLike) -> Run:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 
 from ..cli import HelpFormatter, add_debug_flag, default_threads
 from ..errors import run_command
-from ..runs import write_trec
+from ..runs import claim_run_file, write_trec
 from . import bm25_search, build_bm25_index
 
 
@@ -33,19 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     from ..data import resolve
 
     collection = resolve(args.corpus, data_dir=args.data_dir)
-    if args.output:
-        from ..outputs import check_output_file
-        from ..runs import is_run_file
-
-        check_output_file(args.output, is_run_file, args.overwrite, what="run file")
-    index = build_bm25_index(collection, args.index, threads=args.threads)
-    if args.output:
-        topics = resolve(args.topics, data_dir=args.data_dir) if args.topics else collection
-        queries = topics.queries(args.split)
-        run = bm25_search(index, queries, args.hits, args.k1, args.b, args.threads, args.drop_query_id)
-        write_trec(args.output, run, "bm25", dict(index=str(index), topics=topics.name, split=args.split,
-                                                   k1=args.k1, b=args.b, hits=args.hits), overwrite=args.overwrite)
-        print(f"bm25: {len(run)} queries -> {args.output}", file=sys.stderr)
+    # the run file and its sidecar are checked and locked before the index is built
+    with claim_run_file(args.output, args.overwrite) if args.output else nullcontext() as claim:
+        index = build_bm25_index(collection, args.index, threads=args.threads)
+        if args.output:
+            topics = resolve(args.topics, data_dir=args.data_dir) if args.topics else collection
+            queries = topics.queries(args.split)
+            run = bm25_search(index, queries, args.hits, args.k1, args.b, args.threads, args.drop_query_id)
+            write_trec(args.output, run, "bm25", dict(index=str(index), topics=topics.name, split=args.split,
+                                                       k1=args.k1, b=args.b, hits=args.hits), claim=claim)
+            print(f"bm25: {len(run)} queries -> {args.output}", file=sys.stderr)
     return 0
 
 

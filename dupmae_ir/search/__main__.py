@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_args, add_search_args, fusion_from_args
 from ..errors import UserError, run_command
-from ..runs import HYBRID_BM25, SEARCH_MODES, write_trec
+from ..runs import HYBRID_BM25, SEARCH_MODES, claim_run_file, write_trec
 from .searcher import DupMAESearcher
 
 
@@ -75,8 +76,6 @@ def _output_path(args, mode: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..data import resolve
-    from ..outputs import check_output_file
-    from ..runs import is_run_file
 
     if not args.mode:
         raise UserError("--mode", "no mode given", f"pass one or more of {', '.join(SEARCH_MODES)}")
@@ -91,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     collection = resolve(args.topics, data_dir=args.data_dir)
     queries = collection.queries(args.split)
     outputs = {mode: _output_path(args, mode) for mode in args.mode}
-    for out in outputs.values():  # before any model or index is loaded
-        check_output_file(out, is_run_file, args.overwrite, what="run file")
+    with ExitStack() as stack:  # run files and sidecars checked and locked before any model or index is loaded
+        claims = {mode: stack.enter_context(claim_run_file(out, args.overwrite)) for mode, out in outputs.items()}
+        return _search(args, queries, claims)
+
+
+def _search(args, queries: dict, claims: dict) -> int:
+    """Load the searcher, search every mode and write the claimed run files."""
     t0 = time.perf_counter()
     searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device,
                               dtype=args.dtype,
@@ -107,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                                drop_query_id=args.drop_query_id)
     t2 = time.perf_counter()
     for mode, run in runs.items():
-        out = outputs[mode]
+        out = claims[mode].path
         alpha = fusion.alpha_for(searcher.alpha)
-        write_trec(out, run, tag=f"dupmae-{mode}", overwrite=args.overwrite, provenance_info=dict(
+        write_trec(out, run, tag=f"dupmae-{mode}", claim=claims[mode], provenance_info=dict(
             mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.encoder_name,
             topics=str(args.topics), split=args.split, hits=args.hits, depth=args.depth or args.hits,
             fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,

@@ -184,7 +184,7 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
 
     args = replace(args, precision=resolve_precision(args))  # provenance records the concrete one
     out = Path(args.output_dir)
-    resume_from = resume_point(args, PROVENANCE_NAME, "fine-tuned")
+    resume_from = resume_point(args, PROVENANCE_NAME, "fine-tuned", kind="dupmae_ir.finetune")
     # stage 2 under torchrun mines together (collectives): not one process after the other, and its
     # barriers wait for the slowest share of the corpus and for the index build
     together = int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.mine_source() == "model"

@@ -91,7 +91,7 @@ def run_pretraining(args: PretrainArguments, callbacks: list | None = None) -> P
 
     args = replace(args, precision=resolve_precision(args))  # provenance records the concrete one
     out = Path(args.output_dir)
-    resume_from = resume_point(args, PROVENANCE_NAME, "pre-trained")
+    resume_from = resume_point(args, PROVENANCE_NAME, "pre-trained", kind="dupmae_ir.pretrain")
     training_args = training_arguments(
         args,
         dataloader_num_workers=args.dataloader_num_workers,

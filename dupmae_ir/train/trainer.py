@@ -19,31 +19,26 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-def resume_point(args, provenance_name: str, what: str) -> Path | None:
-    """Check ``output_dir`` before any work: refuse a file, a non-empty folder the toolkit did not
-    write, or a finished run (without ``--overwrite-output-dir``); with ``--resume`` return the
-    checkpoint to continue from."""
+def resume_point(args, provenance_name: str, what: str, kind: str) -> Path | None:
+    """Check ``output_dir`` before any work and mark it as this command's (:func:`dupmae_ir.outputs.claim_in_place`):
+    refuse a file, a link, a non-empty folder without this command's marker (never written into) or an
+    earlier run's folder (without ``--overwrite-output-dir`` or ``--resume``); with ``--resume`` return
+    the checkpoint to continue from. ``kind``: the command's provenance kind, which its marker names.
+    Under torchrun the first process alone checks and marks."""
     from ..errors import OutputError
-    from ..modeling.retriever import CONFIG_NAME
-    from ..outputs import absolute
+    from ..outputs import OWNER_MARKER, OutputKind, absolute, claim_in_place
 
     out = absolute(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(out, "exists and is a file, not a model folder", "choose a folder for --output-dir")
-    ours = any((out / name).exists() for name in (provenance_name, CHECKPOINTS, CONFIG_NAME))
-    if out.is_dir() and any(out.iterdir()) and not ours:
-        raise OutputError(out, "is a folder that dupmae_ir did not write; training never writes into it",
-                          "choose a new --output-dir")
-    if (out / provenance_name).is_file() and not (args.resume or args.overwrite_output_dir):
-        raise OutputError(out, f"already holds a finished {what} model",
-                          "pass --overwrite-output-dir to replace it, --resume to continue, or choose another "
-                          "--output-dir")
-    if not args.resume:
-        return None
-    found = last_checkpoint(out)
-    if found is None:
+    found = last_checkpoint(out) if args.resume else None
+    if args.resume and found is None:
         raise OutputError(out / CHECKPOINTS, "--resume: no checkpoint to continue from",
                           "run without --resume to start fresh")
+    if int(os.environ.get("RANK", "0")) == 0:
+        spec = OutputKind(f"{what} model", OWNER_MARKER, (kind,), legacy=(provenance_name,))
+        state = "finished" if (out / provenance_name).is_file() else "unfinished"
+        claim_in_place(out, spec, args.resume or args.overwrite_output_dir, f"already holds a {state} {what} model",
+                       "pass --overwrite-output-dir to replace it, --resume to continue, or choose another "
+                       "--output-dir")
     return found
 
 
