@@ -7,7 +7,15 @@ import logging
 import os
 import sys
 
-from ..cli import HelpFormatter, add_debug_flag, add_encoder_args, add_length_args
+from ..cli import (
+    CommandParser,
+    HelpFormatter,
+    add_debug_flag,
+    add_encoder_args,
+    add_length_args,
+    nonnegative_int,
+    positive_int,
+)
 from ..errors import UserError, run_command
 from ..index import INDEX_OUTPUT, QUERIES_OUTPUT, SHARD_OUTPUT
 from .corpus import FAISS_KINDS, encode_corpus, merge_shards
@@ -15,7 +23,7 @@ from .queries import encode_queries
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dupmae_ir.encode",
         description="Encode a corpus with DupMAE into a FAISS index (dense [CLS]) and a Lucene impact index "
                     "(bag-of-words weights) in one pass, and/or pre-encode topics for dupmae_ir.search and stock "
@@ -43,30 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--dense-only", action="store_true", help="write only the FAISS index")
     only.add_argument("--impact-only", action="store_true", help="write only the Lucene impact index")
     ix.add_argument("--faiss", default="flat", choices=FAISS_KINDS, help="FAISS index type (inner product)")
-    ix.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (--faiss hnsw)")
-    ix.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantisers (--faiss pq; default dim/4)")
-    ix.add_argument("--threads", type=int, default=None, help="Anserini indexing threads (default: cores, max 8)")
+    ix.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree (--faiss hnsw)")
+    ix.add_argument("--pq-m", type=positive_int, default=None, help="PQ sub-quantisers (--faiss pq; default dim/4)")
+    ix.add_argument("--threads", type=positive_int, default=None,
+                    help="Anserini indexing threads (default: cores, max 8)")
     sc = parser.add_argument_group("scale")
-    sc.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable chunk")
-    sc.add_argument("--shard-id", type=int, default=0, help="this shard (0-based); with --shard-num > 1 "
-                                                            "writes a shard folder for `merge`")
-    sc.add_argument("--shard-num", type=int, default=1, help="number of shards")
+    sc.add_argument("--chunk-size", type=positive_int, default=4096, help="documents per resumable chunk")
+    sc.add_argument("--shard-id", type=nonnegative_int, default=0,
+                    help="this shard (0-based); with --shard-num > 1 writes a shard folder for `merge`")
+    sc.add_argument("--shard-num", type=positive_int, default=1, help="number of shards")
     sc.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_flag(parser)
     return parser
 
 
 def build_merge_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dupmae_ir.encode merge",
         description="Merge the shard folders of `--shard-id/--shard-num` runs into one output folder "
                     "(FAISS + Lucene impact index, corpus order), identical to an unsharded run.")
     parser.add_argument("--inputs", nargs="+", required=True, help="shard folders")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--faiss", default="flat", choices=FAISS_KINDS)
-    parser.add_argument("--hnsw-m", type=int, default=32)
-    parser.add_argument("--pq-m", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--hnsw-m", type=positive_int, default=32)
+    parser.add_argument("--pq-m", type=positive_int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier index at --output")
     add_debug_flag(parser)
     return parser
@@ -95,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.corpus and not args.topics:
         parser.error("give --corpus (to build indexes) and/or --topics (to pre-encode topics)")
+    if args.shard_id >= args.shard_num:
+        raise UserError("--shard-id", f"{args.shard_id} is out of range for --shard-num {args.shard_num}",
+                        f"pass a shard id in 0..{args.shard_num - 1}")
     from ..outputs import absolute, check_output_dir
     from .distributed import encode_corpus_distributed, world
 
