@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         qout = absolute(args.topics_output) if args.topics_output else (output / "queries" if args.corpus else output)
         if not (args.corpus and output in qout.parents):  # inside a new index folder it cannot exist yet
             check_output_dir(qout, QUERIES_OUTPUT, args.overwrite)
+    from ..modeling.backbone import check_checkpoint
+
+    check_checkpoint(args.encoder, doc_max_length=args.doc_max_length, query_max_length=args.query_max_length)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", tokenizer_parallelism(args.device))
 
     if args.corpus and world() and args.shard_num == 1:  # torchrun: each process a share, rank 0 the indexes

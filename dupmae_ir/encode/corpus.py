@@ -263,6 +263,10 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
         from ..data import DataError
 
         raise DataError(corpus, "this collection has no documents to encode", "pass a collection with a corpus")
+    if not isinstance(encoder, DupMAEEncoder):  # a bad checkpoint fails before the output is claimed
+        from ..modeling.backbone import check_checkpoint
+
+        check_checkpoint(encoder, doc_max_length=doc_max_length)
     spec = SHARD_OUTPUT if shard_num > 1 else INDEX_OUTPUT
     with claim_output_dir(output, spec, overwrite) as claim:
         enc = encoder if isinstance(encoder, DupMAEEncoder) else DupMAEEncoder(str(encoder), device=device, dtype=dtype)

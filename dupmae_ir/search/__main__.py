@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                               bm25_k1=args.bm25_k1, bm25_b=args.bm25_b)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
+    args.hits = min(args.hits, searcher.size)  # the run and its provenance hold what an index can give
     runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
                                drop_query_id=args.drop_query_id)
     t2 = time.perf_counter()
