@@ -16,6 +16,7 @@ from ..cli import (
     nonnegative_int,
     positive_int,
 )
+from ..data.readers import MAX_LINE_BYTES
 from ..errors import UserError, run_command
 from ..index import INDEX_OUTPUT, QUERIES_OUTPUT, SHARD_OUTPUT
 from .corpus import FAISS_KINDS, encode_corpus, merge_shards
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--overwrite", action="store_true",
                     help="replace an earlier output of this command at --output "
                          "(never a folder dupmae_ir did not write)")
+    io.add_argument("--max-doc-bytes", type=positive_int, default=MAX_LINE_BYTES,
+                    help="longest document read, in bytes of its JSONL line after decompression (characters for "
+                         "ir_datasets ids); a longer one is an error naming its file and line")
     add_encoder_args(parser)
     add_length_args(parser)
     ix = parser.add_argument_group("indexes")
@@ -116,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # every input and output is checked before a model loads
     output = absolute(args.output)
+    corpus = None
     if args.corpus:
+        from dataclasses import replace
+
+        from ..data import resolve
+
+        corpus = replace(resolve(args.corpus, data_dir=args.data_dir), max_line_bytes=args.max_doc_bytes)
         check_output_dir(output, SHARD_OUTPUT if args.shard_num > 1 else INDEX_OUTPUT, args.overwrite)
     queries = qout = None
     if args.topics:
@@ -132,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", tokenizer_parallelism(args.device))
 
     if args.corpus and world() and args.shard_num == 1:  # torchrun: each process a share, rank 0 the indexes
-        print(encode_corpus_distributed(args.corpus, output, encoder=args.encoder, batch_size=args.batch_size,
+        print(encode_corpus_distributed(corpus, output, encoder=args.encoder, batch_size=args.batch_size,
                                         dtype=args.dtype, dense=not args.impact_only, impact=not args.dense_only,
                                         faiss=args.faiss, device=args.device, chunk_size=args.chunk_size,
                                         threads=args.threads, data_dir=args.data_dir, progress=not args.no_progress,
                                         hnsw_m=args.hnsw_m, pq_m=args.pq_m, overwrite=args.overwrite,
                                         doc_max_length=args.doc_max_length))
     elif args.corpus:
-        out = encode_corpus(args.corpus, output, encoder=args.encoder, dtype=args.dtype, device=args.device,
+        out = encode_corpus(corpus, output, encoder=args.encoder, dtype=args.dtype, device=args.device,
                             batch_size=args.batch_size, dense=not args.impact_only, impact=not args.dense_only,
                             faiss=args.faiss, chunk_size=args.chunk_size, shard_id=args.shard_id,
                             shard_num=args.shard_num, threads=args.threads, data_dir=args.data_dir,
