@@ -85,6 +85,7 @@ class DupMAEEncoder:
             else:  # the MLM head only (transform + D -> V decoder); encoder and dense projection stay fp32
                 self.model.mlm.cls = quantize_dynamic(self.model.mlm.cls, {torch.nn.Linear}, dtype=torch.qint8)
         self.config = self.model.config
+        self._check_lengths(self.config)
         self.vocab = self.tokenizer.convert_ids_to_tokens(list(range(self.model.mlm.config.vocab_size)))
 
     @property
@@ -97,13 +98,23 @@ class DupMAEEncoder:
             return self
         import copy
 
-        for name, value in (("query_max_length", query_max_length), ("doc_max_length", doc_max_length)):
-            if value is not None and value < 2:
-                raise ValueError(f"{name}={value}: must be >= 2 ([CLS] and [SEP])")
         other = copy.copy(self)
         other.config = replace(self.config, **{k: v for k, v in (("query_max_length", query_max_length),
                                                                ("doc_max_length", doc_max_length)) if v is not None})
+        self._check_lengths(other.config)
         return other
+
+    def _check_lengths(self, config: RetrieverConfig) -> None:
+        """Query and document lengths from 2 ([CLS] and [SEP]) to the model's position embeddings."""
+        from .errors import UserError
+
+        positions = self.model.mlm.config.max_position_embeddings
+        for name in ("query_max_length", "doc_max_length"):
+            value = getattr(config, name)
+            if not 2 <= value <= positions:
+                raise UserError(f"--{name.replace('_', '-')}", f"{value} is outside the model's 2..{positions} "
+                                                               f"positions ({self.model_name_or_path})",
+                                f"pass a length from 2 to {positions}")
 
     # --- tokenisation --------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:

@@ -150,8 +150,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name the output
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

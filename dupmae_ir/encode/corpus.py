@@ -265,12 +265,16 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
     if not collection.has_corpus():
         from ..data import DataError
 
-        raise DataError(corpus, "this collection has no documents to encode", "pass a collection with a corpus")
+        raise DataError(collection.name, "this collection has no documents to encode", "pass one with a corpus")
+    if not isinstance(encoder, DupMAEEncoder):  # a bad checkpoint fails before the output is claimed
+        from ..modeling.backbone import check_checkpoint
+
+        check_checkpoint(encoder, doc_max_length=doc_max_length)
     spec = SHARD_OUTPUT if shard_num > 1 else INDEX_OUTPUT
     with claim_output_dir(output, spec, overwrite) as claim:
         enc = encoder if isinstance(encoder, DupMAEEncoder) else DupMAEEncoder(str(encoder), device=device, dtype=dtype)
         enc = enc.with_lengths(doc_max_length=doc_max_length)  # recorded in the provenance's retriever config
-        settings = _settings(enc, str(corpus), batch_size, chunk_size, shard_id, shard_num, dense, impact)
+        settings = _settings(enc, collection.reference, batch_size, chunk_size, shard_id, shard_num, dense, impact)
         work = _prepare_work(claim, settings)
 
         stats = CorpusStats()
@@ -279,7 +283,7 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
         if counts["docs"] == 0 and shard_num == 1:
             from ..data import DataError
 
-            raise DataError(corpus, "no documents found", "pass a collection with documents")
+            raise DataError(collection.name, "no documents found", "pass a collection with documents")
         names = sorted(p.name[:-5] for p in (work / "chunks").glob("*.done"))
         extra = {"device": enc.device, "shard_id": shard_id, "shard_num": shard_num,
                  "total_chunks": counts["total_chunks"],

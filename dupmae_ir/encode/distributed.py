@@ -71,9 +71,9 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
         dist.init_process_group("nccl" if gpus else "gloo", timeout=WAIT)
     collection = resolve(corpus, data_dir=data_dir)
     if not collection.has_corpus():
-        raise DataError(corpus, "this collection has no documents to encode", "pass a collection with a corpus")
+        raise DataError(collection.name, "this collection has no documents to encode", "pass one with a corpus")
     enc = DupMAEEncoder(str(encoder), device=device, dtype=dtype).with_lengths(doc_max_length=doc_max_length)
-    settings = _settings(enc, str(corpus), batch_size, chunk_size, 0, 1, dense, impact)
+    settings = _settings(enc, collection.reference, batch_size, chunk_size, 0, 1, dense, impact)
 
     # rank 0 claims the output and prepares the work folder; every rank learns the outcome
     claim_cm = claim = None
@@ -107,7 +107,7 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
         if rank == 0:
             totals, names = _done_totals(work / "chunks")
             if totals["docs"] == 0:
-                raise DataError(corpus, "no documents found", "pass a collection with documents")
+                raise DataError(collection.name, "no documents found", "pass a collection with documents")
             shares = [json.loads((work / "ranks" / f"rank-{r}.json").read_text()) for r in range(size)]
             extra = {"world_size": size, "ranks": shares, "total_chunks": counts["total_chunks"],
                      "resumed_chunks": sum(s["resumed_chunks"] for s in shares),

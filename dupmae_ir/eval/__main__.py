@@ -5,7 +5,15 @@ import argparse
 import sys
 import time
 
-from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_args, add_search_args, fusion_from_args
+from ..cli import (
+    CommandParser,
+    HelpFormatter,
+    add_debug_flag,
+    add_fusion_args,
+    add_length_args,
+    add_search_args,
+    fusion_from_args,
+)
 from ..errors import UserError, run_command
 from ..runs import MODES
 from . import __doc__ as package_doc
@@ -26,7 +34,7 @@ from .suites import (
 def build_parser() -> argparse.ArgumentParser:
     from ..data.resolve import BEIR_DATASETS
 
-    p = argparse.ArgumentParser(prog="python -m dupmae_ir.eval", description=package_doc,
+    p = CommandParser(prog="python -m dupmae_ir.eval", description=package_doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="suite", required=True, metavar="{beir,msmarco}")
     for suite in ("beir", "msmarco"):

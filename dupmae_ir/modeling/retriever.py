@@ -143,8 +143,8 @@ class DupMAERetriever(nn.Module):
         """Load ``(retriever, tokenizer)`` from a checkpoint folder, hub id or the default backbone."""
         path = resolve_model_path(model_name_or_path)
         config = config or RetrieverConfig.load(path) if Path(path).is_dir() else (config or RetrieverConfig())
+        tokenizer = load_tokenizer(path)  # checks the folder before the weights are allocated
         mlm = load_masked_lm(path, mlm_head_init=mlm_head_init, **kwargs)
-        tokenizer = load_tokenizer(path)
         model = cls(mlm, config)
         proj = Path(path) / PROJECTION_NAME
         if model.projection is not None and proj.is_file():

@@ -8,14 +8,25 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_args, add_search_args, fusion_from_args
+from ..cli import (
+    CommandParser,
+    HelpFormatter,
+    add_debug_flag,
+    add_fusion_args,
+    add_length_args,
+    add_search_args,
+    fusion_from_args,
+    nonnegative_float,
+    positive_int,
+    unit_float,
+)
 from ..errors import UserError, run_command
 from ..runs import HYBRID_BM25, SEARCH_MODES, claim_run_file, write_trec
 from .searcher import DupMAESearcher
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m dupmae_ir.search",
         description="Dense, impact and hybrid (DupMAE) search over a `dupmae_ir.encode` index with FAISS and "
                     "Lucene impact search with top-k pruning (block-max WAND). Writes TREC runs with provenance "
@@ -46,17 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder from `dupmae_ir.encode --topics` (read from dense/embedding.npy, dense/queries.jsonl "
                         "and impact.jsonl; the pickle beside them is never loaded): these query representations "
                         "replace live encoding (as Pyserini's --encoded-queries)")
-    q.add_argument("--query-topk", type=int, default=None,
+    q.add_argument("--query-topk", type=positive_int, default=None,
                    help="keep each query's N largest impact weights (default: the index's query_topk)")
-    q.add_argument("--query-min-weight", type=float, default=None,
+    q.add_argument("--query-min-weight", type=nonnegative_float, default=None,
                    help="drop query impact weights below this, before quantisation (default: the index's)")
     add_length_args(p, doc=False)
     add_fusion_args(p)
     b = p.add_argument_group("BM25 (mode hybrid+bm25)")
     b.add_argument("--bm25-index", default=None,
                    help="Lucene BM25 index of the same collection (`python -m dupmae_ir.bm25 --index`, or Pyserini's)")
-    b.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 k1 (Pyserini BEIR regressions: 0.9)")
-    b.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (Pyserini BEIR regressions: 0.4)")
+    b.add_argument("--bm25-k1", type=nonnegative_float, default=0.9, help="BM25 k1 (Pyserini BEIR regressions: 0.9)")
+    b.add_argument("--bm25-b", type=unit_float, default=0.4, help="BM25 b (Pyserini BEIR regressions: 0.4)")
     add_debug_flag(p)
     return p
 
@@ -107,6 +118,7 @@ def _search(args, queries: dict, claims: dict) -> int:
                               nprobe=args.nprobe)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
+    args.hits = min(args.hits, searcher.size)  # the run and its provenance hold what an index can give
     runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
                                drop_query_id=args.drop_query_id)
     t2 = time.perf_counter()

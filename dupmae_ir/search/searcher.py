@@ -127,6 +127,21 @@ class DupMAESearcher:
         self.encoder_name = encoder or self.info.encoder
         self.encoder = query_encoder(self.info, self.encoder_name, device, dtype, query_max_length, query_topk,
                                      query_min_weight)
+        dim = self.encoder.model.dense_dim
+        if self.faiss_index is not None and self.encoded is None and dim != self.faiss_index.d:
+            from ..errors import UserError
+
+            raise UserError("--encoder", f"{self.encoder_name} gives {dim}-d dense vectors but {self.info.dense} holds "
+                                         f"{self.faiss_index.d}-d ones", "pass the encoder the index was built with "
+                                                                         "(default: the one the index records)")
+
+    @property
+    def size(self) -> int:
+        """Documents in the index (the most hits a query can have)."""
+        if self.info.docs > 0:
+            return self.info.docs
+        return max(self.faiss_index.ntotal if self.faiss_index is not None else 0,
+                   self.impact_searcher.num_docs if self.impact_searcher is not None else 0)
 
     @property
     def alpha(self) -> float:
@@ -184,7 +199,8 @@ class DupMAESearcher:
         """
         modes = tuple(modes)
         self._require(modes)
-        depth = depth or hits
+        # no side can return more hits than the index holds: FAISS and Lucene allocate k per query up front
+        hits, depth = min(hits, self.size), min(depth or hits, self.size)
         extra = 1 if drop_query_id else 0
         qids, texts = [str(q) for q in qids], list(texts)
         clock = time.perf_counter()
