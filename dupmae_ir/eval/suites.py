@@ -185,11 +185,12 @@ class Evaluator:
         from ..fingerprint import changes
         from ..index import index_encoder_fingerprint, load_index
 
-        meta = load_index(index, check=False).meta
+        info = load_index(index, check=False)
+        meta = info.meta
         recorded = meta.get("inputs")
         current = {"encoder": self.encoder_fp, "corpus": self.corpus_fingerprint(coll)}
         if not isinstance(recorded, dict):  # written before fingerprints: its checkpoint is fingerprinted now
-            recorded, current = {"encoder": index_encoder_fingerprint(meta)}, {"encoder": self.encoder_fp}
+            recorded, current = {"encoder": index_encoder_fingerprint(info)}, {"encoder": self.encoder_fp}
         differ = changes({"inputs": recorded}, {"inputs": current})
         if recorded.get("encoder") is not None and differ:
             raise UserError(index, "was built from other inputs than this eval's: " + "; ".join(differ),
