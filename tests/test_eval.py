@@ -37,9 +37,17 @@ def eval_setup(tmp_path_factory, scifact_dir, shared_data, tiny_checkpoint):
     (data / "scifact" / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qrels))
     shutil.copytree(shared_data / "beir" / "nfcorpus", data / "nfcorpus")
-    # the index `dupmae_ir.encode` would build, pre-built here: eval must reuse it
-    build_reference_index(docs, tiny_checkpoint, root / "indexes" / tiny_checkpoint.name / "scifact")
+    # the index `dupmae_ir.encode` would build, pre-built here where eval keys it: eval must reuse it
+    build_reference_index(docs, tiny_checkpoint, root / "indexes" / _tag(tiny_checkpoint) / "scifact")
     return root, data, tiny_checkpoint, len(qrels)
+
+
+def _tag(ckpt) -> str:
+    """Eval's folder name for a checkpoint: its name and fingerprint (indexes, runs and reports)."""
+    from dupmae_ir.eval.suites import encoder_tag
+    from dupmae_ir.fingerprint import checkpoint_fingerprint
+
+    return encoder_tag(str(ckpt), checkpoint_fingerprint(ckpt))
 
 
 def _args(root, data, ckpt, *extra):
@@ -53,7 +61,7 @@ def test_eval_scores_scifact_and_reports_missing(eval_setup):
 
     root, data, ckpt, n_queries = eval_setup
     assert main(_args(root, data, ckpt)) == 0
-    out = root / "eval" / "beir" / ckpt.name
+    out = root / "eval" / "beir" / _tag(ckpt)
     res = json.loads((out / "results" / "scifact.json").read_text())
     assert res["status"] == "ok" and res["judged_queries"] == n_queries
     assert set(res["scores"]) == {"bm25", "dense", "impact", "hybrid"}
@@ -71,7 +79,7 @@ def test_eval_scores_scifact_and_reports_missing(eval_setup):
     assert rows["scifact"]["status"] == "ok" and rows["nfcorpus"]["status"] == "missing"
     assert (out / "plot.png").stat().st_size > 1000 and (out / "plots" / "scifact.png").is_file()
     for system in ("dense", "impact", "hybrid"):
-        assert (root / "runs" / "beir" / ckpt.name / f"scifact.{system}.trec").is_file()
+        assert (root / "runs" / "beir" / _tag(ckpt) / f"scifact.{system}.trec").is_file()
     assert (root / "runs" / "beir" / "bm25" / "scifact.bm25.trec.json").is_file()
 
 
@@ -79,7 +87,7 @@ def test_rerun_keeps_finished_collections(eval_setup):
     from dupmae_ir.eval.__main__ import main
 
     root, data, ckpt, _ = eval_setup
-    result = root / "eval" / "beir" / ckpt.name / "results" / "scifact.json"
+    result = root / "eval" / "beir" / _tag(ckpt) / "results" / "scifact.json"
     if not result.exists():
         assert main(_args(root, data, ckpt)) == 0
     before = result.read_text()

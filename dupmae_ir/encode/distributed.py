@@ -58,6 +58,7 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
     from ..outputs import claim_output_dir
     from ..provenance import write_json
     from .build import build_indexes
+    from .corpus import _add_corpus_fingerprint as with_corpus
     from .corpus import _done_totals, _encode_chunks, _prepare_work, _remove_work, _settings, _threads
 
     rank, size, local = world()
@@ -82,7 +83,7 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
         try:
             claim_cm = claim_output_dir(output, INDEX_OUTPUT, overwrite)
             claim = claim_cm.__enter__()
-            shared = [None, str(_prepare_work(claim, settings))]
+            shared = [None, str(_prepare_work(claim, settings, overwrite))]
         except UserError as e:
             shared = [(e.where, e.what, e.fix), None]
     dist.broadcast_object_list(shared, src=0)
@@ -97,7 +98,7 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
                             "start every process with the same command and software")
         start = time.perf_counter()
         counts = _encode_chunks(enc, collection, work, settings, progress and rank == 0, CorpusStats(),
-                                part=(rank, size))
+                                part=(rank, size), overwrite=overwrite)
         share = {"rank": rank, "device": device, "host": os.uname().nodename, "chunks": counts["chunks"],
                  "docs": counts["docs"], "encoded_docs": counts["encoded_docs"],
                  "resumed_chunks": counts["resumed_chunks"], "encode_seconds": round(counts["encode_seconds"], 2),
@@ -113,8 +114,8 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
                      "resumed_chunks": sum(s["resumed_chunks"] for s in shares),
                      "encode_seconds": max(s["encode_seconds"] for s in shares),
                      "wall_seconds_encode": max(s["wall_seconds"] for s in shares)}
-            build_indexes([(work / "chunks", names)], claim, settings, totals, index_spec, threads or _threads(),
-                          extra)
+            build_indexes([(work / "chunks", names)], claim, with_corpus(settings, collection), totals, index_spec,
+                          threads or _threads(), extra)
             _remove_work(work)
         dist.barrier()
     finally:

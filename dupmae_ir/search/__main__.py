@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder from `dupmae_ir.encode --topics` (read from dense/embedding.npy, dense/queries.jsonl "
                         "and impact.jsonl; the pickle beside them is never loaded): these query representations "
                         "replace live encoding (as Pyserini's --encoded-queries)")
+    q.add_argument("--allow-other-encoder", action="store_true",
+                   help="search with --encoded-queries made by another checkpoint than the index's (refused "
+                        "by default: their scores against these documents mean nothing)")
     q.add_argument("--query-topk", type=positive_int, default=None,
                    help="keep each query's N largest impact weights (default: the index's query_topk)")
     q.add_argument("--query-min-weight", type=nonnegative_float, default=None,
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.encoded_queries and given:  # pre-encoded queries carry the settings they were encoded with
         raise UserError(given[0], "has no effect with --encoded-queries",
                         f"drop it, or encode the topics again with it (`dupmae_ir.encode --topics ... {given[0]} ...`)")
+    if args.allow_other_encoder and not args.encoded_queries:
+        raise UserError("--allow-other-encoder", "has no effect without --encoded-queries", "drop it")
     collection = resolve(args.topics, data_dir=args.data_dir)
     queries = collection.queries(args.split)
     outputs = {mode: _output_path(args, mode) for mode in args.mode}
@@ -115,7 +120,7 @@ def _search(args, queries: dict, claims: dict) -> int:
                               query_max_length=args.query_max_length, query_topk=args.query_topk,
                               query_min_weight=args.query_min_weight, bm25_index=args.bm25_index,
                               bm25_k1=args.bm25_k1, bm25_b=args.bm25_b, ef_search=args.ef_search,
-                              nprobe=args.nprobe)
+                              nprobe=args.nprobe, allow_other_encoder=args.allow_other_encoder)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
     args.hits = min(args.hits, searcher.size)  # the run and its provenance hold what an index can give
@@ -126,7 +131,7 @@ def _search(args, queries: dict, claims: dict) -> int:
         out = claims[mode].path
         alpha = fusion.alpha_for(searcher.alpha)
         write_trec(out, run, tag=f"dupmae-{mode}", claim=claims[mode], provenance_info=dict(
-            mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.encoder_name,
+            mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.query_encoder,
             topics=str(args.topics), split=args.split, hits=args.hits, depth=args.depth or args.hits,
             fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,
                         rrf_k=fusion.rrf_k) if mode in ("hybrid", HYBRID_BM25) else None,
