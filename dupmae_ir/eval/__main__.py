@@ -10,7 +10,7 @@ from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_arg
 from ..errors import UserError, run_command
 from ..runs import MODES
 from . import __doc__ as package_doc
-from .report import beir_rows, write_plots, write_report
+from .report import beir_rows, paired_lines, write_plots, write_report
 from .significance import format_p
 from .suites import (
     BEIR_MEASURES,
@@ -68,14 +68,14 @@ def add_compare_parser(sub) -> None:
     sp = sub.add_parser("compare", help="paired significance of run B against run A over the judged queries",
                         formatter_class=HelpFormatter,
                         description="Score two TREC runs per query with ir-measures and test B against A: mean "
-                                    "per-query difference (B - A) with its 95%% confidence interval, paired t-test, "
+                                    "per-query difference (B - A) with its 95% confidence interval, paired t-test, "
                                     "paired randomisation test (scipy). Queries: the judged queries at least one run "
                                     "holds; a query missing from one run scores 0 there.")
     sp.add_argument("run_a", metavar="RUN_A", help="TREC run of the reference system (qid Q0 docid rank score tag)")
     sp.add_argument("run_b", metavar="RUN_B", help="TREC run file of the system compared with it")
     sp.add_argument("--qrels", required=True, help="qrels: BEIR TSV (qid docid rel) or TREC (qid 0 docid rel)")
     sp.add_argument("--metric", nargs="+", default=["nDCG@10"], metavar="MEASURE",
-                    help="ir-measures strings (default %(default)s)")
+                    help="ir-measures strings (default nDCG@10)")
     sp.add_argument("--resamples", type=int, default=N_RESAMPLES,
                     help="randomisation test: random sign flips (default %(default)s; exact when 2^n is fewer)")
     sp.add_argument("--seed", type=int, default=SEED, help="seed of the randomisation test (default %(default)s)")
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         paper["values"] = lambda c, m: paper_vals(c.split(" ")[0], c.split(" ")[1]) if " " in c else (None, None)
         all_measures = ("score",)
     requested = ([] if args.no_bm25 else ["bm25"]) + list(args.mode)
-    write_report(ev.out, args.suite, rows, all_measures, paper, meta, requested)
+    write_report(ev.out, args.suite, rows, all_measures, paper, meta, requested, paired_lines(results))
     plots = write_plots(ev.out, rows, all_measures[0], paper)
     print(f"report: {ev.out / 'report.md'}; plots: {len(plots)}; {meta['seconds']} s", file=sys.stderr)
     return 0
