@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .modeling.bow import packed_pool_pays, quantize, to_impact_dicts, topk_entries, topk_sparsify
+from .modeling.bow import grounded_share, packed_pool_pays, quantize, to_impact_dicts, topk_entries, topk_sparsify
 from .modeling.retriever import DupMAERetriever, RetrieverConfig
 from .precision import INT8, INT8_HEAD, default_device, dtype_name, resolve_dtype
 from .runs import MODES, Run
@@ -234,6 +234,13 @@ class DupMAEEncoder:
         c = self.config
         return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights, batch_size,
                             c.query_min_weight)
+
+    def grounded_shares(self, texts: list[str], k: int = 10, batch_size: int | None = 64) -> list[float | None]:
+        """Per query, the share of its ``k`` heaviest impact terms (as :meth:`encode_queries` weights them)
+        that are word pieces of its own text (:func:`~dupmae_ir.modeling.bow.grounded_share`)."""
+        weights = self.encode_queries(list(texts), keep_weights=True, batch_size=batch_size).weights  # (N, V)
+        pieces = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]  # the whole text, uncut
+        return grounded_share(weights, pieces, k)
 
 
 class ExactRetriever:

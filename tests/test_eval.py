@@ -68,9 +68,17 @@ def test_eval_scores_scifact_and_reports_missing(eval_setup):
     for scores in res["scores"].values():
         assert set(scores) == {"nDCG@10", "R@100", "R@1000"} and all(0 <= v <= 1 for v in scores.values())
     assert res["scores"]["bm25"]["nDCG@10"] > 0.5  # BM25 on a 300-doc slice is easy
+    # each DupMAE mode tested against BM25 over the same judged queries, printed in the report
+    assert set(res["paired"]) == {"dense", "impact", "hybrid"}
+    for system, t in res["paired"].items():
+        assert t["measure"] == "nDCG@10" and t["n"] == n_queries and 0 < t["p_rand"] <= 1 and 0 <= t["p_t"] <= 1
+        assert t["mean_a"] == pytest.approx(res["scores"]["bm25"]["nDCG@10"], abs=1e-6)
+        assert t["mean_b"] == pytest.approx(res["scores"][system]["nDCG@10"], abs=1e-6)
+        assert t["ci_low"] <= t["delta"] <= t["ci_high"]
     assert not (out / "results" / "nfcorpus.json").exists()  # missing ones are re-checked on every run
     report = (out / "report.md").read_text()
     assert "| scifact | 0.665 | 0.653 | 0.699 |" in report
+    assert "Paired tests against BM25" in report and "| scifact | nDCG@10 | hybrid | " in report
     nf = next(line for line in report.splitlines() if line.startswith("| nfcorpus"))
     assert "missing" in nf and "no corpus" in nf
     arg = next(line for line in report.splitlines() if line.startswith("| arguana"))

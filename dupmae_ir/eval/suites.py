@@ -127,6 +127,16 @@ class EvalSettings:
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
 
+def paired_against_bm25(runs: dict, qrels: dict, measure: str) -> dict[str, dict]:
+    """Each DupMAE run tested against BM25 on ``measure`` (:func:`.significance.compare_runs`)."""
+    from .significance import compare_runs
+
+    if "bm25" not in runs:
+        return {}
+    return {system: {"measure": measure, **compare_runs(runs["bm25"], run, qrels, measure).as_dict()}
+            for system, run in runs.items() if system != "bm25" and any(q in qrels for q in run)}
+
+
 def encoder_tag(encoder: str, fingerprint: dict | None = None) -> str:
     """The folder name of an encoder's indexes, runs and reports: its folder's name and, when given, its
     fingerprint (two checkpoints called ``final`` get two folders)."""
@@ -280,6 +290,7 @@ class Evaluator:
             scored = score_run(run, qrels, unit.measures)
             scores[system] = scored.values
             coverage = scored
+        paired = paired_against_bm25(runs, qrels, unit.measures[0])
         warning = coverage.warning() if coverage else None
         if warning:
             from tqdm import tqdm
@@ -288,7 +299,8 @@ class Evaluator:
         result = provenance(unit=unit.key, collection=unit.name, split=split, status="ok", scores=scores,
                             queries=len(queries), judged_queries=len(qrels),
                             **(coverage.coverage() if coverage else {}), coverage_warning=warning,
-                            drop_query_id=drop, lengths={"doc_max_length": doc_len, "query_max_length": query_len},
+                            drop_query_id=drop, paired=paired,
+                            lengths={"doc_max_length": doc_len, "query_max_length": query_len},
                             encoder=self.args.encoder, index=str(index) if self.args.modes else None, runs=run_files,
                             fusion=asdict(self.fusion), dense_search=dense_search, depends_on=depends_on,
                             seconds={k: round(v, 2) for k, v in timings.items()})

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--holdout-fraction", type=fraction, default=None,
                    help="Fine-tune without this seeded part of the training queries and report it as a dev split "
                         "(for choosing settings; default: train on every training query).")
-    g.add_argument("--no-ablation", action="store_true", help="Skip fine-tuning without pre-training.")
+    g.add_argument("--no-ablation", action="store_true",
+                   help="Skip fine-tuning without pre-training (by default the backbone is also fine-tuned without it "
+                        "at every stage, with the same settings and seed, and each pair is tested).")
     g.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice).")
     g.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
                    help=f"Training precision, pre-training and fine-tuning (default {d.precision}: bf16 on GPUs "
@@ -73,9 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 = one lr for all, the paper's).")
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--stages", default=None, help="Comma-separated stages (default 1,2).")
-    g.add_argument("--ablation-stages", default=None,
-                   help="Comma-separated stages of the model without pre-training (default 1; 1,2 adds ~10 min "
-                        "on a 2-core CPU).")
     g.add_argument("--epochs", type=positive_float, default=None, help=f"Epochs of stage 1 (default {d.epochs:g}).")
     g.add_argument("--stage2-epochs", type=positive_float, default=None,
                    help=f"Epochs of stage 2 (default {d.stage2_epochs:g}, chosen on the dev split).")
@@ -129,8 +128,6 @@ def config_from_args(args) -> RecipeConfig:
         kw["head_learning_rate"] = args.head_learning_rate or None
     if args.stages:
         kw["stages"] = tuple(int(s) for s in args.stages.split(","))
-    if args.ablation_stages:
-        kw["ablation_stages"] = tuple(int(s) for s in args.ablation_stages.split(","))
     return RecipeConfig.quick(**kw) if args.quick else RecipeConfig(**kw)
 
 
