@@ -12,6 +12,7 @@ import sys
 import types
 import typing
 
+from .. import cli
 from ..cli import CommandParser, HelpFormatter
 from ..errors import add_debug_flag, run_command
 from . import Recipe, RecipeConfig
@@ -44,7 +45,8 @@ def add_settings(parser: argparse.ArgumentParser, cfg: RecipeConfig) -> None:
             if hints[f.name] is bool:
                 kw["action"] = argparse.BooleanOptionalAction
             else:
-                kw["type"] = meta.get("parse") or _parse(hints[f.name])
+                parse = meta.get("parse") or _parse(hints[f.name])
+                kw["type"] = getattr(cli, parse) if isinstance(parse, str) else parse
                 if meta.get("choices"):
                     kw["choices"] = meta["choices"]
                 else:

@@ -16,7 +16,6 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cli import fraction, max_length, nonnegative_float, nonnegative_int, positive_float, positive_int, unit_float
 from ..train.arguments import FinetuneArguments, PretrainArguments, TrainArguments
 
 RECIPE_PRECISIONS = ("fp32", "bf16", "auto")
@@ -24,7 +23,8 @@ RECIPE_PRECISIONS = ("fp32", "bf16", "auto")
 
 def setting(default, help: str = "", source: str | None = None, **metadata):
     """A recipe field: ``help`` for ``--help`` (a training part's field may leave it to its ``source``),
-    ``parse`` (an argparse type), ``choices``, ``stage1_only`` (fine-tuning: passed to stage 1 alone)."""
+    ``parse`` (the argparse type: a name in :mod:`dupmae_ir.cli`, or a function), ``choices``,
+    ``stage1_only`` (fine-tuning: passed to stage 1 alone)."""
     return field(default=default, metadata={"help": help, "source": source, **metadata})
 
 
@@ -82,8 +82,8 @@ class TrainingSettings:
     # fresh MLM head/decoder layer lr in pre-training and fine-tuning (None, or 0 given: one lr)
     head_learning_rate: float | None = setting(
         1e-3, "Peak lr of the parameters outside the backbone body (the fresh MLM head, the decoder layer), in "
-              "pre-training and fine-tuning (0 = one lr for all, the paper's).", parse=nonnegative_float)
-    seed: int = setting(42, "Seed of pre-training and fine-tuning.", parse=nonnegative_int)
+              "pre-training and fine-tuning (0 = one lr for all, the paper's).", parse="nonnegative_float")
+    seed: int = setting(42, "Seed of pre-training and fine-tuning.", parse="nonnegative_int")
 
     def __post_init__(self):
         self.head_learning_rate = self.head_learning_rate or None  # 0: one lr for all
@@ -93,11 +93,11 @@ class TrainingSettings:
 class PretrainSettings:
     """pre-training"""
 
-    pretrain_steps: int = setting(80, "DupMAE pre-training steps.", "max_steps", parse=positive_int)
-    pretrain_batch_size: int = setting(16, "DupMAE pre-training batch size.", "batch_size", parse=positive_int)
+    pretrain_steps: int = setting(80, "DupMAE pre-training steps.", "max_steps", parse="positive_int")
+    pretrain_batch_size: int = setting(16, "DupMAE pre-training batch size.", "batch_size", parse="positive_int")
     pretrain_max_seq_length: int = setting(128, "Pieces per pre-training example.", "max_seq_length",
-                                           parse=max_length)
-    pretrain_lr: float = setting(2e-5, "DupMAE pre-training learning rate.", "learning_rate", parse=positive_float)
+                                           parse="max_length")
+    pretrain_lr: float = setting(2e-5, "DupMAE pre-training learning rate.", "learning_rate", parse="positive_float")
     # DupMAE pre-training on another corpus (domain adaptation); None: --corpus
     pretrain_corpus: str | None = setting(None, "Pre-train on this collection's documents instead of --corpus (domain "
                                                 "adaptation: the corpus the model will search, no labels needed).",
@@ -108,39 +108,39 @@ class PretrainSettings:
 class FinetuneSettings:
     """fine-tuning"""
 
-    epochs: float = setting(1.0, "Epochs of stage 1.", "num_train_epochs", parse=positive_float)
-    batch_size: int = setting(16, parse=positive_int)
-    group_size: int = setting(8, "1 positive + negatives per query.", parse=positive_int)
-    learning_rate: float = setting(1.5e-4, "Fine-tuning peak learning rate.", parse=positive_float)
-    temperature: float = setting(1.0, parse=positive_float)
-    sparse_weight: float = setting(1.0, parse=nonnegative_float)
+    epochs: float = setting(1.0, "Epochs of stage 1.", "num_train_epochs", parse="positive_float")
+    batch_size: int = setting(16, parse="positive_int")
+    group_size: int = setting(8, "1 positive + negatives per query.", parse="positive_int")
+    learning_rate: float = setting(1.5e-4, "Fine-tuning peak learning rate.", parse="positive_float")
+    temperature: float = setting(1.0, parse="positive_float")
+    sparse_weight: float = setting(1.0, parse="nonnegative_float")
     # each part also trained alone (0: the paper's loss on the combined score only)
-    part_loss_weight: float = setting(1.0, parse=nonnegative_float)
+    part_loss_weight: float = setting(1.0, parse="nonnegative_float")
     # FLOPS sparsity regularisation of query / document bag-of-words in every stage; 0: the paper's loss. Kept
     # at 0: 1.0 won the stage-1 dev study (eval/flops-selection.md) but stages 1+2 were not studied on dev
     flops_query: float = setting(0.0, "FLOPS regularisation weight on query bag-of-words, every stage (0: the "
                                       "paper's loss; 1.0 won a stage-1 dev study, eval/flops-selection.md).",
-                                 parse=nonnegative_float)
+                                 parse="nonnegative_float")
     flops_doc: float = setting(0.0, "FLOPS regularisation weight on document bag-of-words, every stage (0: the "
                                     "paper's loss; 1.0 won a stage-1 dev study, eval/flops-selection.md).",
-                               parse=nonnegative_float)
+                               parse="nonnegative_float")
     sparse_calibration: float | None = setting(0.02, "Stage 1: the MLM-head bias shift target (0 = off).",
-                                               parse=nonnegative_float, stage1_only=True)
+                                               parse="nonnegative_float", stage1_only=True)
     # stage 1: start the sparse part at its best-loss scale (finetune --sparse-scale-calibration)
     sparse_scale_calibration: bool = setting(True, "Stage 1 starts with the sparse part scaled to its best in-batch "
                                                    "loss (finetune --sparse-scale-calibration).", stage1_only=True)
-    mine_depth: int = setting(50, parse=positive_int)
-    mine_skip: int = setting(0, parse=nonnegative_int)
+    mine_depth: int = setting(50, parse="positive_int")
+    mine_skip: int = setting(0, parse="nonnegative_int")
     # None: the backbone's 0.1; 0: off, ~1.7x faster CPU steps
     dropout: float | None = setting(0.0, "Backbone dropout while fine-tuning (0: off, ~1.7x faster steps on CPUs; "
-                                         "0.1 = the backbone's).", parse=unit_float)
-    doc_max_length: int = setting(128, "Passage pieces in training.", parse=max_length)
-    query_max_length: int = setting(32, "Query pieces, in training and at evaluation.", parse=max_length)
+                                         "0.1 = the backbone's).", parse="unit_float")
+    doc_max_length: int = setting(128, "Passage pieces in training.", parse="max_length")
+    query_max_length: int = setting(32, "Query pieces, in training and at evaluation.", parse="max_length")
     # > 0: fine-tune without this seeded dev part of the training queries, and report it
     holdout_fraction: float = setting(0.0, "Fine-tune without this seeded part of the training queries and report "
                                            "it as a dev split (for choosing settings; 0: train on every training "
-                                           "query).", parse=fraction)
-    holdout_seed: int = setting(13, parse=nonnegative_int)
+                                           "query).", parse="fraction")
+    holdout_seed: int = setting(13, parse="nonnegative_int")
 
     def __post_init__(self):
         self.sparse_calibration = self.sparse_calibration or None  # 0: off
@@ -162,7 +162,7 @@ class StageSettings:
 
     stages: tuple[int, ...] = setting((1, 2), "Comma-separated fine-tuning stages.", parse=stage_list)
     stage2_epochs: float | None = setting(2.0, "Epochs of stage 2 (chosen on the dev split, "
-                                               "eval/stage2-selection.md).", parse=positive_float)
+                                               "eval/stage2-selection.md).", parse="positive_float")
     # also fine-tune the backbone without DupMAE pre-training, at every stage of `stages` with the same settings
     # and seed (its stage 2 mines with its own stage-1 model): each stage's pre-trained model has its equal
     ablation: bool = setting(True, "Also fine-tune the backbone without pre-training at every stage, with the same "
@@ -173,20 +173,20 @@ class StageSettings:
     # None: keep the checkpoint's (1,024 terms, Lucene's clause limit; the paper keeps every term)
     query_topk: int | None = setting(16, "Keep each query's N largest impact weights, written into each fine-tuned "
                                          "checkpoint (chosen on the dev split; 1024 keeps all the paper's terms that "
-                                         "Lucene accepts).", parse=positive_int)
+                                         "Lucene accepts).", parse="positive_int")
     query_min_weight: float = setting(0.0, "Drop query impact weights below this (written into each fine-tuned "
-                                           "checkpoint).", parse=nonnegative_float)
+                                           "checkpoint).", parse="nonnegative_float")
 
 
 @dataclass
 class EvalSettings:
     """evaluation"""
 
-    eval_doc_max_length: int = setting(128, "Passage pieces at evaluation.", parse=max_length)
+    eval_doc_max_length: int = setting(128, "Passage pieces at evaluation.", parse="max_length")
     eval_precision: str = setting("auto", "Encoding precision of the evaluations and the stage-2 mining (as "
                                           "--precision; autocast, as encode --dtype). Scores are fp32.",
                                   choices=RECIPE_PRECISIONS)
-    threads: int | None = setting(None, "torch threads (none: torch's choice).", parse=positive_int)
+    threads: int | None = setting(None, "torch threads (none: torch's choice).", parse="positive_int")
 
 
 @dataclass(frozen=True)

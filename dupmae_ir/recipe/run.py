@@ -29,7 +29,7 @@ class Recipe:
         import torch
 
         from ..data import resolve
-        from . import steps
+        from .steps import baselines, finetune_arm, pretrain
 
         cfg, results = self.cfg, self.results
         if cfg.eval.threads:
@@ -45,16 +45,16 @@ class Recipe:
         self.claim_outputs()
         ctx = Context(cfg, self.paths, Inputs.load(cfg, coll, resolved), results, self.progress, self.overwrite)
 
-        steps.baselines(ctx)
+        baselines(ctx)
         plan = cfg.plan
         if plan.stage1:
-            steps.finetune_arm(ctx, "pt", plan.stage1, tuple(s for s in plan.stages if s > 1))
+            finetune_arm(ctx, "pt", plan.stage1, tuple(s for s in plan.stages if s > 1))
         else:
             with ctx.timed("dupmae pre-training"):
-                pretrained = plan.pretrained or steps.pretrain(ctx)
-            steps.finetune_arm(ctx, "pt", str(pretrained), plan.stages)
+                pretrained = plan.pretrained or pretrain(ctx)
+            finetune_arm(ctx, "pt", str(pretrained), plan.stages)
         if plan.ablation:
-            steps.finetune_arm(ctx, "nopt", cfg.data.backbone, plan.stages)
+            finetune_arm(ctx, "nopt", cfg.data.backbone, plan.stages)
 
         results.times["total"] = round(time.time() - t_all, 1)
         results.load_end = os.getloadavg()
