@@ -186,7 +186,8 @@ def test_every_setting_is_a_flag():
     assert given.keys() == default.keys() and all(given[k] != default[k] for k in given)
     # a training part fills its training dataclass field by field (stage 2: no stage-1 calibration)
     args = training_arguments((cfg.training, cfg.finetune), stage=2, output_dir="o")
-    assert (args.num_train_epochs, args.mine_depth, args.seed, args.sparse_calibration) == (2.0, 9, 7, None)
+    assert (args.stage, args.num_train_epochs, args.mine_depth, args.seed) == (2, 2.0, 9, 7)
+    assert args.sparse_calibration is None
     assert (args.head_learning_rate, args.holdout_fraction, args.learning_rate) == (0.5, 0.5, 1e-5)
 
 

@@ -56,7 +56,7 @@ def training_arguments(parts, stage: int | None = None, **extra):
                 kw[f.metadata["source"]] = getattr(part, f.name)
     target = parts[-1].arguments_class
     assert all(issubclass(target, p.arguments_class) for p in parts), "the most specific part goes last"
-    return target(**{**kw, **extra})
+    return target(**{**kw, **({} if stage is None else {"stage": stage}), **extra})
 
 
 @dataclass
