@@ -18,9 +18,11 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
 - ``pruning``: for a checkpoint fine-tuned without the dev part, the dev hybrid nDCG@10 and the mean
   impact terms per query for query top-k 16..1024 and minimum weights; the smallest pruning within
   0.002 of the unpruned dev score is chosen.
-- ``seeds``: the whole recipe (no ablation) with each seed, through the product; mean and standard
-  deviation of every row on the test split. A seed whose ``results.json`` exists is read back
-  (``--fresh`` re-runs it); the report is rewritten after every seed.
+- ``seeds``: the whole recipe with each seed, both arms (pre-trained and not, at every stage), through
+  the product; mean and standard deviation of every row on the test split, and per stage and mode the
+  two arms side by side with paired tests: over the queries (each query's nDCG@10 averaged over the
+  seeds) and over the seeds (each seed's mean). A seed whose ``results.json`` exists (with both arms
+  and per-query values) is read back (``--fresh`` re-runs it); the report is rewritten after every seed.
 """
 from __future__ import annotations
 
@@ -245,25 +247,54 @@ def seeds(args) -> None:
     from dupmae_ir.recipe import Recipe, RecipeConfig
 
     per_system: dict[str, list[tuple[float, float]]] = {}
+    per_query: dict[str, list[dict[str, float]]] = {}  # system -> per seed {qid: nDCG@10}
     times, done = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        cfg = RecipeConfig(output=f"{args.work}/seed-{seed}", ablation=False, seed=seed,
+        cfg = RecipeConfig(output=f"{args.work}/seed-{seed}", seed=seed,
                            index_root=f"{args.work}/indexes", runs_root=f"{args.work}/runs",
                            report_root=f"{args.work}/eval")
         saved = Path(cfg.output) / "results.json"
-        if saved.exists() and json.loads(saved.read_text(encoding="utf-8")).get("config", {}).get("seed") == seed \
-                and not args.fresh:
-            result = json.loads(saved.read_text(encoding="utf-8"))  # resume: this seed already ran
-        else:
-            result = Recipe(cfg, progress=False, overwrite=True).run()
+        result = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() and not args.fresh else {}
+        config = result.get("config", {})
+        if not (config.get("seed") == seed and config.get("ablation") and "per_query" in result):
+            result = Recipe(cfg, progress=False, overwrite=True).run()  # not run yet, or without both arms
         times.append(result["times"]["total"])
         done.append(seed)
         for row in result["rows"]:
             per_system.setdefault(row["system"], []).append((row["nDCG@10"], row["R@100"]))
-        _seeds_report(args, per_system, times, done)  # after every seed: a stopped study still reports
+        for system, values in result["per_query"]["test"].items():
+            per_query.setdefault(system, []).append(values)
+        _seeds_report(args, per_system, per_query, times, done)  # after every seed: a stopped study still reports
 
 
-def _seeds_report(args, per_system: dict, times: list[float], done: list[int]) -> None:
+def arms_table(per_system: dict, per_query: dict) -> list[str]:
+    """Per stage and mode: both arms' mean and sd over seeds, and B (pre-trained) against A (not): paired
+    over the queries on each query's seed-mean nDCG@10, and paired over the seeds on their means."""
+    from dupmae_ir.eval.significance import compare_per_query, format_p, paired_test
+    from dupmae_ir.recipe.comparisons import pairs
+
+    body = ["| stage: mode | no pre-training (mean ± sd) | pre-trained (mean ± sd) | pre-trained - not, per query "
+            "(95% CI) | t-test p | randomisation p | over seeds: t-test p |", "|---|---|---|---|---|---|---|"]
+    for what, a, b in pairs(list(per_system)):
+        if not what.startswith("pre-training"):
+            continue
+        na, nb = [v[0] for v in per_system[a]], [v[0] for v in per_system[b]]
+        qa, qb = _seed_mean(per_query[a]), _seed_mean(per_query[b])
+        q = compare_per_query(qa, qb)
+        seeds = paired_test(na, nb) if len(na) > 1 else None
+        body.append(f"| {what[len('pre-training, '):]} | {statistics.mean(na):.4f} ± {sd(na):.4f} | "
+                    f"{statistics.mean(nb):.4f} ± {sd(nb):.4f} | {q.delta:+.4f} ({q.ci_low:+.4f}, {q.ci_high:+.4f}) "
+                    f"| {format_p(q.p_t)} | {format_p(q.p_rand)} | {format_p(seeds.p_t) if seeds else '-'} |")
+    return body
+
+
+def _seed_mean(values: list[dict[str, float]]) -> dict[str, float]:
+    """Each query's value averaged over the seeds (the queries every seed scored)."""
+    common = set.intersection(*(set(v) for v in values))
+    return {q: statistics.mean(v[q] for v in values) for q in common}
+
+
+def _seeds_report(args, per_system: dict, per_query: dict, times: list[float], done: list[int]) -> None:
     n = len(times)
     body = [f"| system | nDCG@10 mean | std | R@100 mean | std | per seed nDCG@10 ({', '.join(map(str, done))}) |",
             "|---|---|---|---|---|---|"]
@@ -271,13 +302,17 @@ def _seeds_report(args, per_system: dict, times: list[float], done: list[int]) -
         nd, rc = [v[0] for v in values], [v[1] for v in values]
         body.append(f"| {system} | {statistics.mean(nd):.4f} | {sd(nd):.4f} | {statistics.mean(rc):.4f} | "
                     f"{sd(rc):.4f} | {' / '.join(f'{x:.4f}' for x in nd)} |")
-    body += ["", f"{n} run(s) of the recipe's defaults (no ablation), one per seed (seed of pre-training and "
+    body += ["", "## Pre-trained against not pre-trained, at equal stages", "", *arms_table(per_system, per_query),
+             "", "Per query: each test query's nDCG@10 averaged over the seeds, then the paired t-test and the paired "
+                 "randomisation test over the queries (scipy, `dupmae_ir.eval.significance`). Over seeds: the paired "
+                 "t-test of the seeds' means (each seed trains both arms), weak with 3 seeds.",
+             "", f"{n} run(s) of the recipe's defaults, both arms, one per seed (seed of pre-training and "
                  f"fine-tuning; the test split is read once per run, for the table); DupMAE rows from the indexes "
                  f"(`dupmae_ir.search`); standard deviation over seeds (n-1). Wall time per run: "
                  f"{', '.join(f'{t:.0f} s' for t in times)}."]
     write_report(args.report, "The CPU recipe over seeds (SciFact test)",
-                 "Mean and standard deviation of every row of the recipe's table over seeds "
-                 "(`bench/recipe_study.py seeds`).", body)
+                 "Mean and standard deviation of every row of the recipe's table over seeds, pre-trained and not at "
+                 "equal stages, with paired tests (`bench/recipe_study.py seeds`).", body)
 
 
 def main() -> int:

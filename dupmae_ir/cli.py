@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 import os
 import types
 
-from .errors import add_debug_flag
+from .errors import UserError, add_debug_flag
 from .precision import DTYPES  # torch-free: --help stays cheap
 from .runs import FUSIONS, HYBRID_BM25, MODES, FusionConfig
 
@@ -30,11 +31,56 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors raise :class:`UserError` (one line, exit 2 under
+    ``run_command``) instead of printing the usage block."""
+
+    def error(self, message):
+        where, sep, what = message.partition(": ") if message.startswith("argument ") else ("", "", message)
+        raise UserError(where[len("argument "):] if sep else self.prog, what if sep else message,
+                        f"see `{self.prog} --help`")
+
+
+def number(kind=int, low=None, high=None, low_open: bool = False, what: str | None = None):
+    """An argparse ``type``: ``kind`` (int or float), finite, within ``[low, high]`` (``(low, high]`` with
+    ``low_open``); the error names the allowed range."""
+    bounds = [f"> {low}" if low_open else f">= {low}"] if low is not None else []
+    bounds += [f"<= {high}"] if high is not None else []
+    rule = what or f"{'an integer' if kind is int else 'a finite number'}{' ' if bounds else ''}{' and '.join(bounds)}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {rule}") from None
+        if (not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low))
+                or (high is not None and value > high)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {rule}")
+        return value
+
+    parse.__name__ = rule
+    return parse
+
+
+positive_int = number(int, 1)
+nonnegative_int = number(int, 0)
+port_number = number(int, 0, 65535)
+finite_float = number(float)
+nonnegative_float = number(float, 0.0)
+positive_float = number(float, 0.0, low_open=True)
+unit_float = number(float, 0.0, 1.0)
+fraction = number(float, 0.0, 1.0, low_open=True, what="a fraction in (0, 1)")
+# [CLS] and [SEP] take two pieces; the model's position limit is checked when its config is read
+max_length = number(int, 2, what="a length >= 2 (word pieces, [CLS] and [SEP] included)")
+
+
 def _hf_parser():
     from transformers import HfArgumentParser
 
     class ArgumentParser(HfArgumentParser):
         """``HfArgumentParser`` with ``--help`` sections from each field's ``metadata["group"]``."""
+
+        error = CommandParser.error
 
         def _add_dataclass_arguments(self, dtype):
             import typing
@@ -69,7 +115,7 @@ def add_encoder_args(parser: argparse.ArgumentParser, batch_size: int = 32) -> N
     g = parser.add_argument_group("encoder")
     g.add_argument("--encoder", default="default",
                    help="DupMAE checkpoint folder (HF masked LM + dupmae_config.json), or 'default' (MiniLM-L6)")
-    g.add_argument("--batch-size", type=int, default=batch_size,
+    g.add_argument("--batch-size", type=positive_int, default=batch_size,
                    help="texts per forward pass (length-sorted, dynamic padding)")
     g.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="auto: bf16/fp16 on GPUs, bf16 on CPUs with native bf16 instructions (AVX512-BF16/AMX), "
@@ -85,10 +131,10 @@ def add_length_args(parser: argparse.ArgumentParser, query: bool = True, doc: bo
     """``--query-max-length`` / ``--doc-max-length``: word pieces per text at use time (recorded in provenance)."""
     g = parser.add_argument_group("lengths")
     if query:
-        g.add_argument("--query-max-length", type=int, default=None,
+        g.add_argument("--query-max-length", type=max_length, default=None,
                        help=f"word pieces per query, [CLS] and [SEP] included ({note})")
     if doc:
-        g.add_argument("--doc-max-length", type=int, default=None,
+        g.add_argument("--doc-max-length", type=max_length, default=None,
                        help=f"word pieces per document, fixed in the index at encoding ({note})")
 
 
@@ -101,10 +147,11 @@ def add_search_args(parser: argparse.ArgumentParser, modes_default=("hybrid",),
                         + ("; hybrid+bm25 (the hybrid run and a BM25 run, min-max normalised and summed: stock "
                            "`pyserini.fusion --method normalize`; needs --bm25-index)" if HYBRID_BM25 in modes else "")
                         + "; several modes share one query-encoding pass and write one run each")
-    g.add_argument("--hits", type=int, default=1000, help="hits per query in the run")
-    g.add_argument("--batch-size", type=int, default=64, help="queries encoded and searched per batch")
-    g.add_argument("--threads", type=int, default=default_threads(), help="search threads for FAISS and Lucene")
-    g.add_argument("--min-idf", type=float, default=-1,
+    g.add_argument("--hits", type=positive_int, default=1000, help="hits per query in the run")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="queries encoded and searched per batch")
+    g.add_argument("--threads", type=positive_int, default=default_threads(),
+                   help="search threads for FAISS and Lucene")
+    g.add_argument("--min-idf", type=finite_float, default=-1,
                    help="impact side: drop query tokens with idf <= this (-1 keeps all: the exact dot product; "
                         "Pyserini's default 0 drops tokens present in every document)")
     add_dense_knob_args(g)
@@ -113,10 +160,10 @@ def add_search_args(parser: argparse.ArgumentParser, modes_default=("hybrid",),
 
 def add_dense_knob_args(group) -> None:
     """``--ef-search --nprobe``: FAISS search-time knobs of HNSW and IVF indexes (``search``, ``eval``, ``serve``)."""
-    group.add_argument("--ef-search", type=int, default=None,
+    group.add_argument("--ef-search", type=positive_int, default=None,
                        help="HNSW indexes: candidates kept while walking the graph; more is slower and closer to "
                             "flat (default 128; FAISS's own 16 loses a fifth of the flat top-100)")
-    group.add_argument("--nprobe", type=int, default=None,
+    group.add_argument("--nprobe", type=positive_int, default=None,
                        help="IVF indexes (ivfpq): lists searched per query, of nlist (default 32)")
 
 
@@ -126,12 +173,12 @@ def add_fusion_args(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--fusion", choices=FUSIONS, default="sum",
                    help="sum: alpha*sparse + dense (DupMAE's score with the default alpha); normalized: Pyserini's "
                         "--normalization then alpha*sparse + dense; rrf: reciprocal-rank fusion")
-    f.add_argument("--alpha", type=float, default=None,
+    f.add_argument("--alpha", type=finite_float, default=None,
                    help="sparse weight (default: 1/(s_q*s_d) from the index for sum, 1.0 for normalized)")
     f.add_argument("--weight-on-dense", action="store_true", help="score = sparse + alpha*dense instead")
-    f.add_argument("--depth", type=int, default=None,
+    f.add_argument("--depth", type=positive_int, default=None,
                    help="hits taken from each side before fusion (Pyserini's fusion --hits; default --hits)")
-    f.add_argument("--rrf-k", type=int, default=60, help="RRF constant k")
+    f.add_argument("--rrf-k", type=nonnegative_int, default=60, help="RRF constant k")
 
 
 def fusion_from_args(args) -> FusionConfig:

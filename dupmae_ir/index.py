@@ -171,6 +171,7 @@ class EncodedQueries:
     dense: dict
     impacts: dict
     folder: Path
+    meta: dict = field(default_factory=dict, repr=False)  # dupmae_queries.json ({} for a folder made by hand)
 
     def batch(self, texts: Sequence[str]):
         """The representations of ``texts``, in the shape of :class:`dupmae_ir.inference.EncodedBatch`."""
@@ -231,4 +232,43 @@ def load_encoded_queries(folder: str | os.PathLike) -> EncodedQueries:
         except (KeyError, AttributeError, TypeError, ValueError):
             raise IndexFormatError(f"{jsonl}:{lineno}", "expected {\"contents\": text, \"vector\": {token: int}}",
                                    "re-encode the queries") from None
-    return EncodedQueries(dense, impacts, folder)
+    meta = read_json(folder / QUERIES_META, "queries provenance", "re-encode the queries") \
+        if (folder / QUERIES_META).is_file() else {}
+    return EncodedQueries(dense, impacts, folder, meta)
+
+
+def index_encoder_fingerprint(info: IndexInfo) -> dict | None:
+    """The fingerprint of the checkpoint that built an index: the one recorded in its provenance
+    (``inputs``), else, for an index written before fingerprints, that of the checkpoint it names as it
+    is now (None when that folder is gone)."""
+    from .errors import UserError
+    from .fingerprint import checkpoint_fingerprint
+    from .modeling.backbone import resolve_model_path
+
+    inputs = info.meta.get("inputs")
+    if isinstance(inputs, dict) and isinstance(inputs.get("encoder"), dict):
+        return inputs["encoder"]
+    try:
+        return checkpoint_fingerprint(resolve_model_path(info.encoder))
+    except (UserError, RuntimeError, OSError):
+        return None
+
+
+def check_query_encoder(queries: EncodedQueries, info: IndexInfo) -> None:
+    """Pre-encoded queries must come from the checkpoint that built the index (their fingerprints,
+    :mod:`dupmae_ir.fingerprint`): another model's query vectors score against these documents without
+    any error, and meaninglessly."""
+    from .errors import UserError
+    from .fingerprint import fingerprint_id
+
+    fix = (f"encode the topics with the index's encoder (`python -m dupmae_ir.encode --queries ... --encoder "
+           f"{info.encoder}`), or pass --allow-other-encoder to search with these queries anyway")
+    mine = queries.meta.get("encoder_fingerprint")
+    if not isinstance(mine, dict):
+        raise UserError(queries.folder / QUERIES_META, "records no encoder fingerprint: it cannot be checked "
+                                                       "against the index's encoder", fix)
+    theirs = index_encoder_fingerprint(info)
+    if theirs is not None and mine != theirs:
+        raise UserError(queries.folder, f"was encoded by {queries.meta.get('encoder')} (fingerprint "
+                                        f"{fingerprint_id(mine)}), not by the index's encoder {info.encoder} "
+                                        f"(fingerprint {fingerprint_id(theirs)})", fix)

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .modeling.bow import packed_pool_pays, quantize, sparsify, to_impact_dicts, topk_entries
+from .modeling.bow import grounded_share, packed_pool_pays, quantize, sparsify, to_impact_dicts, topk_entries
 from .modeling.model import DupMAEModel, PoolingPlan, RepresentationConfig
 from .precision import DTYPES, INT8, INT8_HEAD, autocast_dtype, default_device, resolve_dtype
 
@@ -79,6 +79,7 @@ class DupMAEEncoder:
         self.pooling = PoolingPlan(packed=packed_pool_pays(device), exact_topk=exact_topk)
         self.model = quantized(model, dtype) if dtype in (INT8, INT8_HEAD) else model
         self.config = self.model.config
+        self._check_lengths(self.config)
         self.vocab = self.tokenizer.convert_ids_to_tokens(list(range(self.model.mlm.config.vocab_size)))
 
     @property
@@ -92,13 +93,23 @@ class DupMAEEncoder:
             return self
         import copy
 
-        for name, value in (("query_max_length", query_max_length), ("doc_max_length", doc_max_length)):
-            if value is not None and value < 2:
-                raise ValueError(f"{name}={value}: must be >= 2 ([CLS] and [SEP])")
         other = copy.copy(self)
         other.config = replace(self.config, **{k: v for k, v in (("query_max_length", query_max_length),
                                                                ("doc_max_length", doc_max_length)) if v is not None})
+        self._check_lengths(other.config)
         return other
+
+    def _check_lengths(self, config: RepresentationConfig) -> None:
+        """Query and document lengths from 2 ([CLS] and [SEP]) to the model's position embeddings."""
+        from .errors import UserError
+
+        positions = self.model.mlm.config.max_position_embeddings
+        for name in ("query_max_length", "doc_max_length"):
+            value = getattr(config, name)
+            if not 2 <= value <= positions:
+                raise UserError(f"--{name.replace('_', '-')}", f"{value} is outside the model's 2..{positions} "
+                                                               f"positions ({self.model_name_or_path})",
+                                f"pass a length from 2 to {positions}")
 
     # --- tokenisation --------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
@@ -215,6 +226,13 @@ class DupMAEEncoder:
         c = self.config
         return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights, batch_size,
                             c.query_min_weight)
+
+    def grounded_shares(self, texts: list[str], k: int = 10, batch_size: int | None = 64) -> list[float | None]:
+        """Per query, the share of its ``k`` heaviest impact terms (as :meth:`encode_queries` weights them)
+        that are word pieces of its own text (:func:`~dupmae_ir.modeling.bow.grounded_share`)."""
+        weights = self.encode_queries(list(texts), keep_weights=True, batch_size=batch_size).weights  # (N, V)
+        pieces = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]  # the whole text, uncut
+        return grounded_share(weights, pieces, k)
 
 
 def quantized(model: DupMAEModel, dtype: str) -> DupMAEModel:

@@ -43,6 +43,12 @@ class OutputKind:
     kinds: tuple[str, ...]
     legacy: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        _KINDS.append(self)  # known kinds, to name another command's output in an error
+
+
+_KINDS: list[OutputKind] = []
+
 
 def absolute(path: str | os.PathLike) -> Path:
     """``path`` made absolute with ``..`` resolved, but symbolic links kept (never followed)."""
@@ -99,6 +105,10 @@ def check_output_dir(path: str | os.PathLike, spec: OutputKind, overwrite: bool 
     if state == "link":
         raise OutputError(path, "is a symbolic link; dupmae_ir never replaces links",
                           "pass the real folder's path, or a new path")
+    other = next((k for k in _KINDS if state == "foreign" and k != spec and is_output(path, k)), None)
+    if other is not None:
+        raise OutputError(path, f"holds a {other.what} written by dupmae_ir, not a {spec.what}; one kind of output "
+                                "never replaces another", "choose a new path for the output")
     if state == "foreign":
         raise OutputError(path, f"is an existing folder that dupmae_ir did not write (it has no {spec.marker} of a "
                                 f"{spec.what}); it is never replaced or deleted", "choose a new path for the output")

@@ -152,8 +152,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     try:
         write(tmp)
         tmp.replace(path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name the output
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

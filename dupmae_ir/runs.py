@@ -231,3 +231,19 @@ def score_run(run: Run, qrels: dict[str, dict[str, int]], measures: Sequence[str
     agg = ir_measures.calc_aggregate(parsed, judged, to_ir_measures(run)) if judged else {}
     return Scores({m: float(agg.get(p, 0.0)) for m, p in zip(measures, parsed)}, len(judged),
                   sorted(q for q in qrels if q not in run), sorted(q for q in run if q not in qrels))
+
+
+def per_query(run: Run, qrels: dict[str, dict[str, int]], measure: str,
+              queries: Sequence[str] | None = None) -> dict[str, float]:
+    """``{qid: value}`` of one ir-measures measure for each judged query in ``queries`` (default: the
+    judged queries the run holds); a query absent from the run, or with no hits, scores 0."""
+    import ir_measures
+
+    queries = [q for q in qrels if q in run] if queries is None else [q for q in queries if q in qrels]
+    parsed = ir_measures.parse_measure(measure)
+    judged = {q: qrels[q] for q in queries}
+    values = dict.fromkeys(queries, 0.0)
+    ran = to_ir_measures({q: run[q] for q in queries if run.get(q)})
+    for m in ir_measures.iter_calc([parsed], judged, ran) if ran else ():
+        values[m.query_id] = float(m.value)
+    return values

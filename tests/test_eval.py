@@ -37,9 +37,17 @@ def eval_setup(tmp_path_factory, scifact_dir, shared_data, tiny_checkpoint):
     (data / "scifact" / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qrels))
     shutil.copytree(shared_data / "beir" / "nfcorpus", data / "nfcorpus")
-    # the index `dupmae_ir.encode` would build, pre-built here: eval must reuse it
-    build_reference_index(docs, tiny_checkpoint, root / "indexes" / tiny_checkpoint.name / "scifact")
+    # the index `dupmae_ir.encode` would build, pre-built here where eval keys it: eval must reuse it
+    build_reference_index(docs, tiny_checkpoint, root / "indexes" / _tag(tiny_checkpoint) / "scifact")
     return root, data, tiny_checkpoint, len(qrels)
+
+
+def _tag(ckpt) -> str:
+    """Eval's folder name for a checkpoint: its name and fingerprint (indexes, runs and reports)."""
+    from dupmae_ir.eval.suites import encoder_tag
+    from dupmae_ir.fingerprint import checkpoint_fingerprint
+
+    return encoder_tag(str(ckpt), checkpoint_fingerprint(ckpt))
 
 
 def _args(root, data, ckpt, *extra):
@@ -53,16 +61,24 @@ def test_eval_scores_scifact_and_reports_missing(eval_setup):
 
     root, data, ckpt, n_queries = eval_setup
     assert main(_args(root, data, ckpt)) == 0
-    out = root / "eval" / "beir" / ckpt.name
+    out = root / "eval" / "beir" / _tag(ckpt)
     res = json.loads((out / "results" / "scifact.json").read_text())
     assert res["status"] == "ok" and res["judged_queries"] == n_queries
     assert set(res["scores"]) == {"bm25", "dense", "impact", "hybrid"}
     for scores in res["scores"].values():
         assert set(scores) == {"nDCG@10", "R@100", "R@1000"} and all(0 <= v <= 1 for v in scores.values())
     assert res["scores"]["bm25"]["nDCG@10"] > 0.5  # BM25 on a 300-doc slice is easy
+    # each DupMAE mode tested against BM25 over the same judged queries, printed in the report
+    assert set(res["paired"]) == {"dense", "impact", "hybrid"}
+    for system, t in res["paired"].items():
+        assert t["measure"] == "nDCG@10" and t["n"] == n_queries and 0 < t["p_rand"] <= 1 and 0 <= t["p_t"] <= 1
+        assert t["mean_a"] == pytest.approx(res["scores"]["bm25"]["nDCG@10"], abs=1e-6)
+        assert t["mean_b"] == pytest.approx(res["scores"][system]["nDCG@10"], abs=1e-6)
+        assert t["ci_low"] <= t["delta"] <= t["ci_high"]
     assert not (out / "results" / "nfcorpus.json").exists()  # missing ones are re-checked on every run
     report = (out / "report.md").read_text()
     assert "| scifact | 0.665 | 0.653 | 0.699 |" in report
+    assert "Paired tests against BM25" in report and "| scifact | nDCG@10 | hybrid | " in report
     nf = next(line for line in report.splitlines() if line.startswith("| nfcorpus"))
     assert "missing" in nf and "no corpus" in nf
     arg = next(line for line in report.splitlines() if line.startswith("| arguana"))
@@ -71,7 +87,7 @@ def test_eval_scores_scifact_and_reports_missing(eval_setup):
     assert rows["scifact"]["status"] == "ok" and rows["nfcorpus"]["status"] == "missing"
     assert (out / "plot.png").stat().st_size > 1000 and (out / "plots" / "scifact.png").is_file()
     for system in ("dense", "impact", "hybrid"):
-        assert (root / "runs" / "beir" / ckpt.name / f"scifact.{system}.trec").is_file()
+        assert (root / "runs" / "beir" / _tag(ckpt) / f"scifact.{system}.trec").is_file()
     assert (root / "runs" / "beir" / "bm25" / "scifact.bm25.trec.json").is_file()
 
 
@@ -79,7 +95,7 @@ def test_rerun_keeps_finished_collections(eval_setup):
     from dupmae_ir.eval.__main__ import main
 
     root, data, ckpt, _ = eval_setup
-    result = root / "eval" / "beir" / ckpt.name / "results" / "scifact.json"
+    result = root / "eval" / "beir" / _tag(ckpt) / "results" / "scifact.json"
     if not result.exists():
         assert main(_args(root, data, ckpt)) == 0
     before = result.read_text()

@@ -11,8 +11,8 @@ from conftest import ROOT
 PACKAGE = ROOT / "dupmae_ir"
 # lowest first; a module may import its own layer and the layers below
 LAYERS = [
-    ["dupmae_ir", "dupmae_ir.errors", "dupmae_ir.outputs", "dupmae_ir.provenance", "dupmae_ir.java",
-     "dupmae_ir._child"],
+    ["dupmae_ir", "dupmae_ir.errors", "dupmae_ir.outputs", "dupmae_ir.provenance", "dupmae_ir.fingerprint",
+     "dupmae_ir.java", "dupmae_ir._child"],
     ["dupmae_ir.data", "dupmae_ir.data.*"],
     ["dupmae_ir.runs", "dupmae_ir.precision", "dupmae_ir.modeling", "dupmae_ir.modeling.*"],
     ["dupmae_ir.inference", "dupmae_ir.index", "dupmae_ir.dense_index"],
@@ -23,7 +23,7 @@ LAYERS = [
      "dupmae_ir.pyserini_encoders", "dupmae_ir.explain", "dupmae_ir.explain.lucene", "dupmae_ir.api"],
     ["dupmae_ir.serve", "dupmae_ir.serve.app", "dupmae_ir.serve.documents"],
     ["dupmae_ir.train", "dupmae_ir.train.*"],
-    ["dupmae_ir.eval", "dupmae_ir.eval.suites", "dupmae_ir.eval.report"],
+    ["dupmae_ir.eval", "dupmae_ir.eval.suites", "dupmae_ir.eval.report", "dupmae_ir.eval.significance"],
     ["dupmae_ir.recipe", "dupmae_ir.recipe.*"],
 ]
 # command modules (`python -m dupmae_ir.X`): argument parsing and printing; nothing imports them but commands

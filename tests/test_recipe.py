@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
 from conftest import ROOT, build_tiny_checkpoint
 from test_finetune import make_collection
 
@@ -25,7 +26,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=3)
     cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
-                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2), ablation_stages=(1, 2),
+                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2),
                        head_learning_rate=1e-3, part_loss_weight=0.5, group_size=3, holdout_fraction=0.25,
                        flops_query=0.5, flops_doc=0.25,
                        index_root=str(tmp_path / "indexes"), runs_root=str(tmp_path / "runs"),
@@ -52,6 +53,33 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
         assert (tmp_path / "runs" / "out" / f"{model}.hybrid.trec").is_file()
     hybrid = next(r for r in result["rows"] if r["system"] == "DupMAE pre-trained + stage 1+2: hybrid (sum)")
     assert "in memory" in hybrid["note"]
+    # equal stages: every not-pre-trained row carries its paired test against the pre-trained equal
+    nopt = {r["system"]: r for r in result["rows"] if r["system"].startswith("no pre-training")}
+    assert len(nopt) == 8 and all(r["paired"]["against"] == "DupMAE pre-trained" + s[len("no pre-training"):]
+                                  for s, r in nopt.items())
+    paired = nopt["no pre-training + stage 1+2: hybrid (sum)"]["paired"]
+    assert paired["against"] == "DupMAE pre-trained + stage 1+2: hybrid (sum)" and paired["n"] == 8
+    assert paired["mean_a"] == pytest.approx(nopt["no pre-training + stage 1+2: hybrid (sum)"]["nDCG@10"], abs=1e-4)
+    assert paired["mean_b"] == pytest.approx(hybrid["nDCG@10"], abs=1e-4)
+    from scipy.stats import ttest_rel
+
+    per_query = result["per_query"]["test"]
+    a, b = per_query["no pre-training + stage 1+2: hybrid (sum)"], per_query[hybrid["system"]]
+    assert sorted(a) == sorted(b) and len(a) == 8  # the 8 judged test queries
+    if any(a[q] != b[q] for q in a):
+        assert paired["p_t"] == pytest.approx(ttest_rel([b[q] for q in a], [a[q] for q in a]).pvalue, abs=1e-6)
+    assert 0 < paired["p_rand"] <= 1 and paired["ci_low"] <= paired["delta"] <= paired["ci_high"]
+    whats = {c["what"] for c in result["comparisons"] if c["split"] == "test"}
+    assert {"pre-training, stage 1+2: hybrid (sum)", "stage 2 (DupMAE pre-trained)", "stage 2 (no pre-training)",
+            "final hybrid vs BM25", "final impact alone vs BM25"} <= whats
+    dev = {c["what"] for c in result["comparisons"] if c["split"] == "dev"}
+    assert "pre-training, stage 1+2: hybrid (sum)" in dev
+    assert "## Paired comparisons" in md and "| test | pre-training, stage 1+2: hybrid (sum) |" in md
+    # the grounded share of each model's queries, printed beside its impact run
+    assert set(result["grounding"]) == {f"{arm} + stage {s}" for arm in ("DupMAE pre-trained", "no pre-training")
+                                        for s in ("1", "1+2")}
+    assert all(0.0 <= g["share"] <= 1.0 and g["split"] == "test" for g in result["grounding"].values())
+    assert "## The bag-of-words: grounded share" in md
     assert [r["system"] for r in result["dev_rows"]][:1] == ["DupMAE pre-trained + stage 1: hybrid (sum)"]
     held_out = set(json.loads((tmp_path / "out" / "pt-stage1" / "dupmae_finetune.json").read_text())
                    ["finetuning"]["holdout_fraction"] for _ in [0])
@@ -115,7 +143,7 @@ def test_recipe_defaults_and_training_flags():
     d = config_from_args(build_parser().parse_args([]))
     assert (d.group_size, d.epochs, d.stage2_epochs, d.learning_rate) == (8, 1.0, 2.0, 1.5e-4)
     assert (d.precision, d.eval_precision, d.dropout, d.sparse_scale_calibration) == ("auto", "auto", 0.0, True)
-    assert d.stages == (1, 2) and d.ablation and d.ablation_stages == (1,)
+    assert d.stages == (1, 2) and d.ablation
     quick = config_from_args(build_parser().parse_args(["--quick", "--group-size", "4", "--precision", "fp32"]))
     assert (quick.stages == (1,) and quick.group_size == 4 and quick.precision == "fp32"
             and quick.eval_precision == "auto")
@@ -123,8 +151,7 @@ def test_recipe_defaults_and_training_flags():
         ["--dropout", "0.1", "--stage2-epochs", "1", "--no-sparse-scale-calibration", "--eval-precision", "fp32"]))
     assert old.dropout == 0.1 and old.stage2_epochs == 1 and not old.sparse_scale_calibration
     assert old.eval_precision == "fp32"
-    both = config_from_args(build_parser().parse_args(["--ablation-stages", "1,2"]))
-    assert both.ablation_stages == (1, 2) and both.stages == (1, 2)
+    assert not config_from_args(build_parser().parse_args(["--no-ablation"])).ablation
 
 
 def test_selection_run_reads_no_test_split(tmp_path):

@@ -32,18 +32,27 @@ def build_bm25_index(collection, index_dir: str | os.PathLike, threads: int = 2,
                      progress: bool = True) -> Path:
     """Build (or reuse) a Lucene BM25 index of a collection (a :class:`dupmae_ir.data.Collection` or a
     name/path for :func:`dupmae_ir.data.resolve`). Written to a temporary folder, then renamed; a
-    ``dupmae_bm25.json`` provenance file is written inside. Reused when that file exists (unless ``force``)."""
+    ``dupmae_bm25.json`` provenance file is written inside, with the corpus' fingerprint. Reused when that
+    file exists (unless ``force``) and records this corpus' fingerprint; one built from another is refused."""
     from tqdm import tqdm
 
     from .._child import child_command
     from ..data import doc_text, resolve
+    from ..errors import UserError
+    from ..fingerprint import changes, corpus_fingerprint
     from ..java import java_env
     from ..outputs import atomic_output_dir, is_output
     from ..provenance import provenance, write_json
 
     collection = resolve(collection)
     index_dir = Path(index_dir)
+    inputs = {"corpus": corpus_fingerprint(collection)}
     if is_output(index_dir, BM25_OUTPUT) and not force:
+        recorded = json.loads((index_dir / BM25_META).read_text(encoding="utf-8")).get("inputs")
+        if recorded is not None and recorded != inputs:  # an index from before fingerprints is taken as is
+            raise UserError(index_dir, "is a BM25 index of another corpus: "
+                                       + "; ".join(changes({"inputs": recorded}, {"inputs": inputs})),
+                            "pass another index folder, or remove this one to build it again")
         return index_dir
     with atomic_output_dir(index_dir, BM25_OUTPUT, overwrite=force) as tmp:
         docs_dir = tmp / "_jsonl"
@@ -69,7 +78,7 @@ def build_bm25_index(collection, index_dir: str | os.PathLike, threads: int = 2,
         for p in lucene.iterdir():  # flatten: the index files live in index_dir itself
             p.rename(tmp / p.name)
         lucene.rmdir()
-        write_json(tmp / BM25_META, provenance(artifact="bm25_index", collection=collection.name, docs=n,
+        write_json(tmp / BM25_META, provenance(artifact="bm25_index", collection=collection.name, docs=n, inputs=inputs,
                                                contents="title text (doc_text)", analyzer="Lucene default English",
                                                seconds=round(time.perf_counter() - t0, 1)))
     return index_dir

@@ -7,7 +7,10 @@ BEIR qrels TSV (``query-id<TAB>corpus-id<TAB>score``, header and CRLF tolerated)
 
 One id rule for documents, queries and qrels from every source (:func:`check_id`): an id is used
 verbatim and must be non-empty and free of whitespace, since TREC run and qrels files separate their
-columns with whitespace.
+columns with whitespace; a document id must also fit Lucene's term limit (32,766 UTF-8 bytes).
+
+Input size is bounded: a line longer than ``max_line_bytes`` (after decompression; default
+:data:`MAX_LINE_BYTES`, 1 MiB) is an error naming file and line, found before the line is held whole.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from .types import DataError, Doc
 log = logging.getLogger(__name__)
 
 EMPTY_POLICIES = ("keep", "skip", "error")
+MAX_LINE_BYTES = 1 << 20  # one document (a JSONL line) of up to 1 MiB; raise with encode --max-doc-bytes
+LUCENE_MAX_TERM_BYTES = 32766  # Lucene refuses a longer term ("immense term"), and a document id is one
 
 
 @dataclass
@@ -40,6 +45,12 @@ def check_id(value: str, where: str, what: str = "document id", field_name: str 
     dataset and record number)."""
     if not value:
         raise DataError(where, f"field '{field_name}': empty {what}", f"give every {what.split()[0]} a non-empty id")
+    if what == "document id" and len(value) * 4 > LUCENE_MAX_TERM_BYTES:  # 4: the most bytes a character takes
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > LUCENE_MAX_TERM_BYTES:
+            raise DataError(where, f"field '{field_name}': {what} of {size} bytes ({value[:40]!r}...) exceeds "
+                                   f"Lucene's term limit of {LUCENE_MAX_TERM_BYTES} bytes",
+                            "shorten the id (a hash of it, for example)")
     if any(ch.isspace() for ch in value):
         raise DataError(where, f"field '{field_name}': {what} {value!r} contains whitespace, which TREC run and "
                                "qrels files cannot hold", "remove or replace the whitespace in the ids (e.g. with '_')")
@@ -63,17 +74,31 @@ def _field_of_bad_byte(raw: bytes) -> str:
     return ""
 
 
-def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+def _capped_lines(fh, path: Path, limit: int) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of a binary file; a line over ``limit`` bytes is a :class:`DataError`
+    raised after reading at most ``limit + 1`` of its bytes."""
+    lineno = 0
+    while raw := fh.readline(limit + 1):
+        lineno += 1
+        if len(raw) > limit and len(raw.rstrip(b"\r\n")) > limit:
+            raise DataError(f"{path}:{lineno}", f"line longer than {limit} bytes (the cap on one document or "
+                                                "query, after decompression)",
+                            "raise the cap (`dupmae_ir.encode --max-doc-bytes N`), or split the document")
+        yield lineno, raw
+
+
+def iter_lines(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each non-blank line; line numbers start at 1.
 
     Decodes strictly as UTF-8; a bad byte raises :class:`DataError` naming file, line and column, and
-    so does a truncated or corrupt ``.gz`` file. Trailing ``\\r\\n``/``\\n`` are removed.
+    so does a truncated or corrupt ``.gz`` file or a line over ``max_line_bytes`` bytes. Trailing
+    ``\\r\\n``/``\\n`` are removed.
     """
     path = Path(path)
     lineno = 0
     try:
         with _open_binary(path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
+            for lineno, raw in _capped_lines(fh, path, max_line_bytes):
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -161,7 +186,7 @@ def keep_document(doc: Doc, empty: str, stats: CorpusStats, where: str) -> bool:
 
 
 def iter_jsonl_corpus(paths: list[Path], empty: str = "keep", stats: CorpusStats | None = None,
-                      check_duplicates: bool = True) -> Iterator[Doc]:
+                      check_duplicates: bool = True, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Doc]:
     """Stream documents from JSONL files, one line at a time.
 
     Memory holds only the set of ids seen so far, for the duplicate-id check (about 60 bytes per
@@ -169,13 +194,13 @@ def iter_jsonl_corpus(paths: list[Path], empty: str = "keep", stats: CorpusStats
 
     ``empty`` decides what happens to a document whose title and text are both empty: ``keep`` (it is
     yielded and counted; the default, so that every id reaches the indexes), ``skip`` (counted and
-    dropped), ``error`` (raise).
+    dropped), ``error`` (raise). ``max_line_bytes``: the longest line read (see the module doc).
     """
     check_empty_policy(empty)
     stats = stats if stats is not None else CorpusStats()
     seen: set[str] = set()  # ids only (~60 B each); the first location is looked up on error
     for path in paths:
-        for lineno, line in iter_lines(path):
+        for lineno, line in iter_lines(path, max_line_bytes):
             doc = parse_doc(_parse_json(path, lineno, line), path, lineno)
             if check_duplicates:
                 if doc.id in seen:

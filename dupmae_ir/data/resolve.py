@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from .readers import (
+    MAX_LINE_BYTES,
     CorpusStats,
     check_empty_policy,
     check_id,
@@ -89,6 +91,7 @@ class Collection:
     ``kind`` is ``beir`` (a local BEIR folder, the bundled default included), ``jsonl`` (a Pyserini
     JSONL collection: documents only), ``topics`` (a queries file: queries only), ``qrels`` (a qrels
     file: qrels only; a file named ``*qrels*`` or inside a ``qrels/`` folder) or ``ir_datasets``.
+    ``max_line_bytes``: the longest document read (a JSONL line, or an ir_datasets document's characters).
     """
 
     name: str
@@ -96,6 +99,14 @@ class Collection:
     path: Path | None = None
     ir_id: str | None = None
     default_split: str | None = None
+    max_line_bytes: int = MAX_LINE_BYTES
+
+    @property
+    def reference(self) -> str:
+        """What an index records as its corpus (:func:`resolve` maps it back): a name, or a local absolute path."""
+        if self.kind == "ir_datasets" or self.path is None or self.name == DEFAULT_NAME:
+            return self.name
+        return str(self.path.resolve())
 
     # --- documents -------------------------------------------------------------------------
     def corpus_files(self) -> list[Path]:
@@ -128,12 +139,13 @@ class Collection:
         """
         check_empty_policy(empty)
         if self.kind == "ir_datasets":
-            return _iter_ir_datasets_docs(self.ir_id, empty, stats)
+            return _iter_ir_datasets_docs(self.ir_id, empty, stats, self.max_line_bytes)
         files = self.corpus_files()
         if not files:
             raise DataError(self.name, f"no documents (expected corpus.jsonl[.gz] in {self.path})",
                             "pass a collection that has documents (this one holds only queries/qrels)")
-        return iter_jsonl_corpus(files, empty=empty, stats=stats, check_duplicates=check_duplicates)
+        return iter_jsonl_corpus(files, empty=empty, stats=stats, check_duplicates=check_duplicates,
+                                 max_line_bytes=self.max_line_bytes)
 
     def doc_count(self) -> int | None:
         """Number of documents when cheaply known (for progress bars), else None."""
@@ -155,7 +167,8 @@ class Collection:
     def queries(self, split: str | None = None) -> dict[str, str]:
         """``{qid: text}`` of ``split`` (default: the collection's evaluation split)."""
         split = split or self.default_split
-        if self.kind == "topics":
+        # asked for queries, a file is read as queries whatever its name: the caller's flag decides
+        if self.kind == "topics" or (self.kind == "jsonl" and self.path.is_file()):
             return load_queries_file(self.path)
         if self.kind == "qrels":
             raise DataError(self.name, "a qrels file holds no queries", "pass a queries/topics file")
@@ -268,7 +281,8 @@ def _ir_guard(ir_id: str, what: str):
             "JSONL collection path instead of the id") from e
 
 
-def _iter_ir_datasets_docs(ir_id: str, empty: str, stats: CorpusStats | None) -> Iterator[Doc]:
+def _iter_ir_datasets_docs(ir_id: str, empty: str, stats: CorpusStats | None,
+                           max_chars: int = MAX_LINE_BYTES) -> Iterator[Doc]:
     stats = stats if stats is not None else CorpusStats()
     ds = _ir_load(ir_id)
     if not ds.has_docs():
@@ -278,6 +292,10 @@ def _iter_ir_datasets_docs(ir_id: str, empty: str, stats: CorpusStats | None) ->
             check_id(d.doc_id, f"{ir_id} document #{n}")
             title = (getattr(d, "title", "") or "").strip()
             text = (getattr(d, "text", "") or getattr(d, "body", "") or "").strip()
+            if len(title) + len(text) > max_chars:
+                raise DataError(f"{ir_id} document #{n}", f"document {d.doc_id!r} holds {len(title) + len(text)} "
+                                                          f"characters, over the cap of {max_chars}",
+                                "raise the cap (`dupmae_ir.encode --max-doc-bytes N`)")
             doc = Doc(d.doc_id, title, text)
             if not keep_document(doc, empty, stats, f"{ir_id} document #{n}"):
                 continue
@@ -297,7 +315,7 @@ def resolve(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) 
     """
     if isinstance(name, Collection):
         return name
-    text = str(name)
+    text = _from_repr(str(name))
     if data_dir is not None:
         short = text[len("beir/"):] if text.startswith("beir/") else text
         local = Path(data_dir) / short
@@ -321,6 +339,16 @@ def resolve(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) 
     raise DataError(repr(text), f"{hint}; Close matches: {close_matches(text) or 'none'}",
                     f"pass '{DEFAULT_NAME}', an ir_datasets id such as 'msmarco-passage' or 'beir/scifact', "
                     "or a path to a BEIR folder / JSONL collection / topics file")
+
+
+def _from_repr(text: str) -> str:
+    """A collection recorded as its Python repr (as indexes built by the recipe once recorded it:
+    ``Collection(name=..., path=PosixPath('...'))``) as the name or path it stands for; other text unchanged."""
+    found = re.fullmatch(r"Collection\(name='([^']*)', kind='(\w+)', path=(?:\w*Path\('([^']*)'\)|None).*\)", text)
+    if not found:
+        return text
+    name, kind, path = found.groups()
+    return name if kind == "ir_datasets" or name == DEFAULT_NAME or not path else path
 
 
 def _default_split(splits: list[str]) -> str | None:

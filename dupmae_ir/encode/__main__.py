@@ -7,7 +7,16 @@ import logging
 import os
 import sys
 
-from ..cli import HelpFormatter, add_debug_flag, add_encoder_args, add_length_args
+from ..cli import (
+    CommandParser,
+    HelpFormatter,
+    add_debug_flag,
+    add_encoder_args,
+    add_length_args,
+    nonnegative_int,
+    positive_int,
+)
+from ..data.readers import MAX_LINE_BYTES
 from ..dense_index import FAISS_KINDS, DenseIndexSpec
 from ..errors import UserError, run_command
 from ..index import INDEX_OUTPUT, QUERIES_OUTPUT, SHARD_OUTPUT
@@ -16,7 +25,7 @@ from .queries import encode_queries
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dupmae_ir.encode",
         description="Encode a corpus with DupMAE into a FAISS index (dense [CLS]) and a Lucene impact index "
                     "(bag-of-words weights) in one pass, and/or pre-encode topics for dupmae_ir.search and stock "
@@ -37,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--overwrite", action="store_true",
                     help="replace an earlier output of this command at --output "
                          "(never a folder dupmae_ir did not write)")
+    io.add_argument("--max-doc-bytes", type=positive_int, default=MAX_LINE_BYTES,
+                    help="longest document read, in bytes of its JSONL line after decompression (characters for "
+                         "ir_datasets ids); a longer one is an error naming its file and line")
     add_encoder_args(parser)
     add_length_args(parser)
     ix = parser.add_argument_group("indexes")
@@ -44,12 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--dense-only", action="store_true", help="write only the FAISS index")
     only.add_argument("--impact-only", action="store_true", help="write only the Lucene impact index")
     add_dense_index_args(ix)
-    ix.add_argument("--threads", type=int, default=None, help="Anserini indexing threads (default: cores, max 8)")
+    ix.add_argument("--threads", type=positive_int, default=None,
+                    help="Anserini indexing threads (default: cores, max 8)")
     sc = parser.add_argument_group("scale")
-    sc.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable chunk")
-    sc.add_argument("--shard-id", type=int, default=0, help="this shard (0-based); with --shard-num > 1 "
-                                                            "writes a shard folder for `merge`")
-    sc.add_argument("--shard-num", type=int, default=1, help="number of shards")
+    sc.add_argument("--chunk-size", type=positive_int, default=4096, help="documents per resumable chunk")
+    sc.add_argument("--shard-id", type=nonnegative_int, default=0,
+                    help="this shard (0-based); with --shard-num > 1 writes a shard folder for `merge`")
+    sc.add_argument("--shard-num", type=positive_int, default=1, help="number of shards")
     sc.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_flag(parser)
     return parser
@@ -61,11 +74,12 @@ def add_dense_index_args(group) -> None:
                        help="FAISS index type, inner product: flat (exact), flat-int8 (8-bit scalar quantised, a "
                             "quarter of the memory), hnsw / hnsw-int8 (graph: fast at 1M+), ivfpq (compressed, for "
                             "corpora whose vectors do not fit in memory), pq")
-    group.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree (hnsw, hnsw-int8)")
-    group.add_argument("--ef-construction", type=int, default=200, help="HNSW build beam (hnsw, hnsw-int8)")
-    group.add_argument("--pq-m", type=int, default=None,
+    group.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree (hnsw, hnsw-int8)")
+    group.add_argument("--ef-construction", type=positive_int, default=200, help="HNSW build beam (hnsw, hnsw-int8)")
+    group.add_argument("--pq-m", type=positive_int, default=None,
                        help="PQ sub-quantisers of 8 bits (ivfpq, pq; default dim/4; must divide dim)")
-    group.add_argument("--nlist", type=int, default=None, help="IVF lists (ivfpq; default 4*sqrt(docs), <= docs/39)")
+    group.add_argument("--nlist", type=positive_int, default=None,
+                       help="IVF lists (ivfpq; default 4*sqrt(docs), <= docs/39)")
 
 
 def dense_index_spec(args) -> DenseIndexSpec:
@@ -75,14 +89,14 @@ def dense_index_spec(args) -> DenseIndexSpec:
 
 
 def build_merge_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m dupmae_ir.encode merge",
         description="Merge the shard folders of `--shard-id/--shard-num` runs into one output folder "
                     "(FAISS + Lucene impact index, corpus order), identical to an unsharded run.")
     parser.add_argument("--inputs", nargs="+", required=True, help="shard folders")
     parser.add_argument("--output", required=True, help="output folder")
     add_dense_index_args(parser)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier index at --output")
     add_debug_flag(parser)
     return parser
@@ -111,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.corpus and not args.topics:
         parser.error("give --corpus (to build indexes) and/or --topics (to pre-encode topics)")
+    if args.shard_id >= args.shard_num:
+        raise UserError("--shard-id", f"{args.shard_id} is out of range for --shard-num {args.shard_num}",
+                        f"pass a shard id in 0..{args.shard_num - 1}")
     from ..outputs import absolute, check_output_dir
     from .distributed import encode_corpus_distributed, world
 
@@ -120,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # every input and output is checked before a model loads
     output = absolute(args.output)
+    corpus = None
     if args.corpus:
+        from dataclasses import replace
+
+        from ..data import resolve
+
+        corpus = replace(resolve(args.corpus, data_dir=args.data_dir), max_line_bytes=args.max_doc_bytes)
         check_output_dir(output, SHARD_OUTPUT if args.shard_num > 1 else INDEX_OUTPUT, args.overwrite)
     queries = qout = None
     if args.topics:
@@ -130,17 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         qout = absolute(args.topics_output) if args.topics_output else (output / "queries" if args.corpus else output)
         if not (args.corpus and output in qout.parents):  # inside a new index folder it cannot exist yet
             check_output_dir(qout, QUERIES_OUTPUT, args.overwrite)
+    from ..modeling.backbone import check_checkpoint
+
+    check_checkpoint(args.encoder, doc_max_length=args.doc_max_length, query_max_length=args.query_max_length)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", tokenizer_parallelism(args.device))
 
     if args.corpus and world() and args.shard_num == 1:  # torchrun: each process a share, rank 0 the indexes
-        print(encode_corpus_distributed(args.corpus, output, encoder=args.encoder, batch_size=args.batch_size,
+        print(encode_corpus_distributed(corpus, output, encoder=args.encoder, batch_size=args.batch_size,
                                         dtype=args.dtype, dense=not args.impact_only, impact=not args.dense_only,
                                         faiss=dense_index_spec(args), device=args.device, chunk_size=args.chunk_size,
                                         threads=args.threads, data_dir=args.data_dir, progress=not args.no_progress,
                                         overwrite=args.overwrite,
                                         doc_max_length=args.doc_max_length))
     elif args.corpus:
-        out = encode_corpus(args.corpus, output, encoder=args.encoder, dtype=args.dtype, device=args.device,
+        out = encode_corpus(corpus, output, encoder=args.encoder, dtype=args.dtype, device=args.device,
                             batch_size=args.batch_size, dense=not args.impact_only, impact=not args.dense_only,
                             faiss=dense_index_spec(args), chunk_size=args.chunk_size, shard_id=args.shard_id,
                             shard_num=args.shard_num, threads=args.threads, data_dir=args.data_dir,

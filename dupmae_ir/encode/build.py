@@ -87,7 +87,7 @@ def build_indexes(chunk_dirs: list[tuple[Path, list[str]]], claim, settings: dic
             retriever=retriever,
             doc_scale=retriever["doc_scale"], query_scale=retriever["query_scale"],
             doc_topk=retriever["doc_topk"], query_topk=retriever["query_topk"], activation=retriever["activation"],
-            corpus=settings["corpus"],
+            corpus=settings["corpus"], inputs=settings.get("inputs"),  # checkpoint and corpus fingerprints
             docs=counts["docs"], empty_text_docs=counts["empty_text_docs"],
             empty_impact_docs=counts["empty_impact_docs"],
             empty_impact_policy=f"placeholder token {EMPTY_TOKEN!r} with weight 1 (matches no query)",

@@ -72,11 +72,15 @@ def impact_line(doc_id: str, vector: dict[str, int]) -> str:
 
 def _settings(enc, corpus: str, batch_size: int, chunk_size: int, shard_id: int, shard_num: int,
               dense: bool, impact: bool) -> dict:
-    """Everything that decides the chunk files' bytes: a changed value invalidates a work folder."""
+    """Everything that decides the chunk files' bytes: a changed value invalidates a work folder.
+    ``inputs``: the checkpoint's fingerprint (weights and config, by content); the corpus' is added once
+    its chunks are encoded (:func:`_add_corpus_fingerprint`): a resume checks each kept chunk's documents."""
+    from ..fingerprint import checkpoint_fingerprint
     from ..modeling.backbone import resolve_model_path
 
     path = resolve_model_path(enc.model_name_or_path)
     return {
+        "inputs": {"encoder": checkpoint_fingerprint(path)},
         "encoder": str(Path(path).resolve()) if Path(path).exists() else path,
         "retriever": asdict(enc.config),
         "dtype": enc.dtype_name,
@@ -90,19 +94,30 @@ def _settings(enc, corpus: str, batch_size: int, chunk_size: int, shard_id: int,
     }
 
 
+def _add_corpus_fingerprint(settings: dict, collection) -> dict:
+    """``settings`` with the corpus' fingerprint in ``inputs``: what an index or a shard records."""
+    from ..fingerprint import corpus_fingerprint
+
+    return {**settings, "inputs": {**settings["inputs"], "corpus": corpus_fingerprint(collection)}}
+
+
 # ------------------------------------------------------------------------------------------------
 # stage 1: encode chunks (resumable)
 # ------------------------------------------------------------------------------------------------
 def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, data_stats,
-                   part: tuple[int, int] | None = None) -> dict:
-    """Encode this shard's chunks into ``work/chunks``; return counts. Finished chunks are skipped.
+                   part: tuple[int, int] | None = None, overwrite: bool = False) -> dict:
+    """Encode this shard's chunks into ``work/chunks``; return counts. Finished chunks are skipped when
+    their documents are unchanged; a changed one is refused, or with ``overwrite`` encoded again.
     ``part``: ``(rank, world_size)`` under torchrun (chunks ``rank, rank + world, ...``); default the
     settings' shard."""
     from tqdm import tqdm
 
     from ..data import doc_text
+    from ..errors import UserError
+    from ..fingerprint import texts_digest
 
     chunk_dir = work / "chunks"
+    digests: dict[int, str] = {}  # chunk number -> its documents' digest, recorded in its .done
     (chunk_dir / "vectors").mkdir(parents=True, exist_ok=True)
     chunk_size = settings["chunk_size"]
     shard_id, shard_num = part or (settings["shard_id"], settings["shard_num"])
@@ -116,13 +131,24 @@ def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, 
     max_length, batch_size = enc.config.doc_max_length, settings["batch_size"]
 
     def todo():
-        """(number, docs, texts, info) of this shard's chunks; ``info`` of a finished chunk, else None."""
+        """(number, docs, texts, info) of this shard's chunks; ``info`` of a finished chunk, else None.
+        A finished chunk is kept only when its documents are the ones it was encoded from."""
         for number, docs in enumerate(_chunks(collection.iter_docs(empty="keep", stats=data_stats), chunk_size)):
             counts["total_chunks"] = number + 1  # written by the thread, read once it has finished
             if number % shard_num == shard_id:
                 done = chunk_dir / f"{number:07d}.done"
                 info = json.loads(done.read_text()) if done.is_file() else None
-                yield number, docs, (None if info else [doc_text(d) for d in docs]), info
+                texts = [doc_text(d) for d in docs]
+                digests[number] = texts_digest(t for d, text in zip(docs, texts) for t in (d.id, text))
+                if info is not None and info.get("digest") != digests[number] and overwrite:
+                    log.warning("chunk %d: its documents changed since it was encoded: encoding it again", number)
+                    info = None
+                elif info is not None and info.get("digest") != digests[number]:
+                    raise UserError(work, f"holds an interrupted encode that cannot be resumed: the corpus changed "
+                                          f"(documents {docs[0].id} .. {docs[-1].id} of chunk {number} differ from "
+                                          "the ones encoded)", "rerun with the corpus it was started on, or pass "
+                                                                "--overwrite to start afresh")
+                yield number, docs, (None if info else texts), info
 
     # the next chunk is read, tokenised and padded in a thread while the model encodes this one
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
@@ -164,9 +190,9 @@ def _encode_chunks(enc, collection, work: Path, settings: dict, progress: bool, 
                 _write_bytes_atomic(chunk_dir / "vectors" / f"{name}.jsonl",
                                     lambda p, lines=lines: p.write_text(lines, encoding="utf-8"))
             info = {"docs": len(docs), "empty_text_docs": sum(1 for t in texts if not t),
-                    "empty_impact_docs": empty_impact}
+                    "empty_impact_docs": empty_impact, "digest": digests.pop(number)}
             _write_bytes_atomic(done, lambda p, info=info: p.write_text(json.dumps(info)))  # the chunk counts only now
-            for key in info:
+            for key in ("docs", "empty_text_docs", "empty_impact_docs"):
                 counts[key] += info[key]
             counts["chunks"] += 1
             bar.update(len(docs))
@@ -201,18 +227,33 @@ def _done_totals(chunk_dir: Path) -> tuple[dict, list[str]]:
     return totals, names
 
 
-def _prepare_work(claim, settings: dict) -> Path:
-    """The resumable work folder ``.NAME.partial`` of a claimed output, kept when it was made by the same
-    settings (a resumed run), else started afresh; its ``state.json`` records the settings."""
+def _prepare_work(claim, settings: dict, overwrite: bool = False) -> Path:
+    """The resumable work folder ``.NAME.partial`` of a claimed output, resumed when it was made from the
+    same settings and inputs (checkpoint and corpus fingerprints), else refused naming what changed, or
+    with ``overwrite`` started afresh; its ``state.json`` records the settings."""
+    from ..errors import UserError
+    from ..fingerprint import changes
     from ..provenance import write_json
 
     work = claim.sibling("partial")
     state_path = work / STATE_NAME
     if state_path.is_file():
-        if json.loads(state_path.read_text()) == settings:
+        try:
+            recorded = json.loads(state_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            recorded = {STATE_NAME: "unreadable"}
+        if recorded == settings:
             log.info("resuming from %s", work)
+        elif not overwrite:
+            raise UserError(work, "holds an interrupted encode that cannot be resumed: "
+                                  + "; ".join(changes(recorded, settings)[:4]),
+                            "rerun the command that started it unchanged (same checkpoint and corpus), "
+                            "or pass --overwrite to start afresh")
         else:
-            log.warning("%s was made by a different command: starting afresh", work)
+            log.warning("%s was made from other inputs (%s): starting afresh", work,
+                        "; ".join(changes(recorded, settings)[:4]))
             _remove_work(work)
     if not state_path.is_file():
         work.mkdir(parents=True, exist_ok=True)
@@ -263,22 +304,27 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
     if not collection.has_corpus():
         from ..data import DataError
 
-        raise DataError(corpus, "this collection has no documents to encode", "pass a collection with a corpus")
+        raise DataError(collection.name, "this collection has no documents to encode", "pass one with a corpus")
+    if not isinstance(encoder, DupMAEEncoder):  # a bad checkpoint fails before the output is claimed
+        from ..modeling.backbone import check_checkpoint
+
+        check_checkpoint(encoder, doc_max_length=doc_max_length)
     spec = SHARD_OUTPUT if shard_num > 1 else INDEX_OUTPUT
     with claim_output_dir(output, spec, overwrite) as claim:
         enc = encoder if isinstance(encoder, DupMAEEncoder) else DupMAEEncoder(str(encoder), device=device, dtype=dtype)
         enc = enc.with_lengths(doc_max_length=doc_max_length)  # recorded in the provenance's retriever config
-        settings = _settings(enc, str(corpus), batch_size, chunk_size, shard_id, shard_num, dense, impact)
-        work = _prepare_work(claim, settings)
+        settings = _settings(enc, collection.reference, batch_size, chunk_size, shard_id, shard_num, dense, impact)
+        work = _prepare_work(claim, settings, overwrite)
 
         stats = CorpusStats()
         start = time.perf_counter()
-        counts = _encode_chunks(enc, collection, work, settings, progress, stats)
+        counts = _encode_chunks(enc, collection, work, settings, progress, stats, overwrite=overwrite)
         if counts["docs"] == 0 and shard_num == 1:
             from ..data import DataError
 
-            raise DataError(corpus, "no documents found", "pass a collection with documents")
+            raise DataError(collection.name, "no documents found", "pass a collection with documents")
         names = sorted(p.name[:-5] for p in (work / "chunks").glob("*.done"))
+        settings = _add_corpus_fingerprint(settings, collection)
         extra = {"device": enc.device, "shard_id": shard_id, "shard_num": shard_num,
                  "total_chunks": counts["total_chunks"],
                  "resumed_chunks": counts["resumed_chunks"], "encode_seconds": round(counts["encode_seconds"], 2),

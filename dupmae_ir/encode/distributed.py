@@ -58,6 +58,7 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
     from ..outputs import claim_output_dir
     from ..provenance import write_json
     from .build import build_indexes
+    from .corpus import _add_corpus_fingerprint as with_corpus
     from .corpus import _done_totals, _encode_chunks, _prepare_work, _remove_work, _settings, _threads
 
     rank, size, local = world()
@@ -71,9 +72,9 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
         dist.init_process_group("nccl" if gpus else "gloo", timeout=WAIT)
     collection = resolve(corpus, data_dir=data_dir)
     if not collection.has_corpus():
-        raise DataError(corpus, "this collection has no documents to encode", "pass a collection with a corpus")
+        raise DataError(collection.name, "this collection has no documents to encode", "pass one with a corpus")
     enc = DupMAEEncoder(str(encoder), device=device, dtype=dtype).with_lengths(doc_max_length=doc_max_length)
-    settings = _settings(enc, str(corpus), batch_size, chunk_size, 0, 1, dense, impact)
+    settings = _settings(enc, collection.reference, batch_size, chunk_size, 0, 1, dense, impact)
 
     # rank 0 claims the output and prepares the work folder; every rank learns the outcome
     claim_cm = claim = None
@@ -82,7 +83,7 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
         try:
             claim_cm = claim_output_dir(output, INDEX_OUTPUT, overwrite)
             claim = claim_cm.__enter__()
-            shared = [None, str(_prepare_work(claim, settings))]
+            shared = [None, str(_prepare_work(claim, settings, overwrite))]
         except UserError as e:
             shared = [(e.where, e.what, e.fix), None]
     dist.broadcast_object_list(shared, src=0)
@@ -97,7 +98,7 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
                             "start every process with the same command and software")
         start = time.perf_counter()
         counts = _encode_chunks(enc, collection, work, settings, progress and rank == 0, CorpusStats(),
-                                part=(rank, size))
+                                part=(rank, size), overwrite=overwrite)
         share = {"rank": rank, "device": device, "host": os.uname().nodename, "chunks": counts["chunks"],
                  "docs": counts["docs"], "encoded_docs": counts["encoded_docs"],
                  "resumed_chunks": counts["resumed_chunks"], "encode_seconds": round(counts["encode_seconds"], 2),
@@ -107,14 +108,14 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
         if rank == 0:
             totals, names = _done_totals(work / "chunks")
             if totals["docs"] == 0:
-                raise DataError(corpus, "no documents found", "pass a collection with documents")
+                raise DataError(collection.name, "no documents found", "pass a collection with documents")
             shares = [json.loads((work / "ranks" / f"rank-{r}.json").read_text()) for r in range(size)]
             extra = {"world_size": size, "ranks": shares, "total_chunks": counts["total_chunks"],
                      "resumed_chunks": sum(s["resumed_chunks"] for s in shares),
                      "encode_seconds": max(s["encode_seconds"] for s in shares),
                      "wall_seconds_encode": max(s["wall_seconds"] for s in shares)}
-            build_indexes([(work / "chunks", names)], claim, settings, totals, index_spec, threads or _threads(),
-                          extra)
+            build_indexes([(work / "chunks", names)], claim, with_corpus(settings, collection), totals, index_spec,
+                          threads or _threads(), extra)
             _remove_work(work)
         dist.barrier()
     finally:

@@ -22,7 +22,8 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
       so the toolkit writes it but never reads it;
     - ``impact.jsonl``: ``{"id", "contents": query text, "vector": {token: int}}`` keyed by text, for
       the impact ``--encoder output_dir/impact.jsonl``;
-    - ``topics.tsv``: ``qid<TAB>text`` for ``--topics``; ``dupmae_queries.json``: provenance.
+    - ``topics.tsv``: ``qid<TAB>text`` for ``--topics``; ``dupmae_queries.json``: provenance, with the
+      encoder's fingerprint (searching them on another checkpoint's index is refused unless asked).
     Weights use ``query_topk`` and ``query_scale`` of the encoder's ``RepresentationConfig``. Stock
     Pyserini searches with Lucene's default limit of 1,024 query terms (``TooManyClauses`` beyond), so
     the ``.jsonl`` keeps each query's ``max_impact_terms`` largest weights (None: all); the number of
@@ -32,7 +33,9 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
     import pandas as pd
 
     from ..data import check_id
+    from ..fingerprint import checkpoint_fingerprint
     from ..inference import DupMAEEncoder
+    from ..modeling.backbone import resolve_model_path
     from ..outputs import atomic_output_dir, check_output_dir
     from ..provenance import provenance, write_json
 
@@ -77,6 +80,7 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
                 f.write(f"{qid}\t{' '.join(text.split())}\n")
         write_json(tmp / QUERIES_META_NAME, provenance(
             kind="dupmae_queries", encoder=enc.model_name_or_path, retriever=asdict(enc.config),
+            encoder_fingerprint=checkpoint_fingerprint(resolve_model_path(enc.model_name_or_path)),
             query_scale=enc.config.query_scale, query_topk=enc.config.query_topk, queries=len(qids),
             max_impact_terms=max_impact_terms, queries_cut_to_max_impact_terms=cut, dtype=enc.dtype_name,
             files={"dense": QUERY_VECTORS, "dense_rows": QUERY_ROWS, "dense_pyserini": QUERY_PICKLE,

@@ -1,15 +1,25 @@
-"""``python -m dupmae_ir.eval beir|msmarco``: encode, search and score every collection of a suite."""
+"""``python -m dupmae_ir.eval beir|msmarco``: encode, search and score every collection of a suite;
+``python -m dupmae_ir.eval compare RUN_A RUN_B --qrels QRELS``: paired significance of two runs."""
 from __future__ import annotations
 
 import argparse
 import sys
 import time
 
-from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_args, add_search_args, fusion_from_args
+from ..cli import (
+    CommandParser,
+    HelpFormatter,
+    add_debug_flag,
+    add_fusion_args,
+    add_length_args,
+    add_search_args,
+    fusion_from_args,
+)
 from ..errors import UserError, run_command
 from ..runs import MODES
 from . import __doc__ as package_doc
-from .report import beir_rows, write_plots, write_report
+from .report import beir_rows, paired_lines, write_plots, write_report
+from .significance import format_p
 from .suites import (
     BEIR_MEASURES,
     MSMARCO_MEASURES,
@@ -26,9 +36,9 @@ from .suites import (
 def build_parser() -> argparse.ArgumentParser:
     from ..data.resolve import BEIR_DATASETS
 
-    p = argparse.ArgumentParser(prog="python -m dupmae_ir.eval", description=package_doc,
+    p = CommandParser(prog="python -m dupmae_ir.eval", description=package_doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="suite", required=True, metavar="{beir,msmarco}")
+    sub = p.add_subparsers(dest="suite", required=True, metavar="{beir,msmarco,compare}")
     for suite in ("beir", "msmarco"):
         sp = sub.add_parser(suite, help=f"evaluate on {'BEIR' if suite == 'beir' else 'MS MARCO passage'}",
                             formatter_class=HelpFormatter)
@@ -56,21 +66,92 @@ def build_parser() -> argparse.ArgumentParser:
         add_fusion_args(sp)
         add_length_args(sp, note="default: documents 512 on BEIR, queries 512 on ArguAna, else the checkpoint's")
         add_debug_flag(sp)
+    add_compare_parser(sub)
     return p
+
+
+def add_compare_parser(sub) -> None:
+    from .significance import N_RESAMPLES, SEED
+
+    sp = sub.add_parser("compare", help="paired significance of run B against run A over the judged queries",
+                        formatter_class=HelpFormatter,
+                        description="Score two TREC runs per query with ir-measures and test B against A: mean "
+                                    "per-query difference (B - A) with its 95% confidence interval, paired t-test, "
+                                    "paired randomisation test (scipy). Queries: the judged queries at least one run "
+                                    "holds; a query missing from one run scores 0 there.")
+    sp.add_argument("run_a", metavar="RUN_A", help="TREC run of the reference system (qid Q0 docid rank score tag)")
+    sp.add_argument("run_b", metavar="RUN_B", help="TREC run file of the system compared with it")
+    sp.add_argument("--qrels", required=True, help="qrels: BEIR TSV (qid docid rel) or TREC (qid 0 docid rel)")
+    sp.add_argument("--metric", nargs="+", default=["nDCG@10"], metavar="MEASURE",
+                    help="ir-measures strings (default nDCG@10)")
+    sp.add_argument("--resamples", type=int, default=N_RESAMPLES,
+                    help="randomisation test: random sign flips (default %(default)s; exact when 2^n is fewer)")
+    sp.add_argument("--seed", type=int, default=SEED, help="seed of the randomisation test (default %(default)s)")
+    add_debug_flag(sp)
+
+
+def check_measures(measures, flag: str = "--measures") -> None:
+    import ir_measures
+
+    for mstr in measures:
+        try:
+            ir_measures.parse_measure(mstr)
+        except Exception as e:  # noqa: BLE001 - ir-measures raises several types
+            raise UserError(flag, f"{mstr!r} is not an ir-measures string ({e})",
+                            "use measures such as nDCG@10 R@1000 RR@10 'R(rel=2)@1000' P@5") from None
+
+
+def compare(args) -> int:
+    """Print B against A per measure (``compare`` subcommand)."""
+    from pathlib import Path
+
+    from ..data.readers import load_qrels_file
+    from ..errors import DataError
+    from ..runs import read_trec
+    from .significance import compare_runs
+
+    check_measures(args.metric, "--metric")
+    if args.resamples < 1:
+        raise UserError("--resamples", f"{args.resamples} must be at least 1", "pass e.g. --resamples 10000")
+    qrels = load_qrels_file(args.qrels)
+    runs = []
+    for path in (args.run_a, args.run_b):
+        if not Path(path).is_file():
+            raise DataError(path, "run file not found", "check the path")
+        run = read_trec(path)
+        if not run:
+            raise DataError(path, "the run holds no hits", "pass a TREC run file (qid Q0 docid rank score tag)")
+        runs.append(run)
+    a, b = runs
+    queries = [q for q in qrels if q in a or q in b]
+    if len(queries) < 2:
+        raise DataError(args.qrels, f"{len(queries)} judged quer{'y is' if len(queries) == 1 else 'ies are'} in "
+                                    "the runs; a paired test needs at least 2",
+                        "pass the qrels of the topics the runs searched (same query ids)")
+    print(f"A: {args.run_a}\nB: {args.run_b}\nqrels: {args.qrels}")
+    print(f"queries: {len(queries)} judged in either run (missing from A: {sum(q not in a for q in queries)}, "
+          f"from B: {sum(q not in b for q in queries)}, scored 0 there); "
+          f"judged in neither: {len(qrels) - len(queries)}; run queries without judgements: "
+          f"{len((a.keys() | b.keys()) - qrels.keys())}")
+    print("| measure | A | B | B - A | 95% CI | t | t-test p | randomisation p |")
+    print("|---|---|---|---|---|---|---|---|")
+    for measure in args.metric:
+        t = compare_runs(a, b, qrels, measure, n_resamples=args.resamples, seed=args.seed)
+        rand = format_p(t.p_rand) + (" (exact)" if t.exact else "")
+        print(f"| {measure} | {t.mean_a:.4f} | {t.mean_b:.4f} | {t.delta:+.4f} | [{t.ci_low:+.4f}, {t.ci_high:+.4f}] "
+              f"| {t.t:.3f} | {format_p(t.p_t)} | {rand} |")
+    flips = "all 2^n sign patterns" if t.exact else f"{args.resamples} random sign patterns (seed {args.seed})"
+    print(f"Two-sided tests; the randomisation test flips the signs of the per-query differences: {flips}.")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.suite == "compare":
+        return compare(args)
     measures = tuple(args.measures) if args.measures else None
     if measures:
-        import ir_measures
-
-        for mstr in measures:
-            try:
-                ir_measures.parse_measure(mstr)
-            except Exception as e:  # noqa: BLE001 - ir-measures raises several types
-                raise UserError("--measures", f"{mstr!r} is not an ir-measures string ({e})",
-                                "use measures such as nDCG@10 R@1000 RR@10 'R(rel=2)@1000' P@5") from None
+        check_measures(measures)
     from ..provenance import provenance
 
     t0 = time.perf_counter()
@@ -109,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         paper["values"] = lambda c, m: paper_vals(c.split(" ")[0], c.split(" ")[1]) if " " in c else (None, None)
         all_measures = ("score",)
     requested = ([] if args.no_bm25 else ["bm25"]) + list(args.mode)
-    write_report(ev.out, args.suite, rows, all_measures, paper, meta, requested)
+    write_report(ev.out, args.suite, rows, all_measures, paper, meta, requested, paired_lines(results))
     plots = write_plots(ev.out, rows, all_measures[0], paper)
     print(f"report: {ev.out / 'report.md'}; plots: {len(plots)}; {meta['seconds']} s", file=sys.stderr)
     return 0

@@ -38,8 +38,27 @@ def beir_rows(results: list[dict], datasets: list[str], measures: tuple[str, ...
     return rows
 
 
+def paired_lines(results: list[dict]) -> list[str]:
+    """Markdown lines: each collection's DupMAE runs tested against its BM25 run (``results[i]["paired"]``)."""
+    from .significance import format_p
+
+    tested = [(r["unit"], system, t) for r in results if r.get("status") == "ok"
+              for system, t in (r.get("paired") or {}).items()]
+    if not tested:
+        return []
+    lines = ["", "Paired tests against BM25, per collection over its judged queries: the mean per-query difference "
+                 "(system - BM25) with its 95% t interval, the paired t-test and the paired randomisation test "
+                 "(two-sided; `dupmae_ir.eval.significance`).", "",
+             "| collection | measure | system | BM25 | system | difference (95% CI) | t-test p | randomisation p "
+             "| queries |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {unit} | {t['measure']} | {system} | {t['mean_a']:.4f} | {t['mean_b']:.4f} | {t['delta']:+.4f} "
+              f"({t['ci_low']:+.4f}, {t['ci_high']:+.4f}) | {format_p(t['p_t'])} | {format_p(t['p_rand'])} | {t['n']} |"
+              for unit, system, t in tested]
+    return lines
+
+
 def write_report(out: Path, suite: str, rows: list[dict], measures: tuple[str, ...], paper: dict,
-                 meta: dict, requested: list[str]) -> None:
+                 meta: dict, requested: list[str], paired: list[str] = ()) -> None:
     from ..provenance import atomic_write_text, write_json
 
     primary = measures[0]
@@ -73,6 +92,7 @@ def write_report(out: Path, suite: str, rows: list[dict], measures: tuple[str, .
             for s in systems:
                 sc = r["scores"].get(s, {})
                 lines.append(f"| {r['collection']} | {s} | " + " | ".join(_fmt(sc.get(m)) for m in measures) + " |")
+    lines += list(paired)
     missing = [r for r in rows if r["status"] != "ok"]
     lines += ["", f"Scored: {len(ok)}; missing: {len(missing)}."]
     lines.append("Means are over the judged queries that were run (pytrec_eval/BEIR convention).")

@@ -107,7 +107,7 @@ class EvalSettings:
 
     encoder: str = "default"
     output: str = "eval"  # reports: <output>/<suite>/<encoder>/
-    index_root: str = "indexes"  # indexes: <index_root>/<encoder>/<collection>
+    index_root: str = "indexes"  # indexes: <index_root>/<encoder>-<fingerprint>/<collection>
     runs: str = "runs"  # runs: <runs>/<suite>/<encoder|bm25>/
     data_dir: str | None = None
     modes: tuple[str, ...] = MODES  # DupMAE systems; empty: BM25 only (nothing is encoded)
@@ -125,35 +125,88 @@ class EvalSettings:
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
 
-def encoder_tag(encoder: str) -> str:
-    return "default" if encoder == "default" else Path(encoder.rstrip("/")).name
+def paired_against_bm25(runs: dict, qrels: dict, measure: str) -> dict[str, dict]:
+    """Each DupMAE run tested against BM25 on ``measure`` (:func:`.significance.compare_runs`)."""
+    from .significance import compare_runs
+
+    if "bm25" not in runs:
+        return {}
+    return {system: {"measure": measure, **compare_runs(runs["bm25"], run, qrels, measure).as_dict()}
+            for system, run in runs.items() if system != "bm25" and any(q in qrels for q in run)}
+
+
+def encoder_tag(encoder: str, fingerprint: dict | None = None) -> str:
+    """The folder name of an encoder's indexes, runs and reports: its folder's name and, when given, its
+    fingerprint (two checkpoints called ``final`` get two folders)."""
+    from ..fingerprint import fingerprint_id
+
+    name = "default" if encoder == "default" else Path(encoder.rstrip("/")).name
+    return f"{name}-{fingerprint_id(fingerprint)[:8]}" if fingerprint is not None else name
 
 
 class Evaluator:
-    """Runs one suite; every finished unit is a file under ``results/``."""
+    """Runs one suite; every finished unit is a file under ``results/``. Indexes, runs and results are
+    keyed by the checkpoint's fingerprint (:mod:`dupmae_ir.fingerprint`), and an index or a result file
+    is reused only when the checkpoint, the corpus and the settings it records are the current ones."""
 
     def __init__(self, suite: str, settings: EvalSettings):
         self.suite = suite
         self.args = settings
-        self.tag = encoder_tag(settings.encoder)
+        self.encoder_fp = None  # BM25 alone: no checkpoint is read
+        if settings.modes:
+            from ..fingerprint import checkpoint_fingerprint
+            from ..modeling.backbone import resolve_model_path
+
+            self.encoder_fp = checkpoint_fingerprint(resolve_model_path(settings.encoder))
+        self.tag = encoder_tag(settings.encoder, self.encoder_fp)
         self.out = Path(settings.output) / suite / self.tag
         self.index_root = Path(settings.index_root)
         self.runs_root = Path(settings.runs) / suite
         self.fusion = settings.fusion
+        self._corpus_fps: dict = {}
+
+    def corpus_fingerprint(self, coll) -> dict:
+        """The corpus fingerprint of a collection, hashed once per run (MS MARCO's splits share one)."""
+        from ..fingerprint import corpus_fingerprint
+
+        key = (coll.kind, str(coll.path), coll.ir_id)
+        if key not in self._corpus_fps:
+            self._corpus_fps[key] = corpus_fingerprint(coll)
+        return self._corpus_fps[key]
+
+    def depends_on(self, unit: Unit, coll) -> dict:
+        """What a unit's result depends on: checkpoint and corpus fingerprints, and the settings that
+        change its numbers (a result file recording anything else is computed again)."""
+        doc_len, query_len = self.lengths(unit)
+        return {"inputs": {"encoder": self.encoder_fp, "corpus": self.corpus_fingerprint(coll)},
+                "modes": list(self.args.modes), "bm25": self.args.bm25, "hits": self.args.hits,
+                "depth": self.args.depth, "min_idf": self.args.min_idf, "fusion": asdict(self.fusion),
+                "lengths": [doc_len, query_len], "split": _split_for(coll, unit)}
 
     def lengths(self, unit: Unit) -> tuple[int | None, int | None]:
         """(document, query) pieces for a unit: the settings', else the suite's defaults (None: the checkpoint's)."""
         doc = self.args.doc_max_length or (BEIR_DOC_MAX_LENGTH if self.suite == "beir" else None)
         return doc, self.args.query_max_length or LONG_QUERY_MAX_LENGTH.get(unit.name.split("/")[0])
 
-    @staticmethod
-    def _check_doc_length(index: Path, doc_len: int) -> None:
-        """An index built earlier is reused only when it was encoded at the requested document length."""
+    def _check_index(self, index: Path, coll, doc_len: int | None) -> None:
+        """An index built earlier is reused only when it was encoded from this checkpoint and this corpus
+        (their fingerprints) and at the requested document length."""
         from ..errors import UserError
-        from ..index import load_index
+        from ..fingerprint import changes
+        from ..index import index_encoder_fingerprint, load_index
 
-        built = load_index(index, check=False).meta.get("retriever", {}).get("doc_max_length")
-        if built is not None and built != doc_len:  # an index that does not record its length is taken as is
+        info = load_index(index, check=False)
+        meta = info.meta
+        recorded = meta.get("inputs")
+        current = {"encoder": self.encoder_fp, "corpus": self.corpus_fingerprint(coll)}
+        if not isinstance(recorded, dict):  # written before fingerprints: its checkpoint is fingerprinted now
+            recorded, current = {"encoder": index_encoder_fingerprint(info)}, {"encoder": self.encoder_fp}
+        differ = changes({"inputs": recorded}, {"inputs": current})
+        if recorded.get("encoder") is not None and differ:
+            raise UserError(index, "was built from other inputs than this eval's: " + "; ".join(differ),
+                            "pass another --index-root, or remove this index folder to build it again")
+        built = meta.get("retriever", {}).get("doc_max_length")
+        if doc_len is not None and built is not None and built != doc_len:  # no recorded length: taken as is
             raise UserError(index, f"was encoded with documents of {built} pieces, {doc_len} asked",
                             "pass --doc-max-length " + str(built) + " or another --index-root")
 
@@ -164,15 +217,15 @@ class Evaluator:
         from ..provenance import provenance, write_json
 
         path = self.result_path(unit)
-        if path.is_file() and not self.args.force_search:
-            done = json.loads(path.read_text())
-            if done.get("status") == "ok" and set(unit.measures) <= set(next(iter(done["scores"].values()), {})):
-                done["reused"] = True
-                return done
         coll = resolve_unit(unit, self.args.data_dir)
         if isinstance(coll, str):
             # missing collections get no result file: they are checked again on every run
             return {"unit": unit.key, "collection": unit.name, "status": "missing", "reason": coll}
+        depends_on = self.depends_on(unit, coll)
+        if path.is_file() and not self.args.force_search:
+            done = self._reusable(path, unit, depends_on)
+            if done is not None:
+                return done
         timings = {}
         t = time.perf_counter()
         index = self.index_root / self.tag / unit.name
@@ -188,8 +241,8 @@ class Evaluator:
                 from ..encode import encode_corpus
 
                 encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len, device="auto")
-        elif self.args.modes and doc_len is not None:
-            self._check_doc_length(index, doc_len)
+        elif self.args.modes:
+            self._check_index(index, coll, doc_len)
         if is_worker():
             return {"unit": unit.key, "collection": unit.name, "status": "worker"}
         timings["encode"] = time.perf_counter() - t
@@ -235,6 +288,7 @@ class Evaluator:
             scored = score_run(run, qrels, unit.measures)
             scores[system] = scored.values
             coverage = scored
+        paired = paired_against_bm25(runs, qrels, unit.measures[0])
         warning = coverage.warning() if coverage else None
         if warning:
             from tqdm import tqdm
@@ -243,12 +297,37 @@ class Evaluator:
         result = provenance(unit=unit.key, collection=unit.name, split=split, status="ok", scores=scores,
                             queries=len(queries), judged_queries=len(qrels),
                             **(coverage.coverage() if coverage else {}), coverage_warning=warning,
-                            drop_query_id=drop, lengths={"doc_max_length": doc_len, "query_max_length": query_len},
+                            drop_query_id=drop, paired=paired,
+                            lengths={"doc_max_length": doc_len, "query_max_length": query_len},
                             encoder=self.args.encoder, index=str(index) if self.args.modes else None, runs=run_files,
-                            fusion=asdict(self.fusion), dense_search=dense_search,
+                            fusion=asdict(self.fusion), dense_search=dense_search, depends_on=depends_on,
                             seconds={k: round(v, 2) for k, v in timings.items()})
         write_json(path, result)
         return result
+
+    @staticmethod
+    def _reusable(path: Path, unit: Unit, depends_on: dict) -> dict | None:
+        """A finished result file, when it holds the unit's measures and was computed from the same
+        checkpoint, corpus and settings; else None (computed again, and said why)."""
+        from ..fingerprint import changes
+
+        try:
+            done = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if not isinstance(done, dict) or done.get("status") != "ok" or not isinstance(done.get("scores"), dict):
+            return None
+        if not set(unit.measures) <= set(next(iter(done["scores"].values()), {})):
+            return None
+        recorded = done.get("depends_on")
+        if recorded != depends_on:
+            from tqdm import tqdm
+
+            why = changes(recorded, depends_on) if isinstance(recorded, dict) else ["no fingerprints recorded"]
+            tqdm.write(f"{unit.key}: computed again: {'; '.join(why[:3])}")
+            return None
+        done["reused"] = True
+        return done
 
     def run(self, units: list[Unit]) -> list[dict]:
         from tqdm import tqdm

@@ -5,12 +5,12 @@ import argparse
 import json
 import sys
 
-from ..cli import add_debug_flag
+from ..cli import CommandParser, add_debug_flag, nonnegative_int
 from ..errors import UserError, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m dupmae_ir.explain",
         description="Take apart the score of one document for one query: the dense inner product (FAISS) and "
                     "the sparse score term by term (q_t x d_t, d_t read from the Lucene impact index), with "
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "recorded in the index's dupmae_index.json, when it is still there)")
     io.add_argument("--data-dir", default=None, help="folder of local BEIR collections for --corpus names")
     out = p.add_argument_group("output")
-    out.add_argument("--top", type=int, default=30, help="terms shown (0: all)")
+    out.add_argument("--top", type=nonnegative_int, default=30, help="terms shown (0: all)")
     out.add_argument("--all-terms", action="store_true",
                      help="also list the query terms the document lacks (d_t = 0)")
     out.add_argument("--json", action="store_true", help="print the explanation as JSON instead of a table")

@@ -8,7 +8,7 @@ for an inverted index open; :data:`ACTIVATIONS` lists the choices.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -338,3 +338,17 @@ def to_impact_dicts(impacts: torch.Tensor, vocab: list[str]) -> list[dict[str, i
         nz = torch.nonzero(row > 0).flatten()
         out.append({vocab[i]: int(v) for i, v in zip(nz.tolist(), row[nz].tolist())})
     return out
+
+
+def grounded_share(weights: torch.Tensor, pieces: Sequence[Iterable[int]], k: int = 10) -> list[float | None]:
+    """For each row of ``weights`` (B, V), the share of its ``k`` heaviest positive entries whose vocabulary
+    id is in that row's ``pieces`` (the word pieces of the text it encodes): 1.0 when the bag-of-words
+    weights only the text's own pieces, near 0 when it is latent expansion. A row with fewer positive
+    entries counts those; a row with none gives None."""
+    values, ids = topk_entries(weights.float(), k)  # (B, k), (B, k)
+    shares: list[float | None] = []
+    for row_values, row_ids, own in zip(values.tolist(), ids.tolist(), pieces):
+        own = set(own)
+        top = [i for v, i in zip(row_values, row_ids) if v > 0]
+        shares.append(sum(i in own for i in top) / len(top) if top else None)
+    return shares

@@ -166,8 +166,8 @@ class DupMAEModel(nn.Module):
             config = config or RepresentationConfig.load(path)
         else:
             config = config or RepresentationConfig()
+        tokenizer = load_tokenizer(path)  # checks the folder before the weights are allocated
         mlm = load_masked_lm(path, mlm_head_init=mlm_head_init, **kwargs)
-        tokenizer = load_tokenizer(path)
         model = cls(mlm, config)
         proj = Path(path) / PROJECTION_NAME
         if model.projection is not None and proj.is_file():

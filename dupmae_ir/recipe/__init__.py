@@ -8,11 +8,16 @@
 4. DupMAE pre-training of the backbone on the SciFact corpus (:mod:`dupmae_ir.train.pretraining`);
 5. fine-tuning stage 1 (in-batch + BM25 negatives) and stage 2 (negatives mined by the stage-1 model)
    on SciFact train (:mod:`dupmae_ir.train.finetuning`), from the pre-trained model and, for the
-   ablation, from the backbone without pre-training;
+   ablation, from the backbone without pre-training at the same stages, settings and seed (each arm's
+   stage 2 mines with its own stage-1 model);
 6. every fine-tuned model through the product: ``dupmae_ir.encode`` into a FAISS and a Lucene impact
    index (``indexes/<name>/<model>``), ``dupmae_ir.search`` in every mode (TREC runs under
    ``runs/<name>/``), scored with ir-measures: dense ([CLS]), impact (bag-of-words), hybrid (DupMAE's
-   unweighted sum) and, as a measurement, a normalised fusion of the two.
+   unweighted sum) and, as a measurement, a normalised fusion of the two;
+7. the paired comparisons (:mod:`.comparisons`): each not-pre-trained row against its pre-trained
+   equal, stage 2 against stage 1, the final model against BM25 and the fusion baseline, with paired
+   t and randomisation tests over the queries; and each model's grounded share (how many of a query's
+   ten heaviest impact terms are word pieces of its own text).
 
 The exhaustive in-memory scoring (:class:`~dupmae_ir.search.exact.ExactSearcher`, floats) mines stage-2
 negatives and is shown beside each model's index scores. The report (``eval/<name>/report.md``,
@@ -25,91 +30,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..outputs import OutputKind
+from .config import RecipeConfig
 from .report import stage_epochs, stock_pyserini_command
 
 log = logging.getLogger(__name__)
 
 RECIPE_MARKER = "dupmae_recipe.json"
 RECIPE_OUTPUT = OutputKind("recipe working folder", RECIPE_MARKER, ("dupmae_ir.recipe",), legacy=("results.json",))
-
-
-@dataclass
-class RecipeConfig:
-    """Defaults are the documented CPU recipe (stages 1+2 and the ablation, about an hour on a 2-core
-    AVX512-BF16 machine); what each was chosen on is ``report.CHOSEN_ON``. Pre-training is short and gentle
-    (80 steps at 2e-5: stronger pre-training of this sentence-embedding backbone on 5k documents costs
-    nDCG); the fresh MLM head has its own lr (1e-3); each part of the score is also trained alone (part
-    loss 1); fine-tuning uses 7 BM25 (stage 1) or mined (stage 2) negatives per query (group 8), one
-    epoch in stage 1 and two in stage 2 at lr 1.5e-4, starting with the sparse part scaled to its best
-    in-batch loss (without it the bag-of-words starts ~10x too large); no dropout; bf16 where the CPU
-    has native bf16 instructions (``auto``)."""
-
-    backbone: str = "default"
-    corpus: str = "default"
-    train_split: str = "train"
-    test_split: str = "test"
-    output: str = "encoders/recipe-scifact"
-    doc_max_length: int = 128
-    query_max_length: int = 32
-    eval_doc_max_length: int = 128
-    # pre-training
-    pretrain_steps: int = 80
-    pretrain_batch_size: int = 16
-    pretrain_max_seq_length: int = 128
-    pretrain_lr: float = 2e-5
-    # fresh MLM head/decoder layer lr in pre-training and fine-tuning (None: one lr)
-    head_learning_rate: float | None = 1e-3
-    # fine-tuning
-    stages: tuple[int, ...] = (1, 2)
-    epochs: float = 1.0
-    batch_size: int = 16
-    group_size: int = 8
-    learning_rate: float = 1.5e-4
-    temperature: float = 1.0
-    sparse_weight: float = 1.0
-    part_loss_weight: float = 1.0  # each part also trained alone (dupmae_ir.finetune --part-loss-weight; 0: paper)
-    # FLOPS sparsity regularisation of query / document bag-of-words in every stage; 0: the paper's loss. Kept
-    # at 0: 1.0 won the stage-1 dev study (eval/flops-selection.md) but stages 1+2 were not studied on dev
-    flops_query: float = 0.0
-    flops_doc: float = 0.0
-    sparse_calibration: float | None = 0.02
-    # stage 1: start the sparse part at its best-loss scale (finetune --sparse-scale-calibration)
-    sparse_scale_calibration: bool = True
-    mine_depth: int = 50
-    mine_skip: int = 0
-    ablation: bool = True  # also fine-tune the backbone without DupMAE pre-training
-    ablation_stages: tuple[int, ...] = (1,)  # compared with the pre-trained model at the same stage
-    stage2_epochs: float | None = 2.0  # None: as stage 1; 2 chosen on the dev split (eval/stage2-selection.md)
-    precision: str = "auto"  # training (pre-training and fine-tuning): fp32 | bf16 | auto
-    eval_precision: str = "auto"  # encoding for evaluation and mining: fp32 | bf16 | auto (autocast, as encode --dtype)
-    dropout: float | None = 0.0  # fine-tuning dropout (None: the backbone's 0.1; 0: off, ~1.7x faster CPU steps)
-    seed: int = 42
-    threads: int | None = None
-    # query pruning written into each fine-tuned checkpoint, chosen on the dev split (eval/query-pruning.md);
-    # None: keep the checkpoint's (1,024 terms, Lucene's clause limit; the paper keeps every term)
-    query_topk: int | None = 16
-    query_min_weight: float = 0.0
-    pretrain_corpus: str | None = None  # DupMAE pre-training on another corpus (domain adaptation); None: corpus
-    holdout_fraction: float = 0.0  # > 0: fine-tune without this seeded dev part of the training queries, report it
-    holdout_seed: int = 13
-    test: bool = True  # False: a selection run (dev rows only; the test split is never read, nothing is indexed)
-    pretrained: str | None = None  # start from this DupMAE pre-trained checkpoint instead of pre-training
-    stage1: str | None = None  # start at stage 2 from this stage-1 checkpoint (no pre-training, no stage 1)
-    # where the product's artifacts go: <index_root>/<name>/<model>, <runs_root>/<name>/, <report_root>/<name>/
-    index_root: str = "indexes"
-    runs_root: str = "runs"
-    report_root: str = "eval"
-
-    @classmethod
-    def quick(cls, **kw) -> RecipeConfig:
-        """The shortened form (``--quick``): stage 1 only, with the ablation (stage 1 without
-        pre-training), so the table still has every system the comparison needs."""
-        base = dict(stages=(1,))
-        return cls(**{**base, **kw})
 
 
 def ndcg_recall(run: dict[str, list[tuple[str, float]]], qrels: dict) -> dict[str, float]:
@@ -134,6 +65,10 @@ class Recipe:
         self.progress = progress
         self.rows: list[dict] = []
         self.dev_rows: list[dict] = []
+        # {"test"|"dev": {system: {qid: nDCG@10}}}: the paired comparisons' per-query values
+        self.per_query: dict[str, dict[str, dict[str, float]]] = {"test": {}, "dev": {}}
+        self.comparisons: list[dict] = []
+        self.grounding: dict[str, dict] = {}  # model -> grounded share of its queries' top-10 impact terms
         self.times: dict[str, float] = {}
         self.files: dict[str, Path] = {}
         self.stock_command = ""
@@ -154,7 +89,11 @@ class Recipe:
         return _T()
 
     def add(self, system: str, run, note: str = "", source: str = "", dev: bool = False) -> dict:
-        metrics = ndcg_recall(run, self.dev_qrels if dev else self.qrels)
+        from ..runs import per_query
+
+        qrels, queries = (self.dev_qrels, self.dev_queries) if dev else (self.qrels, self.queries)
+        metrics = ndcg_recall(run, qrels)
+        self.per_query["dev" if dev else "test"][system] = per_query(run, qrels, "nDCG@10", list(queries))
         row = {"system": system, **metrics, "source": source, "note": note}
         (self.dev_rows if dev else self.rows).append(row)
         print(f"[recipe]   {'dev ' if dev else ''}{system:<52} nDCG@10 {metrics['nDCG@10']:.4f}  "
@@ -218,7 +157,7 @@ class Recipe:
                 pretrained = Path(cfg.pretrained) if cfg.pretrained else self.pretrain()
             self.finetune_chain("DupMAE pre-trained", str(pretrained), cfg.stages)
         if cfg.ablation:
-            self.finetune_chain("no pre-training", cfg.backbone, cfg.ablation_stages)
+            self.finetune_chain("no pre-training", cfg.backbone, cfg.stages)
 
         self.times["total"] = round(time.time() - t_all, 1)
         self.load_end = os.getloadavg()
@@ -300,11 +239,21 @@ class Recipe:
                              ["hybrid"], dev=True)
                 if stage + 1 in stages:  # stage-2 negatives from this model's own retrieval
                     self.mine(tag, stage + 1, retriever)
+                self.ground(name, retriever)
                 del retriever
             if cfg.test:
                 with self.timed(f"{label}: encode + index + search (stage {stage})"):
                     runs = self.product(f"{tag}-stage{stage}", model_path, final=(tag == "pt" and stage == stages[-1]))
                 self.add_model_rows(name, runs, memory)
+
+    def ground(self, name: str, retriever) -> None:
+        """The grounded share of the model's test (else dev) queries: their top-10 impact terms that are
+        word pieces of their own text (:meth:`~dupmae_ir.inference.DupMAEEncoder.grounded_shares`)."""
+        split, queries = ("test", self.queries) if self.cfg.test else ("dev", self.dev_queries)
+        shares = [s for s in retriever.encoder.grounded_shares(list(queries.values())) if s is not None]
+        if shares:
+            self.grounding[name] = {"split": split, "share": round(sum(shares) / len(shares), 4),
+                                    "queries": len(shares), "terms": 10}
 
     def mine(self, tag: str, stage: int, retriever) -> None:
         """Negatives of ``stage`` from ``retriever``'s hybrid top ``mine_depth`` (after ``mine_skip``)."""
@@ -368,7 +317,7 @@ class Recipe:
 
         check_output_dir(self.out, RECIPE_OUTPUT, self.overwrite)
         check_output_dir(self.report_dir, REPORT_OUTPUT, self.overwrite)
-        products = (("pt", self.cfg.stages), ("nopt", self.cfg.ablation_stages if self.cfg.ablation else ()))
+        products = (("pt", self.cfg.stages), ("nopt", self.cfg.stages if self.cfg.ablation else ()))
         for tag, stages in products if self.cfg.test else ():
             for stage in stages:
                 check_output_dir(self.index_root / f"{tag}-stage{stage}", INDEX_OUTPUT, self.overwrite)
@@ -381,8 +330,11 @@ class Recipe:
 
     def report(self) -> dict:
         from ..provenance import provenance, write_json
+        from .comparisons import compare_rows
         from .report import write
 
+        self.comparisons = (compare_rows(self.rows, self.per_query["test"], "test")
+                            + compare_rows(self.dev_rows, self.per_query["dev"], "dev"))
         final = [r for r in self.rows if r["system"].startswith("DupMAE") and r["system"].endswith("hybrid (sum)")]
         best = final[-1]["nDCG@10"] if final else None
         report = write(self.report_dir, self, self.overwrite)
@@ -390,7 +342,11 @@ class Recipe:
         result = {"rows": self.rows, "dev_rows": self.dev_rows, "times": self.times, "config": asdict(self.cfg),
                   "final_hybrid": best, "training_precision": self.precision, "eval_precision": self.eval_precision,
                   "load_average": {"start": self.load_start, "end": self.load_end},
-                  "files": {k: str(v) for k, v in self.files.items()}, "stock_command": self.stock_command}
+                  "files": {k: str(v) for k, v in self.files.items()}, "stock_command": self.stock_command,
+                  "comparisons": self.comparisons, "grounding": self.grounding,
+                  "per_query": {split: {system: {q: round(v, 6) for q, v in values.items()}
+                                        for system, values in systems.items()}
+                                for split, systems in self.per_query.items()}}
         write_json(self.out / "results.json", provenance(kind="dupmae_ir.recipe", **result))
         print("\n" + (report / "report.md").read_text(), flush=True)
         return result

@@ -78,7 +78,7 @@ def write(out: Path, recipe, overwrite: bool) -> Path:
     rows = recipe.rows
     lines = [report_header(f"DupMAE recipe on {cfg.corpus} ({cfg.test_split})",
                            "BM25, the zero-shot backbone, their fusion, and DupMAE models (pre-training, fine-tuning "
-                           "stages, the ablation without pre-training) encoded into FAISS + Lucene impact indexes, "
+                           "stages, the same stages without pre-training) encoded into FAISS + Lucene impact indexes, "
                            "searched with `dupmae_ir.search` and scored with ir-measures (`dupmae_ir.recipe`).",
                            [command_line()]),
              "| system | nDCG@10 | R@100 | from | note |", "|---|---|---|---|---|"]
@@ -90,6 +90,7 @@ def write(out: Path, recipe, overwrite: bool) -> Path:
                   "| system | nDCG@10 | R@100 |", "|---|---|---|"]
         lines += [f"| {r['system']} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} |" for r in recipe.dev_rows]
         lines.append("")
+    lines += comparisons_section(recipe.comparisons) + grounding_section(recipe.grounding, rows)
     lines += ["## Settings", "",
               f"Backbone `{cfg.backbone}`; training precision {recipe.precision}, evaluation precision "
               f"{recipe.eval_precision}; lengths: query {cfg.query_max_length}, document {cfg.doc_max_length} "
@@ -115,10 +116,42 @@ def write(out: Path, recipe, overwrite: bool) -> Path:
         (tmp / "report.md").write_text(text, encoding="utf-8")
         write_json(tmp / REPORT_NAME, provenance(kind="dupmae_ir.recipe_report", rows=rows, dev_rows=recipe.dev_rows,
                                                  times=recipe.times, files={k: str(v) for k, v in recipe.files.items()},
-                                                 stock_command=recipe.stock_command))
+                                                 stock_command=recipe.stock_command, comparisons=recipe.comparisons,
+                                                 grounding=recipe.grounding))
         if rows:
             plot(tmp / "plot.png", rows)
     return out
+
+
+def comparisons_section(comparisons: list[dict]) -> list[str]:
+    """The paired comparisons (:mod:`.comparisons`) as a Markdown section."""
+    from .comparisons import table
+
+    if not comparisons:
+        return []
+    return ["## Paired comparisons", "",
+            "B against A on the per-query nDCG@10 of the same queries: the mean difference with its 95% t interval, "
+            "the paired t-test and the paired randomisation test (10,000 random sign flips of the differences, "
+            "seed 0; all 2^n when fewer), two-sided (scipy, `dupmae_ir.eval.significance`; any two runs: "
+            "`python -m dupmae_ir.eval compare`).", "", *table(comparisons), ""]
+
+
+def grounding_section(grounding: dict[str, dict], rows: list[dict]) -> list[str]:
+    """Per model: its impact run alone beside BM25, and its grounded share."""
+    if not grounding:
+        return []
+    ndcg = {r["system"]: r["nDCG@10"] for r in rows}
+    bm25 = ndcg.get("BM25 (Pyserini, flat)")
+    lines = ["## The bag-of-words: grounded share", "",
+             "How lexical each model's bag-of-words is: the share of a query's ten heaviest impact terms that are "
+             "word pieces of the query's own text (the model's tokenizer), averaged over the queries; beside its "
+             "impact run alone and BM25.", "",
+             "| model | queries | grounded share (top 10) | impact nDCG@10 | BM25 nDCG@10 |", "|---|---|---|---|---|"]
+    for model, g in grounding.items():
+        impact = ndcg.get(f"{model}: impact")
+        lines.append(f"| {model} | {g['split']} ({g['queries']}) | {g['share']:.1%} | "
+                     f"{'-' if impact is None else f'{impact:.4f}'} | {'-' if bm25 is None else f'{bm25:.4f}'} |")
+    return lines + [""]
 
 
 def plot(path: Path, rows: list[dict]) -> None:

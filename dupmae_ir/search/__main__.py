@@ -8,7 +8,18 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from ..cli import HelpFormatter, add_debug_flag, add_fusion_args, add_length_args, add_search_args, fusion_from_args
+from ..cli import (
+    CommandParser,
+    HelpFormatter,
+    add_debug_flag,
+    add_fusion_args,
+    add_length_args,
+    add_search_args,
+    fusion_from_args,
+    nonnegative_float,
+    positive_int,
+    unit_float,
+)
 from ..errors import UserError, run_command
 from ..precision import TRAINING_DTYPES
 from ..runs import HYBRID_BM25, SEARCH_MODES, claim_run_file, write_trec
@@ -16,7 +27,7 @@ from .searcher import DupMAESearcher
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m dupmae_ir.search",
         description="Dense, impact and hybrid (DupMAE) search over a `dupmae_ir.encode` index with FAISS and "
                     "Lucene impact search with top-k pruning (block-max WAND). Writes TREC runs with provenance "
@@ -47,17 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder from `dupmae_ir.encode --topics` (read from dense/embedding.npy, dense/queries.jsonl "
                         "and impact.jsonl; the pickle beside them is never loaded): these query representations "
                         "replace live encoding (as Pyserini's --encoded-queries)")
-    q.add_argument("--query-topk", type=int, default=None,
+    q.add_argument("--allow-other-encoder", action="store_true",
+                   help="search with --encoded-queries made by another checkpoint than the index's (refused "
+                        "by default: their scores against these documents mean nothing)")
+    q.add_argument("--query-topk", type=positive_int, default=None,
                    help="keep each query's N largest impact weights (default: the index's query_topk)")
-    q.add_argument("--query-min-weight", type=float, default=None,
+    q.add_argument("--query-min-weight", type=nonnegative_float, default=None,
                    help="drop query impact weights below this, before quantisation (default: the index's)")
     add_length_args(p, doc=False)
     add_fusion_args(p)
     b = p.add_argument_group("BM25 (mode hybrid+bm25)")
     b.add_argument("--bm25-index", default=None,
                    help="Lucene BM25 index of the same collection (`python -m dupmae_ir.bm25 --index`, or Pyserini's)")
-    b.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 k1 (Pyserini BEIR regressions: 0.9)")
-    b.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (Pyserini BEIR regressions: 0.4)")
+    b.add_argument("--bm25-k1", type=nonnegative_float, default=0.9, help="BM25 k1 (Pyserini BEIR regressions: 0.9)")
+    b.add_argument("--bm25-b", type=unit_float, default=0.4, help="BM25 b (Pyserini BEIR regressions: 0.4)")
     add_debug_flag(p)
     return p
 
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.encoded_queries and given:  # pre-encoded queries carry the settings they were encoded with
         raise UserError(given[0], "has no effect with --encoded-queries",
                         f"drop it, or encode the topics again with it (`dupmae_ir.encode --topics ... {given[0]} ...`)")
+    if args.allow_other_encoder and not args.encoded_queries:
+        raise UserError("--allow-other-encoder", "has no effect without --encoded-queries", "drop it")
     collection = resolve(args.topics, data_dir=args.data_dir)
     queries = collection.queries(args.split)
     outputs = {mode: _output_path(args, mode) for mode in args.mode}
@@ -105,9 +121,10 @@ def _search(args, queries: dict, claims: dict) -> int:
                               query_max_length=args.query_max_length, query_topk=args.query_topk,
                               query_min_weight=args.query_min_weight, bm25_index=args.bm25_index,
                               bm25_k1=args.bm25_k1, bm25_b=args.bm25_b, ef_search=args.ef_search,
-                              nprobe=args.nprobe)
+                              nprobe=args.nprobe, allow_other_encoder=args.allow_other_encoder)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
+    args.hits = min(args.hits, searcher.size)  # the run and its provenance hold what an index can give
     runs = searcher.search_all(queries, args.mode, args.hits, args.depth, fusion, args.batch_size,
                                drop_query_id=args.drop_query_id)
     t2 = time.perf_counter()
@@ -115,7 +132,7 @@ def _search(args, queries: dict, claims: dict) -> int:
         out = claims[mode].path
         alpha = fusion.alpha_for(searcher.alpha)
         write_trec(out, run, tag=f"dupmae-{mode}", claim=claims[mode], provenance_info=dict(
-            mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.encoder_name,
+            mode=mode, index=str(Path(args.index).resolve()), encoder=searcher.query_encoder,
             topics=str(args.topics), split=args.split, hits=args.hits, depth=args.depth or args.hits,
             fusion=dict(fusion=fusion.fusion, alpha=alpha, weight_on_dense=fusion.weight_on_dense,
                         rrf_k=fusion.rrf_k) if mode in ("hybrid", HYBRID_BM25) else None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..index import check_lucene_count, load_encoded_queries, load_index
+from ..index import check_lucene_count, check_query_encoder, load_encoded_queries, load_index
 from ..runs import HYBRID_BM25, MODES, SEARCH_MODES, FusionConfig, Run, fuse, fuse_normalize, rank_hits
 
 
@@ -59,12 +59,14 @@ class DupMAESearcher:
                  encoded_queries: str | os.PathLike | None = None, query_max_length: int | None = None,
                  query_topk: int | None = None, query_min_weight: float | None = None,
                  bm25_index: str | os.PathLike | None = None, bm25_k1: float = 0.9, bm25_b: float = 0.4,
-                 ef_search: int | None = None, nprobe: int | None = None):
+                 ef_search: int | None = None, nprobe: int | None = None, allow_other_encoder: bool = False):
         """``query_max_length``, ``query_topk``, ``query_min_weight``: query-side settings for this
         searcher (default: the checkpoint's length, the index's top-k and minimum weight).
         ``ef_search`` (HNSW indexes) and ``nprobe`` (IVF indexes): FAISS search-time knobs (default 128
         and 32, :func:`~dupmae_ir.dense_index.apply_search_knobs`); the values in force are
         :attr:`dense_search` (recorded in run provenance).
+        ``encoded_queries`` made by another checkpoint than the index's are refused unless
+        ``allow_other_encoder`` (:func:`dupmae_ir.index.check_query_encoder`).
         ``bm25_index``: a Lucene BM25 index of the same collection (``python -m dupmae_ir.bm25`` or
         Pyserini's), searched with BM25(``bm25_k1``, ``bm25_b``) for mode ``hybrid+bm25``."""
         import faiss
@@ -73,6 +75,8 @@ class DupMAESearcher:
         # pre-encoded queries (encode_queries' folder) replace live encoding: the same inputs as stock
         # Pyserini's --encoded-queries / impact --encoder *.jsonl, so runs match bit for bit
         self.encoded = load_encoded_queries(encoded_queries) if encoded_queries else None
+        if self.encoded is not None and not allow_other_encoder:
+            check_query_encoder(self.encoded, self.info)
         self.threads = threads
         self.min_idf = min_idf
         # seconds spent per stage and queries searched, summed over calls (bench/latency.py reads them)
@@ -109,10 +113,33 @@ class DupMAESearcher:
         self.encoder_name = encoder or self.info.encoder
         self.encoder = query_encoder(self.info, self.encoder_name, device, dtype, query_max_length, query_topk,
                                      query_min_weight)
+        dim = self.encoder.model.dense_dim
+        if self.faiss_index is not None and self.encoded is None and dim != self.faiss_index.d:
+            from ..errors import UserError
+
+            raise UserError("--encoder", f"{self.encoder_name} gives {dim}-d dense vectors but {self.info.dense} holds "
+                                         f"{self.faiss_index.d}-d ones", "pass the encoder the index was built with "
+                                                                         "(default: the one the index records)")
+
+    @property
+    def size(self) -> int:
+        """Documents in the index (the most hits a query can have)."""
+        if self.info.docs > 0:
+            return self.info.docs
+        return max(self.faiss_index.ntotal if self.faiss_index is not None else 0,
+                   self.impact_searcher.num_docs if self.impact_searcher is not None else 0)
 
     @property
     def alpha(self) -> float:
         return self.info.alpha
+
+    @property
+    def query_encoder(self) -> str:
+        """The checkpoint that made this searcher's query representations: the pre-encoded queries'
+        (their provenance), else the live encoder."""
+        if self.encoded is not None:
+            return str(self.encoded.meta.get("encoder", f"unknown (pre-encoded in {self.encoded.folder})"))
+        return self.encoder_name
 
     def _dense_search(self, vectors, k: int) -> list[list[tuple[str, float]]]:
         """FAISS search of (B, d) vectors with ``threads`` threads; torch's thread count is restored
@@ -166,7 +193,8 @@ class DupMAESearcher:
         """
         modes = tuple(modes)
         self._require(modes)
-        depth = depth or hits
+        # no side can return more hits than the index holds: FAISS and Lucene allocate k per query up front
+        hits, depth = min(hits, self.size), min(depth or hits, self.size)
         extra = 1 if drop_query_id else 0
         qids, texts = [str(q) for q in qids], list(texts)
         clock = time.perf_counter()

@@ -6,14 +6,14 @@ import re
 import socket
 import sys
 
-from ..cli import add_debug_flag, add_dense_knob_args, default_threads
+from ..cli import CommandParser, add_debug_flag, add_dense_knob_args, default_threads, port_number, positive_int
 from ..errors import UserError, run_command
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m dupmae_ir.serve",
         description="Serve a `dupmae_ir.encode` index: GET /search, GET /explain, GET /status and a search page "
                     "at /. The model, FAISS, Lucene and the JVM load once; requests run one at a time.",
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     net = p.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (loopback by default: the server has no authentication)")
-    net.add_argument("--port", type=int, default=8000, help="port (0: any free port; the URL is printed)")
+    net.add_argument("--port", type=port_number, default=8000, help="port (0: any free port; the URL is printed)")
     net.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                      help="also answer requests whose Host header is NAME (repeatable; '*': any). Only "
                           "localhost, 127.0.0.1, [::1] and the --host address are answered otherwise, so that a web "
@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("search")
     q.add_argument("--encoder", default=None, help="query encoder (default: the one recorded in the index)")
     q.add_argument("--device", default="cpu", help="query encoder device")
-    q.add_argument("--threads", type=int, default=default_threads(), help="FAISS and Lucene search threads")
-    q.add_argument("--depth", type=int, default=1000,
+    q.add_argument("--threads", type=positive_int, default=default_threads(), help="FAISS and Lucene search threads")
+    q.add_argument("--depth", type=positive_int, default=1000,
                    help="hits taken from each side before hybrid fusion (as `search --depth`; at least k)")
     q.add_argument("--jvm-heap", default="1g",
                    help="the JVM's maximum heap (-Xmx): without it, the JVM of a long-lived process grows toward a "
