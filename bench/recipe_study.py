@@ -78,7 +78,7 @@ def sparsity(model_path: str, queries: list[str], docs: list[str], doc_max_lengt
 
     model, tok = DupMAEModel.from_pretrained(model_path)
     retriever = ExactSearcher(model, tok, doc_max_length=doc_max_length, query_topk=1024,
-                               dtype=resolve_dtype("auto", "cpu"))
+                              dtype=resolve_dtype("auto", "cpu"))
     _, _, q = retriever._encode(queries, retriever.query_max_length, 1024)
     _, _, d = retriever._encode(docs, retriever.doc_max_length, retriever.doc_topk)
     _, _, ex = retriever._encode([EXAMPLE_QUERY], retriever.query_max_length, 1024)

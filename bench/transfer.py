@@ -59,7 +59,7 @@ def main() -> int:
         def make():
             model, tok = DupMAEModel.from_pretrained(path)
             r = ExactSearcher(model, tok, args.doc_max_length, args.query_max_length, need_sparse=pooling == "cls",
-                               pooling=pooling, dtype=dtype).index(list(docs), list(docs.values()))
+                              pooling=pooling, dtype=dtype).index(list(docs), list(docs.values()))
             return r.search(queries, k=1000, modes=modes)
         return make
 

@@ -170,8 +170,8 @@ class Recipe:
         model, tok = DupMAEModel.from_pretrained(model_path)
         sparse = pooling == "cls" if need_sparse is None else need_sparse
         r = ExactSearcher(model, tok, doc_max_length=self.cfg.eval_doc_max_length,
-                           query_max_length=self.cfg.query_max_length, need_sparse=sparse, pooling=pooling,
-                           dtype=self.eval_dtype)
+                          query_max_length=self.cfg.query_max_length, need_sparse=sparse, pooling=pooling,
+                          dtype=self.eval_dtype)
         return r.index(list(self.docs), list(self.docs.values()), progress=self.progress)
 
     def pretrain(self) -> Path:

@@ -42,7 +42,7 @@ def mine_with_model(model_name_or_path: str, corpus, queries: dict[str, str], de
     model, tokenizer = DupMAEModel.from_pretrained(model_name_or_path)
     docs = docs if docs is not None else load_documents(corpus, progress=progress)
     retriever = ExactSearcher(model, tokenizer, doc_max_length=doc_max_length, query_max_length=query_max_length,
-                               batch_size=batch_size, need_sparse=mode != "dense", device=device)
+                              batch_size=batch_size, need_sparse=mode != "dense", device=device)
     with torch.inference_mode():
         retriever.index(list(docs), list(docs.values()), progress=progress)
         return retriever.search(queries, k=depth, modes=(mode,))[mode]
