@@ -5,9 +5,9 @@
 1. BM25 (Pyserini, flat title+text index) on the test queries;
 2. the zero-shot backbone with its native MEAN pooling (MiniLM-L6 is a sentence-transformers model);
 3. their fusion: normalised linear interpolation (Pyserini's ``--normalization``, alpha = 1);
-4. DupMAE pre-training of the backbone on the SciFact corpus (:mod:`dupmae_ir.train.pretrain`);
+4. DupMAE pre-training of the backbone on the SciFact corpus (:mod:`dupmae_ir.train.pretraining`);
 5. fine-tuning stage 1 (in-batch + BM25 negatives) and stage 2 (negatives mined by the stage-1 model)
-   on SciFact train (:mod:`dupmae_ir.train.finetune`), from the pre-trained model and, for the
+   on SciFact train (:mod:`dupmae_ir.train.finetuning`), from the pre-trained model and, for the
    ablation, from the backbone without pre-training at the same stages, settings and seed (each arm's
    stage 2 mines with its own stage-1 model);
 6. every fine-tuned model through the product: ``dupmae_ir.encode`` into a FAISS and a Lucene impact
@@ -19,7 +19,7 @@
    t and randomisation tests over the queries; and each model's grounded share (how many of a query's
    ten heaviest impact terms are word pieces of its own text).
 
-The exhaustive in-memory scoring (:class:`~dupmae_ir.encoder.ExactRetriever`, floats) mines stage-2
+The exhaustive in-memory scoring (:class:`~dupmae_ir.search.exact.ExactSearcher`, floats) mines stage-2
 negatives and is shown beside each model's index scores. The report (``eval/<name>/report.md``,
 ``report.json``, ``plot.png``) carries the table, the settings and what each was chosen on, the machine
 and commit, and the stock ``pyserini.search.hybrid`` command that reproduces the final hybrid run.
@@ -102,23 +102,20 @@ class Recipe:
 
     # -- steps ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        from types import SimpleNamespace
-
         import torch
 
         from ..data import doc_text, resolve
         from ..data.splits import dev_split
-        from ..precision import default_device, dtype_name, resolve_dtype
-        from ..train.trainer import resolve_precision
+        from ..precision import default_device, resolve_dtype, training_precision
 
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         t_all = time.time()
         self.load_start = os.getloadavg()
-        self.precision = resolve_precision(SimpleNamespace(precision=cfg.precision, use_cpu=False))
+        self.precision = training_precision(cfg.precision)
         self.eval_dtype = resolve_dtype(cfg.eval_precision, str(default_device()))  # what encode --dtype resolves
-        self.eval_precision = dtype_name(self.eval_dtype)
+        self.eval_precision = self.eval_dtype
         print(f"[recipe] training precision: {self.precision} ({cfg.precision}); evaluation precision: "
               f"{self.eval_precision} ({cfg.eval_precision}); fine-tuning dropout: "
               f"{'the backbone' + chr(39) + 's' if cfg.dropout is None else cfg.dropout}", flush=True)
@@ -167,19 +164,19 @@ class Recipe:
         return self.report()
 
     def exact(self, model_path: str, pooling: str = "cls", need_sparse: bool | None = None):
-        from ..encoder import ExactRetriever
-        from ..modeling.retriever import DupMAERetriever
+        from ..modeling.model import DupMAEModel
+        from ..search.exact import ExactSearcher
 
-        model, tok = DupMAERetriever.from_pretrained(model_path)
+        model, tok = DupMAEModel.from_pretrained(model_path)
         sparse = pooling == "cls" if need_sparse is None else need_sparse
-        r = ExactRetriever(model, tok, doc_max_length=self.cfg.eval_doc_max_length,
-                           query_max_length=self.cfg.query_max_length, need_sparse=sparse, pooling=pooling,
-                           dtype=self.eval_dtype)
+        r = ExactSearcher(model, tok, doc_max_length=self.cfg.eval_doc_max_length,
+                          query_max_length=self.cfg.query_max_length, need_sparse=sparse, pooling=pooling,
+                          dtype=self.eval_dtype)
         return r.index(list(self.docs), list(self.docs.values()), progress=self.progress)
 
     def pretrain(self) -> Path:
         from ..train.arguments import PretrainArguments
-        from ..train.pretrain import run_pretraining
+        from ..train.pretraining import run_pretraining
 
         cfg = self.cfg
         out = self.out / "pretrained"
@@ -194,9 +191,9 @@ class Recipe:
     def finetune_chain(self, label: str, start: str, stages: tuple[int, ...]) -> None:
         """Stages 1 (BM25 negatives) and 2 (negatives mined by the stage-1 model) from ``start``; each
         stage's model goes through the product (index, search, runs) and is scored in memory too."""
-        from ..modeling.retriever import RetrieverConfig
+        from ..modeling.model import RepresentationConfig
         from ..train.arguments import FinetuneArguments
-        from ..train.finetune import run_finetuning
+        from ..train.finetuning import run_finetuning
 
         cfg = self.cfg
         tag = "pt" if label.startswith("DupMAE") else "nopt"
@@ -225,7 +222,7 @@ class Recipe:
                 disable_tqdm=not self.progress, **extra)
             with self.timed(f"{label}: fine-tune stage {stage}"):
                 model_path = str(run_finetuning(args))
-            config = RetrieverConfig.load(model_path)
+            config = RepresentationConfig.load(model_path)
             if cfg.query_topk is not None or cfg.query_min_weight:  # query pruning, recorded in the checkpoint
                 config = replace(config, query_topk=cfg.query_topk or config.query_topk,
                                  query_min_weight=cfg.query_min_weight)
@@ -251,7 +248,7 @@ class Recipe:
 
     def ground(self, name: str, retriever) -> None:
         """The grounded share of the model's test (else dev) queries: their top-10 impact terms that are
-        word pieces of their own text (:meth:`~dupmae_ir.encoder.DupMAEEncoder.grounded_shares`)."""
+        word pieces of their own text (:meth:`~dupmae_ir.inference.DupMAEEncoder.grounded_shares`)."""
         split, queries = ("test", self.queries) if self.cfg.test else ("dev", self.dev_queries)
         shares = [s for s in retriever.encoder.grounded_shares(list(queries.values())) if s is not None]
         if shares:
@@ -261,11 +258,11 @@ class Recipe:
     def mine(self, tag: str, stage: int, retriever) -> None:
         """Negatives of ``stage`` from ``retriever``'s hybrid top ``mine_depth`` (after ``mine_skip``)."""
         from ..data.training import write_negatives
-        from ..train.mining import negatives_from_run
+        from ..train.mining import mining_depth, negatives_from_run
 
         cfg = self.cfg
         train_q, train_qrels = self.coll.queries(cfg.train_split), self.coll.qrels(cfg.train_split)
-        mined = retriever.search(train_q, k=cfg.mine_depth + cfg.mine_skip + 5, modes=("hybrid",))["hybrid"]
+        mined = retriever.search(train_q, k=mining_depth(cfg.mine_depth, cfg.mine_skip), modes=("hybrid",))["hybrid"]
         negs = negatives_from_run(mined, train_qrels, cfg.mine_depth + cfg.mine_skip, cfg.mine_skip)
         write_negatives(self.out / f"{tag}-stage{stage}-negatives.tsv", negs)
 
