@@ -3,11 +3,11 @@
     python bench/bow_grounding.py --model CKPT [--corpus default] [--split test] [--report eval/bow-grounding.md]
 
 For one checkpoint on one collection: the impact run alone (the bag-of-words, exhaustive float scoring
-in memory, :class:`dupmae_ir.encoder.ExactRetriever`), the dense and hybrid runs, and BM25 (Pyserini,
+in memory, :class:`dupmae_ir.search.exact.ExactSearcher`), the dense and hybrid runs, and BM25 (Pyserini,
 flat index), each scored with nDCG@10 and R@100, the impact and hybrid runs tested against BM25 (paired
 t and randomisation tests over the queries); and the grounded share: per query, how many of its ten
 heaviest impact terms are word pieces of its own text (the model's tokenizer,
-:meth:`dupmae_ir.encoder.DupMAEEncoder.grounded_shares`), averaged, with examples. Writes a Markdown
+:meth:`dupmae_ir.inference.DupMAEEncoder.grounded_shares`), averaged, with examples. Writes a Markdown
 report (command, date, machine, commit).
 """
 from __future__ import annotations
@@ -51,12 +51,12 @@ def main() -> int:
 
     from dupmae_ir.bm25 import bm25_search, build_bm25_index
     from dupmae_ir.data import doc_text, resolve
-    from dupmae_ir.encoder import ExactRetriever
     from dupmae_ir.eval.significance import compare_runs
-    from dupmae_ir.modeling.retriever import DupMAERetriever
-    from dupmae_ir.precision import dtype_name, resolve_dtype
+    from dupmae_ir.modeling.model import DupMAEModel
+    from dupmae_ir.precision import resolve_dtype
     from dupmae_ir.provenance import command_line, report_header
     from dupmae_ir.runs import score_run
+    from dupmae_ir.search.exact import ExactSearcher
 
     torch.set_num_threads(args.threads)
     coll = resolve(args.corpus)
@@ -66,9 +66,9 @@ def main() -> int:
     start = time.time()
     bm25 = bm25_search(build_bm25_index(coll, Path(args.work) / "bm25-index", threads=args.threads), queries,
                        hits=1000, threads=args.threads)
-    model, tok = DupMAERetriever.from_pretrained(args.model)
+    model, tok = DupMAEModel.from_pretrained(args.model)
     dtype = resolve_dtype("auto", "cpu")
-    retriever = ExactRetriever(model, tok, doc_max_length=args.doc_max_length, dtype=dtype)
+    retriever = ExactSearcher(model, tok, doc_max_length=args.doc_max_length, dtype=dtype)
     retriever.index(list(docs), list(docs.values()))
     runs = {"BM25 (Pyserini, flat)": bm25,
             **{f"{mode} (in memory)": run for mode, run in retriever.search(queries, k=1000).items()}}
@@ -93,7 +93,7 @@ def main() -> int:
     body += [f"- \"{text}\": " + ", ".join(f"**{t}**" if own else t for t, _, own in terms)
              for text, terms in zip(texts, examples)]
     body += ["", f"Model `{args.model}`; collection `{args.corpus}` ({args.split}, {len(queries)} judged queries, "
-                 f"{len(docs)} documents at {args.doc_max_length} pieces); encoding {dtype_name(dtype)}; "
+                 f"{len(docs)} documents at {args.doc_max_length} pieces); encoding {dtype}; "
                  f"{seconds:.0f} s."]
     text = report_header("The bag-of-words: grounded share and impact-only retrieval",
                          "How lexical a DupMAE model's bag-of-words is, and its impact run alone beside BM25 "

@@ -88,11 +88,11 @@ def main() -> None:
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.java import java_env
     from dupmae_ir.modeling.backbone import resolve_model_path
-    from dupmae_ir.modeling.retriever import RetrieverConfig
+    from dupmae_ir.modeling.model import RepresentationConfig
 
     torch.set_num_threads(args.threads)
     checkpoint = resolve_model_path(args.encoder)
-    length = args.max_length or RetrieverConfig.load(checkpoint).doc_max_length
+    length = args.max_length or RepresentationConfig.load(checkpoint).doc_max_length
     env = java_env({**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT),
                     "OMP_NUM_THREADS": str(args.threads)})
     tmp = Path(tempfile.mkdtemp(prefix="bench_encode_"))

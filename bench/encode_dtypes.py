@@ -3,7 +3,7 @@
     python bench/encode_dtypes.py [--encoder default] [--device cpu|cuda] [--dtypes fp32,int8-head]
                                   [--collection default] [--max-length 256] [--runs-dir DIR] [--report FILE]
 
-For each dtype the whole collection is encoded with :class:`dupmae_ir.encoder.DupMAEEncoder` (the code
+For each dtype the whole collection is encoded with :class:`dupmae_ir.inference.DupMAEEncoder` (the code
 ``python -m dupmae_ir.encode`` runs: length-sorted batches, one forward pass for the dense vector and
 the quantised bag-of-words) and the test queries are searched exhaustively on the same device:
 ``dense`` (inner product), ``impact`` (the integer dot product a Lucene impact index computes) and
@@ -111,7 +111,8 @@ def main() -> None:
     import torch
 
     from dupmae_ir.data import doc_text, resolve
-    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.inference import DupMAEEncoder
+    from dupmae_ir.precision import autocast_dtype
     from dupmae_ir.runs import write_trec
 
     coll = resolve(args.collection, data_dir=args.data_dir)
@@ -129,7 +130,7 @@ def main() -> None:
         name, _, variant = name.partition(":")
         enc = DupMAEEncoder(args.encoder, device=args.device, dtype=name)
         if variant == "inexact":  # the kept entries' values stay in the low precision (no fp32 recompute)
-            enc.model.exact_topk = 0
+            enc.pooling = replace(enc.pooling, exact_topk=0)
         enc.config = replace(enc.config, doc_max_length=args.max_length)
         enc.encode_docs(texts[:64], batch_size=args.batch_size)  # warm-up (kernels, allocator)
         if args.device.startswith("cuda"):
@@ -139,7 +140,7 @@ def main() -> None:
         seconds = t.seconds
         peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
         q = enc.encode_queries([qmap[x] for x in qids], batch_size=args.batch_size)
-        torch_dtype = enc.dtype if isinstance(enc.dtype, torch.dtype) else torch.float32
+        torch_dtype = autocast_dtype(enc.dtype) or torch.float32
         peer = peer_dense(enc.model, enc.tokenizer, texts, args.max_length, args.batch_size, args.device, torch_dtype)
         alpha = 1.0 / (enc.config.query_scale * enc.config.doc_scale)
         runs = search(d, doc_ids, q, qids, enc.vocab, alpha, args.device)

@@ -21,7 +21,7 @@ from _harness import Timer, add_report_args, add_table_row, machine
 
 
 class NoOpModel:
-    """Stands in for ``DupMAERetriever``: right-shaped outputs, no computation."""
+    """Stands in for ``DupMAEModel``: right-shaped outputs, no computation."""
 
     def __init__(self, model, max_batch: int):
         import torch
@@ -31,7 +31,6 @@ class NoOpModel:
         generator = torch.Generator().manual_seed(0)
         self.bow = torch.rand(max_batch, model.mlm.config.vocab_size, generator=generator)  # (B, V)
         self.dense = torch.zeros(max_batch, self.dense_dim)  # (B, d)
-        self.packed_pool = True
 
     def to(self, device):
         return self
@@ -39,7 +38,7 @@ class NoOpModel:
     def eval(self):
         return self
 
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, input_ids, attention_mask, pooling=None):
         b = input_ids.shape[0]
         return self.dense[:b], self.bow[:b]
 
@@ -58,7 +57,7 @@ def main() -> int:
 
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.encode import encode_corpus
-    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.inference import DupMAEEncoder
     from dupmae_ir.provenance import git_commit
 
     torch.set_num_threads(2)

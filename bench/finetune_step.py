@@ -7,7 +7,7 @@ autograd, and the fused step in bf16 and without dropout, same model, same batch
 What is timed is the step of ``python -m dupmae_ir.finetune`` (stage 1 loss with ``--part-loss-weight 1``,
 the recipe's default): 16 SciFact train queries (32 pieces) against their positive and G-1 other
 SciFact documents each (128 pieces), in-batch negatives included, dropout on, after the recipe's
-``--sparse-calibration 0.02``. Two routes through the MLM head (``DupMAERetriever.fused_head``):
+``--sparse-calibration 0.02``. Two routes through the MLM head (``PoolingPlan.fused``):
 
 - ``autograd`` (the peer): ``bow.max_pool_head``, the logits of each block of positions kept for the
   backward, which runs the two (B*L, V) x (V, D) products of the decoder;
@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     from dupmae_ir.data import doc_text, iter_corpus, load_qrels, load_queries
     from dupmae_ir.modeling.biencoder import BiEncoderForTraining
     from dupmae_ir.modeling.calibration import calibrate_sparse
-    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.modeling.model import DupMAEModel, PoolingPlan
     from dupmae_ir.train.trainer import set_dropout
 
     if args.threads:
@@ -80,13 +80,13 @@ def main(argv=None) -> None:
         results = {}
         for variant in variants:
             parts = variant.split("-")
-            retriever, tok = DupMAERetriever.from_pretrained(args.model)
+            retriever, tok = DupMAEModel.from_pretrained(args.model)
             calibrate_sparse(retriever, tok, [docs[d] for d in doc_ids[:256]], 0.02, 128)
-            retriever.fused_head = parts[0] == "fused"
             if "nodrop" in parts:
                 set_dropout(retriever, 0.0)  # what --dropout 0 does
             autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in parts)  # --precision bf16
-            model = BiEncoderForTraining(retriever, group, part_loss_weight=1.0)
+            model = BiEncoderForTraining(retriever, group, part_loss_weight=1.0,
+                                         pooling=PoolingPlan(fused=parts[0] == "fused"))
             model.train()
             q = tok([queries[i] for i in qids], max_length=32, truncation=True, padding=True, return_tensors="pt")
             d = tok(batch_docs, max_length=128, truncation=True, padding=True, return_tensors="pt")

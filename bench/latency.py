@@ -139,6 +139,8 @@ def table(label: str, startup: dict, single: dict, batch: dict, terms: float, n_
 
 
 def main() -> int:
+    from dupmae_ir.precision import TRAINING_DTYPES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index", required=True, help="a `dupmae_ir.encode` output folder")
     p.add_argument("--bm25-index", required=True, help="a BM25 index of the same corpus (`dupmae_ir.bm25 --index`)")
@@ -153,7 +155,7 @@ def main() -> int:
     p.add_argument("--query-topk", type=int, default=None, help="query pruning: keep N impact terms (default: index's)")
     p.add_argument("--query-min-weight", type=float, default=None,
                    help="query pruning: minimum weight (default: index's)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"], help="query encoding precision")
+    p.add_argument("--dtype", default="fp32", choices=TRAINING_DTYPES, help="query encoding precision")
     p.add_argument("--example", default="0-dimensional biomaterials show inductive properties.",
                    help="a query whose largest impact terms are shown")
     args = p.parse_args()

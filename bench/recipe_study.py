@@ -72,13 +72,13 @@ EXAMPLE_QUERY = "0-dimensional biomaterials show inductive properties."
 def sparsity(model_path: str, queries: list[str], docs: list[str], doc_max_length: int) -> dict:
     """Mean impact terms per query (unpruned) and per document (the checkpoint's doc top-k), and the
     example query's ten heaviest terms, for one checkpoint."""
-    from dupmae_ir.encoder import ExactRetriever
-    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.modeling.model import DupMAEModel
     from dupmae_ir.precision import resolve_dtype
+    from dupmae_ir.search.exact import ExactSearcher
 
-    model, tok = DupMAERetriever.from_pretrained(model_path)
-    retriever = ExactRetriever(model, tok, doc_max_length=doc_max_length, query_topk=1024,
-                               dtype=resolve_dtype("auto", "cpu"))
+    model, tok = DupMAEModel.from_pretrained(model_path)
+    retriever = ExactSearcher(model, tok, doc_max_length=doc_max_length, query_topk=1024,
+                              dtype=resolve_dtype("auto", "cpu"))
     _, _, q = retriever._encode(queries, retriever.query_max_length, 1024)
     _, _, d = retriever._encode(docs, retriever.doc_max_length, retriever.doc_topk)
     _, _, ex = retriever._encode([EXAMPLE_QUERY], retriever.query_max_length, 1024)
@@ -155,10 +155,10 @@ def _parse_stage2(text: str) -> tuple[int, int, float]:
 
 
 def stage2(args) -> None:
-    from dupmae_ir.modeling.retriever import RetrieverConfig
+    from dupmae_ir.modeling.model import RepresentationConfig
     from dupmae_ir.recipe import Recipe, RecipeConfig
 
-    ft = RetrieverConfig.load(args.stage1).finetuning or {}
+    ft = RepresentationConfig.load(args.stage1).finetuning or {}
     if ft.get("holdout_fraction") != args.holdout or ft.get("stage") not in (1, None):
         raise SystemExit(f"{args.stage1}: a stage-1 checkpoint fine-tuned with holdout_fraction={args.holdout} is "
                          f"needed (found stage {ft.get('stage')}, holdout {ft.get('holdout_fraction')})")
@@ -200,20 +200,20 @@ def pruning(args) -> None:
 
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.data.splits import dev_split
-    from dupmae_ir.encoder import ExactRetriever
-    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.modeling.model import DupMAEModel
     from dupmae_ir.precision import resolve_dtype
     from dupmae_ir.runs import score_run
+    from dupmae_ir.search.exact import ExactSearcher
 
     coll = resolve(args.corpus)
     dev_q, dev_qrels = dev_split(coll, "train", args.holdout, 13)
     docs = {d.id: doc_text(d) for d in coll.iter_docs()}
-    model, tok = DupMAERetriever.from_pretrained(args.model)
+    model, tok = DupMAEModel.from_pretrained(args.model)
     ft = model.config.finetuning or {}
     if ft.get("holdout_fraction") != args.holdout:
         raise SystemExit(f"{args.model} was fine-tuned with holdout_fraction={ft.get('holdout_fraction')}: its dev "
                          f"scores would be scores on training queries; fine-tune with {args.holdout}")
-    retriever = ExactRetriever(model, tok, doc_max_length=args.doc_max_length, dtype=resolve_dtype("auto", "cpu"))
+    retriever = ExactSearcher(model, tok, doc_max_length=args.doc_max_length, dtype=resolve_dtype("auto", "cpu"))
     retriever.index(list(docs), list(docs.values()), progress=False)
     rows = []
     for topk in TOPKS:

@@ -41,7 +41,7 @@ def build_model(work: Path) -> Path:
     from transformers import BertConfig, BertForMaskedLM, BertTokenizer
 
     from dupmae_ir.data import doc_text, resolve
-    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
+    from dupmae_ir.modeling.model import DupMAEModel, RepresentationConfig
 
     texts = [doc_text(d) for d in resolve("default").iter_docs()]
     wp = BertWordPieceTokenizer(lowercase=True)
@@ -53,7 +53,7 @@ def build_model(work: Path) -> Path:
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=128, max_position_embeddings=128)
-    model = DupMAERetriever(BertForMaskedLM(cfg), RetrieverConfig(doc_max_length=96, query_max_length=32,
+    model = DupMAEModel(BertForMaskedLM(cfg), RepresentationConfig(doc_max_length=96, query_max_length=32,
                                                                   doc_topk=64, query_topk=64))
     model.save_pretrained(out, tokenizer=tokenizer)
     return out

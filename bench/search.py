@@ -4,7 +4,7 @@ indexes, same queries, same fusion (DupMAE sum: alpha = 1/(s_q*s_d), no normalis
 Measured (wall clock of each command, JVM and model start-up included, and each run's agreement):
 
 1. ``python -m dupmae_ir.search --mode hybrid`` (live query encoding, batched, threaded);
-2. ``python -m dupmae_ir.hybrid`` = stock ``pyserini.search.hybrid`` with live DupMAE query encoders;
+2. ``python -m dupmae_ir.pyserini_hybrid`` = stock ``pyserini.search.hybrid`` with live DupMAE query encoders;
 3. stock ``python -m pyserini.search.hybrid`` with pre-encoded queries (``dupmae_ir.encode.encode_queries``
    run first; its time is reported separately and added in the "incl. encoding" ratio).
 
@@ -70,7 +70,7 @@ def main() -> int:
         t_ours = timed([py, "-m", "dupmae_ir.search", "--index", args.index, "--topics", str(topics),
                         "--mode", "hybrid", "--hits", str(args.hits), "--batch-size", str(args.batch_size),
                         "--threads", str(args.threads), "--output", str(tmp / "ours.trec")], env)
-        t_launcher = timed([py, "-m", "dupmae_ir.hybrid",
+        t_launcher = timed([py, "-m", "dupmae_ir.pyserini_hybrid",
                             "dense", "--index", str(info.dense), "--encoder", info.encoder, "--encoder-class", "dupmae",
                             "sparse", "--index", str(info.impact), "--impact", "--encoder", f"dupmae:{info.encoder}",
                             "--min-idf", "-1", *fusion, *common_run, "--output", str(tmp / "launcher.trec")], env)
@@ -87,7 +87,7 @@ def main() -> int:
     print(f"index {args.index}; {n} queries; hits {args.hits}; batch {args.batch_size}; threads {args.threads}; "
           f"alpha {info.alpha:g}; wall clock incl. start-up")
     print(f"  dupmae_ir.search (live encoding)            {t_ours:7.1f} s  {n / t_ours:7.1f} q/s")
-    print(f"  dupmae_ir.hybrid launcher (stock CLI, live)  {t_launcher:7.1f} s  {n / t_launcher:7.1f} q/s")
+    print(f"  dupmae_ir.pyserini_hybrid launcher (stock CLI, live)  {t_launcher:7.1f} s  {n / t_launcher:7.1f} q/s")
     print(f"  stock pyserini.search.hybrid (pre-encoded)   {t_stock:7.1f} s  {n / t_stock:7.1f} q/s"
           f"  (+ encode_queries {t_encode:.1f} s)")
     print(f"ratio dupmae_ir.search / launcher: {t_launcher / t_ours:.2f}x")
@@ -98,7 +98,8 @@ def main() -> int:
     if args.report:
         table = markdown_table(["route", "wall s", "queries/s", "top-10 agreement with `dupmae_ir.search`"], [
             ("`dupmae_ir.search` (live encoding)", f"{t_ours:.1f}", f"{n / t_ours:.1f}", "-"),
-            ("`dupmae_ir.hybrid` launcher (stock CLI, live encoding)", f"{t_launcher:.1f}", f"{n / t_launcher:.1f}",
+            ("`dupmae_ir.pyserini_hybrid` launcher (stock CLI, live encoding)", f"{t_launcher:.1f}",
+             f"{n / t_launcher:.1f}",
              f"{agreement(ours, launcher):.3f}"),
             ("stock `pyserini.search.hybrid`, pre-encoded queries", f"{t_stock:.1f}", f"{n / t_stock:.1f}",
              f"{agreement(ours, stock):.3f}")])

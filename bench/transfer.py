@@ -37,10 +37,10 @@ def main() -> int:
 
     from dupmae_ir.bm25 import bm25_search, build_bm25_index
     from dupmae_ir.data import doc_text, resolve
-    from dupmae_ir.encoder import ExactRetriever
-    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.modeling.model import DupMAEModel
     from dupmae_ir.precision import default_device, resolve_dtype
     from dupmae_ir.runs import fuse_normalize, score_run
+    from dupmae_ir.search.exact import ExactSearcher
 
     coll = resolve(args.collection)
     queries, qrels = coll.queries(args.split), coll.qrels(args.split)
@@ -57,9 +57,9 @@ def main() -> int:
 
     def exact(path: str, pooling: str, modes: tuple[str, ...]):
         def make():
-            model, tok = DupMAERetriever.from_pretrained(path)
-            r = ExactRetriever(model, tok, args.doc_max_length, args.query_max_length, need_sparse=pooling == "cls",
-                               pooling=pooling, dtype=dtype).index(list(docs), list(docs.values()))
+            model, tok = DupMAEModel.from_pretrained(path)
+            r = ExactSearcher(model, tok, args.doc_max_length, args.query_max_length, need_sparse=pooling == "cls",
+                              pooling=pooling, dtype=dtype).index(list(docs), list(docs.values()))
             return r.search(queries, k=1000, modes=modes)
         return make
 

@@ -17,6 +17,7 @@ import os
 import types
 
 from .errors import UserError, add_debug_flag
+from .precision import DTYPES  # torch-free: --help stays cheap
 from .runs import FUSIONS, HYBRID_BM25, MODES, FusionConfig
 
 
@@ -116,8 +117,7 @@ def add_encoder_args(parser: argparse.ArgumentParser, batch_size: int = 32) -> N
                    help="DupMAE checkpoint folder (HF masked LM + dupmae_config.json), or 'default' (MiniLM-L6)")
     g.add_argument("--batch-size", type=positive_int, default=batch_size,
                    help="texts per forward pass (length-sorted, dynamic padding)")
-    # the same list as precision.DTYPES (a test checks), written out so that --help does not import torch
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8", "int8-head"],
+    g.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="auto: bf16/fp16 on GPUs, bf16 on CPUs with native bf16 instructions (AVX512-BF16/AMX), "
                         "else fp32 (decided from the hardware, never from a timing); int8: dynamic int8 "
                         "quantisation of every linear layer (CPU; costs quality); int8-head: of the MLM head only "

@@ -33,7 +33,7 @@ def build_parser():
         description="Fine-tune a DupMAE bi-encoder on its combined score (dense [CLS] inner product + "
                     "bag-of-words inner product). Stage 1: in-batch + BM25/file negatives; stage 2: hard "
                     "negatives mined by the stage-1 model; stage 3: distillation from teacher scores. "
-                    "Writes a DupMAERetriever checkpoint (HF masked LM + dupmae_config.json) for "
+                    "Writes a DupMAEModel checkpoint (HF masked LM + dupmae_config.json) for "
                     "dupmae_ir.encode/search/eval, whose encoder stock Pyserini reads with "
                     "--encoder-class auto --pooling cls.",
         epilog="Run several processes with torchrun (gloo on CPU, NCCL on GPU): documents of every process "
@@ -43,7 +43,7 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from .train.finetune import run_finetuning
+    from .train.finetuning import run_finetuning
 
     try:
         args = build_parser().parse_args_into_dataclasses(argv)[0]  # [1]: --debug (run_command reads it)

@@ -5,7 +5,7 @@ An index folder holds
 - ``dense/index`` + ``dense/docid``: a FAISS index (inner product) and one document id per line, in
   insertion order: what Pyserini's ``FaissSearcher`` reads;
 - ``impact/``: a Lucene impact index (Anserini ``JsonVectorCollection``, ``--impact --pretokenized``);
-- ``dupmae_index.json``: provenance (encoder, ``RetrieverConfig`` with the quantisation scales
+- ``dupmae_index.json``: provenance (encoder, ``RepresentationConfig`` with the quantisation scales
   ``s_q``/``s_d``, top-k and activation, corpus, counts).
 
 :func:`load_index` checks, before any model or JVM starts, that the provenance parses, that the
@@ -73,7 +73,7 @@ class IndexInfo:
     dense: Path | None
     impact: Path | None
     encoder: str
-    retriever: dict  # the RetrieverConfig fields in RETRIEVER_FIELDS
+    retriever: dict  # the RepresentationConfig fields in RETRIEVER_FIELDS
     docs: int
     meta: dict = field(default_factory=dict, repr=False)
 
@@ -85,7 +85,7 @@ class IndexInfo:
 
 
 def _find_fields(meta: dict) -> dict:
-    """The RetrieverConfig fields from ``dupmae_index.json`` (top level or one nested dict)."""
+    """The RepresentationConfig fields from ``dupmae_index.json`` (top level or one nested dict)."""
     candidates = [meta] + [v for v in meta.values() if isinstance(v, dict)]
     for c in candidates:
         if all(f in c for f in ("doc_scale", "query_scale")):
@@ -174,10 +174,10 @@ class EncodedQueries:
     meta: dict = field(default_factory=dict, repr=False)  # dupmae_queries.json ({} for a folder made by hand)
 
     def batch(self, texts: Sequence[str]):
-        """The representations of ``texts``, in the shape of :class:`dupmae_ir.encoder.EncodedBatch`."""
+        """The representations of ``texts``, in the shape of :class:`dupmae_ir.inference.EncodedBatch`."""
         import numpy as np
 
-        from .encoder import EncodedBatch
+        from .inference import EncodedBatch
 
         missing = [t for t in texts if t.strip() not in self.dense or t.strip() not in self.impacts]
         if missing:

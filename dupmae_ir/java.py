@@ -10,7 +10,7 @@ with ``jnius_config`` and start the JVM ourselves **before** any ``pyserini.*`` 
 Pyserini's own classpath setup then fails silently and harmlessly.
 
 ``start_jvm()`` does that in-process. ``java_env()`` gives the environment variables that make the
-stock ``python -m pyserini.*`` commands work in a subprocess; ``python -m dupmae_ir.pyserini`` uses
+stock ``python -m pyserini.*`` commands work in a subprocess; ``python -m dupmae_ir.pyserini_run`` uses
 them (see that module).
 """
 from __future__ import annotations
@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Sequence
 
 MIN_JAVA = 21
+# Lucene's default limit on the clauses of one BooleanQuery (IndexSearcher.maxClauseCount): a query with
+# more terms fails with TooManyClauses. Stock Pyserini keeps it, so queries for it are cut to this size.
+LUCENE_MAX_CLAUSES = 1024
+RAISED_MAX_CLAUSES = 1 << 16  # what raise_max_clause_count lifts it to in the toolkit's own JVM
 
 
 class JavaNotFoundError(RuntimeError):
@@ -133,6 +137,20 @@ def start_jvm(options: Sequence[str] = ()) -> None:
     import jnius  # noqa: F401  (importing starts the JVM)
 
     _started = True
+
+
+def raise_max_clause_count(n: int = RAISED_MAX_CLAUSES) -> None:
+    """Let Lucene take queries with up to ``n`` terms (its default limit is :data:`LUCENE_MAX_CLAUSES`).
+
+    A DupMAE query keeps every positive vocabulary weight unless ``query_topk`` is set: that can be
+    thousands of terms, which Lucene rejects with ``TooManyClauses``. The limit is JVM-wide; call
+    after :func:`start_jvm`.
+    """
+    from jnius import autoclass
+
+    searcher_class = autoclass("org.apache.lucene.search.IndexSearcher")
+    if searcher_class.getMaxClauseCount() < n:
+        searcher_class.setMaxClauseCount(n)
 
 
 def export_lines() -> str:

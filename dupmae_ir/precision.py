@@ -11,6 +11,10 @@
   bf16 where the cores have native bf16 instructions (AVX512-BF16 or AMX, as torch or
   ``/proc/cpuinfo`` report them), else fp32 (AVX2-only cores run bf16 matmul ~100x slower).
   :func:`cpu_bf16_speedup` measures the matmul speed-up as a diagnostic only.
+
+One type everywhere: a precision is its name (a ``str`` of :data:`DTYPES`); :func:`autocast_dtype` gives
+the torch dtype where autocast needs one. The module imports torch only inside its functions, so the
+command lines can offer these names in ``--help`` without loading torch.
 """
 from __future__ import annotations
 
@@ -18,35 +22,58 @@ import logging
 import os
 from functools import lru_cache
 
-import torch
-
 log = logging.getLogger(__name__)
 
-DTYPES = ("auto", "fp32", "bf16", "fp16", "int8", "int8-head")
+FLOAT_DTYPES = ("fp32", "bf16", "fp16")  # autocast precisions: training, evaluation, query encoding
 INT8 = "int8"  # not a torch dtype: marks dynamic int8 quantisation of the linear layers
 INT8_HEAD = "int8-head"  # not a torch dtype: the same for the MLM head's linear layers only
+DTYPES = ("auto", *FLOAT_DTYPES, INT8, INT8_HEAD)  # encode --dtype
+TRAINING_DTYPES = (*FLOAT_DTYPES, "auto")  # --precision of training, search --dtype
 
 
-def resolve_dtype(dtype: str, device: str):
-    """Map a ``--dtype`` name to a torch dtype (or :data:`INT8`); ``auto`` as in the module doc."""
+def auto_dtype(device: str) -> str:
+    """What ``auto`` means on ``device`` (the one home of the rule, module doc): bf16 on GPUs that
+    support it, else fp16; on CPUs bf16 where the cores have native bf16 instructions, else fp32."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """A ``--dtype`` name made concrete for encoding on ``device`` (``auto`` as :func:`auto_dtype`),
+    checked against what the device runs."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}; valid: {DTYPES}")
     cuda = device.startswith("cuda")
-    if dtype in (INT8, INT8_HEAD):
-        if cuda:
-            raise ValueError(f"dtype={dtype!r} (dynamic quantisation) runs on CPU only; use fp16/bf16 on GPUs.")
-        return dtype
-    if dtype == "fp32":
-        return torch.float32
-    if dtype == "bf16":
-        return torch.bfloat16
-    if dtype == "fp16":
-        if not cuda:
-            raise ValueError("dtype='fp16' needs a GPU (CPU fp16 matmul is emulated and slow); use auto, fp32 or int8.")
-        return torch.float16
-    if cuda:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    if dtype in (INT8, INT8_HEAD) and cuda:
+        raise ValueError(f"dtype={dtype!r} (dynamic quantisation) runs on CPU only; use fp16/bf16 on GPUs.")
+    if dtype == "fp16" and not cuda:
+        raise ValueError("dtype='fp16' needs a GPU (CPU fp16 matmul is emulated and slow); use auto, fp32 or int8.")
+    return auto_dtype(device) if dtype == "auto" else dtype
+
+
+def training_precision(precision: str, use_cpu: bool = False) -> str:
+    """A training ``--precision`` with ``auto`` made concrete (:func:`auto_dtype`) for the device that
+    training uses: the GPU when there is one and ``use_cpu`` is false, else the CPU."""
+    import torch
+
+    if precision not in TRAINING_DTYPES:
+        raise ValueError(f"precision={precision!r}; valid: {TRAINING_DTYPES}")
+    if precision != "auto":
+        return precision
+    return auto_dtype("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
+
+
+def autocast_dtype(dtype: str):
+    """The torch dtype autocast runs ``dtype`` in: ``torch.bfloat16`` / ``torch.float16``; ``None`` for
+    fp32 and the int8 names (no autocast)."""
+    import torch
+
+    if dtype not in DTYPES or dtype == "auto":
+        raise ValueError(f"dtype={dtype!r}: not a concrete precision; valid: {DTYPES[1:]}")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
 
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -56,6 +83,8 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX): torch's own probe,
     else the ``/proc/cpuinfo`` flags. Deterministic: no timing is involved."""
+    import torch
+
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(callable(p) for p in probes):
         return any(bool(p()) for p in probes)
@@ -76,6 +105,8 @@ def cpu_bf16_speedup() -> float:
     """
     import time
 
+    import torch
+
     a = torch.randn(256, 384)
     b = torch.randn(384, 1536)
     times = {}
@@ -93,13 +124,10 @@ def cpu_bf16_speedup() -> float:
     return speedup
 
 
-def dtype_name(dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", INT8: INT8,
-            INT8_HEAD: INT8_HEAD}[dtype]
+def default_device():
+    """This process's GPU when there is one (``LOCAL_RANK`` under torchrun), else the CPU: a ``torch.device``."""
+    import torch
 
-
-def default_device() -> torch.device:
-    """This process's GPU when there is one (``LOCAL_RANK`` under torchrun), else the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return torch.device("cpu")

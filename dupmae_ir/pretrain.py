@@ -32,7 +32,7 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from .train.pretrain import run_pretraining
+    from .train.pretraining import run_pretraining
 
     try:
         args = build_parser().parse_args_into_dataclasses(argv)[0]  # [1]: --debug (run_command reads it)

@@ -8,6 +8,7 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -141,20 +142,26 @@ def _portable_arg(arg: str) -> str:
     return arg
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename: a
-    failed write (disk full) leaves ``path`` as it was and no temporary file behind."""
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """The one atomic file write: ``write(tmp)`` fills a temporary file in ``path``'s folder, which is
+    then renamed onto ``path``; a failed write (disk full) leaves ``path`` as it was and no temporary
+    file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         tmp.replace(path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name the output
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: str | Path, data: dict) -> None:

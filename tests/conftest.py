@@ -84,12 +84,12 @@ def build_tiny_checkpoint(folder: Path, seed: int = 0, dense_dim: int | None = N
     from transformers import BertConfig, BertForMaskedLM
 
     from dupmae_ir.modeling.backbone import load_tokenizer
-    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
+    from dupmae_ir.modeling.model import DupMAEModel, RepresentationConfig
 
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=37, max_position_embeddings=512)
-    model = DupMAERetriever(BertForMaskedLM(cfg), RetrieverConfig(dense_dim=dense_dim))
+    model = DupMAEModel(BertForMaskedLM(cfg), RepresentationConfig(dense_dim=dense_dim))
     model.save_pretrained(folder, tokenizer=load_tokenizer("default"))
     return folder
 

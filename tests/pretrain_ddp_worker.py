@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from dupmae_ir.train.arguments import PretrainArguments
-from dupmae_ir.train.pretrain import run_pretraining
+from dupmae_ir.train.pretraining import run_pretraining
 
 
 class WeightChecksum(TrainerCallback):

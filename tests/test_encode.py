@@ -55,7 +55,7 @@ def _cli(args, **kw):
 
 # ------------------------------------------------------------------------------------------------
 def test_encoder_sorted_batches_match_single_batch(tiny_checkpoint, slice_texts):
-    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.inference import DupMAEEncoder
 
     enc = DupMAEEncoder(str(tiny_checkpoint))
     texts = slice_texts[1][:24]
@@ -110,12 +110,11 @@ def test_packed_bert_head_bf16_keeps_exact_top_entries():
 
 
 def test_dtype_auto_follows_measurement():
-    import torch
 
     from dupmae_ir.precision import cpu_has_fast_bf16, resolve_dtype
 
-    expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    assert resolve_dtype("auto", "cpu") is expected
+    expected = "bf16" if cpu_has_fast_bf16() else "fp32"
+    assert resolve_dtype("auto", "cpu") == expected
     with pytest.raises(ValueError, match="valid"):
         resolve_dtype("fp8", "cpu")
 
@@ -129,7 +128,7 @@ def test_int8_head_keeps_dense_exact_and_impacts_close(scifact_dir):
 
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.encode.__main__ import build_parser
-    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.inference import DupMAEEncoder
     from dupmae_ir.precision import DTYPES, resolve_dtype
 
     texts = [doc_text(d) for _, d in zip(range(12), resolve(str(scifact_dir)).iter_docs())]
@@ -175,8 +174,8 @@ def test_pyserini_searchers_match_toolkit_scores(slice_index, slice_texts, tiny_
     from pyserini.search.lucene import LuceneImpactSearcher
 
     from dupmae_ir.data import resolve
+    from dupmae_ir.java import raise_max_clause_count
     from dupmae_ir.pyserini_encoders import DupMAEImpactQueryEncoder, DupMAEQueryEncoder
-    from dupmae_ir.search import raise_max_clause_count
 
     raise_max_clause_count()  # queries keep every positive weight (query_topk None): > 1024 terms
     ids, texts = slice_texts
@@ -215,7 +214,7 @@ def test_stock_pyserini_encode_gives_same_dense_vectors(slice_corpus, slice_inde
             if i == n:
                 break
             f.write(json.dumps({"id": d.id, "text": doc_text(d)}) + "\n")
-    cmd = [sys.executable, "-m", "dupmae_ir.pyserini", "encode",
+    cmd = [sys.executable, "-m", "dupmae_ir.pyserini_run", "encode",
            "input", "--corpus", str(inp), "--fields", "text",
            "output", "--embeddings", str(tmp_path / "emb"), "--to-faiss",
            "encoder", "--encoder", str(tiny_checkpoint), "--encoder-class", "auto", "--pooling", "cls",
@@ -235,13 +234,13 @@ def test_stock_pyserini_encode_gives_same_dense_vectors(slice_corpus, slice_inde
 def test_empty_impact_vectors_keep_their_ids(tiny_checkpoint, tmp_path):
     """A document whose impacts all quantise to 0 (here: every one, tiny doc_scale) stays in Lucene."""
     from dupmae_ir.encode import EMPTY_TOKEN, encode_corpus
-    from dupmae_ir.encoder import DupMAEEncoder
-    from dupmae_ir.modeling.retriever import RetrieverConfig
+    from dupmae_ir.inference import DupMAEEncoder
+    from dupmae_ir.modeling.model import RepresentationConfig
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
                               for i, t in enumerate(["alpha beta", "", "gamma"])))
-    enc = DupMAEEncoder(str(tiny_checkpoint), config=RetrieverConfig(doc_scale=1e-9))
+    enc = DupMAEEncoder(str(tiny_checkpoint), config=RepresentationConfig(doc_scale=1e-9))
     out = encode_corpus(corpus, tmp_path / "out", encoder=enc, progress=False)
     meta = json.loads((out / "dupmae_index.json").read_text())
     assert meta["docs"] == 3 and meta["empty_text_docs"] == 1 and meta["empty_impact_docs"] == 3
@@ -329,7 +328,7 @@ def test_encode_queries_formats_work_with_stock_pyserini(slice_index, tiny_check
     `python -m pyserini.search.hybrid` runs on them with no patching."""
     from dupmae_ir.data import resolve
     from dupmae_ir.encode import encode_queries
-    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.inference import DupMAEEncoder
     from dupmae_ir.java import start_jvm
 
     start_jvm()
@@ -349,7 +348,7 @@ def test_encode_queries_formats_work_with_stock_pyserini(slice_index, tiny_check
         assert len(vec) == min(300, len(ref.impacts[i])) and all(ref.impacts[i][t] == w for t, w in vec.items())
         assert min(vec.values()) >= sorted(ref.impacts[i].values(), reverse=True)[len(vec) - 1]
     run = tmp_path / "run.txt"
-    cmd = [sys.executable, "-m", "dupmae_ir.pyserini", "search.hybrid",
+    cmd = [sys.executable, "-m", "dupmae_ir.pyserini_run", "search.hybrid",
            "dense", "--index", str(slice_index / "dense"), "--encoded-queries", str(qdir / "dense"),
            "sparse", "--index", str(slice_index / "impact"), "--impact", "--encoder", str(qdir / "impact.jsonl"),
            "--min-idf", "-1",

@@ -42,8 +42,8 @@ def test_pyserini_searchers_agree_with_toolkit_scores(scifact_index, scifact_dir
     from pyserini.search.lucene import LuceneImpactSearcher
 
     from dupmae_ir.data import doc_text, resolve
+    from dupmae_ir.java import raise_max_clause_count
     from dupmae_ir.pyserini_encoders import DupMAEImpactQueryEncoder, DupMAEQueryEncoder
-    from dupmae_ir.search import raise_max_clause_count
 
     raise_max_clause_count()
     meta = json.loads((scifact_index / "dupmae_index.json").read_text())

@@ -462,10 +462,8 @@ def test_bad_input_is_one_line_and_debug_shows_the_traceback(tiny_checkpoint, tm
 # 7. auto precision is a function of the hardware
 # ------------------------------------------------------------------------------------------------
 def test_auto_dtype_is_decided_by_cpu_flags_not_timing(monkeypatch):
-    import torch
 
     from dupmae_ir import precision as encoder
-    from dupmae_ir.train.trainer import resolve_precision
 
     flags = set(" ".join(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split())
     native = bool(flags & {"avx512_bf16", "amx_bf16"})
@@ -475,10 +473,6 @@ def test_auto_dtype_is_decided_by_cpu_flags_not_timing(monkeypatch):
         raise AssertionError("auto must not time anything")
 
     monkeypatch.setattr(encoder, "cpu_bf16_speedup", no_timing)
-    expected = torch.bfloat16 if native else torch.float32
-    assert all(encoder.resolve_dtype("auto", "cpu") is expected for _ in range(3))
-
-    class Args:
-        precision, use_cpu = "auto", True
-
-    assert resolve_precision(Args) == ("bf16" if native else "fp32")
+    expected = "bf16" if native else "fp32"
+    assert all(encoder.resolve_dtype("auto", "cpu") == expected for _ in range(3))
+    assert encoder.training_precision("auto", use_cpu=True) == expected

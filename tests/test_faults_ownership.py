@@ -41,7 +41,7 @@ def test_d1_training_never_writes_into_a_folder_it_did_not_mark(tiny_checkpoint,
     """A user's project with a ``checkpoints/`` folder, and a copy of a model folder (its
     ``dupmae_config.json``), are refused with or without --overwrite-output-dir, and stay as they were."""
     from dupmae_ir.errors import OutputError
-    from dupmae_ir.train.pretrain import run_pretraining
+    from dupmae_ir.train.pretraining import run_pretraining
 
     project = tmp_path / "project"
     (project / "checkpoints").mkdir(parents=True)

@@ -109,9 +109,9 @@ def test_part_loss_adds_each_part_trained_alone(tiny, toy, tmp_path):
     import torch.nn.functional as F
 
     from dupmae_ir.modeling.biencoder import BiEncoderForTraining
-    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.modeling.model import DupMAEModel
 
-    retriever, tok = DupMAERetriever.from_pretrained(tiny)
+    retriever, tok = DupMAEModel.from_pretrained(tiny)
     q = tok(["what about alpha", "what about bravo"], return_tensors="pt", padding=True)
     d = tok(["alpha alpha echo", "golf hotel", "bravo kilo bravo", "lima mike"], return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -147,15 +147,15 @@ def test_part_loss_adds_each_part_trained_alone(tiny, toy, tmp_path):
 
 @pytest.mark.parametrize("bias_shift", [-2.0, 2.0])  # few active entries (sparse route), most (dense route)
 def test_training_bag_of_words_equals_plain_autograd(tiny, bias_shift):
-    """With gradients on, DupMAERetriever pools through the fused head (bow.max_pool_linear_with_mlm:
+    """With gradients on, DupMAEModel pools through the fused head (bow.max_pool_linear_with_mlm:
     bias after the max; the max's gradient gathered per active entry when few are active, else through
     the matrix products). Its bag-of-words and every parameter's gradient equal plain autograd through
     the unfused head (bow.max_pool_head), for ReLU'd vectors (inactive entries carry no gradient) of
     texts of unequal length (padding)."""
     from dupmae_ir.modeling.bow import activate, max_pool_head
-    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.modeling.model import DupMAEModel
 
-    retriever, tok = DupMAERetriever.from_pretrained(tiny)
+    retriever, tok = DupMAEModel.from_pretrained(tiny)
     retriever.eval()  # no dropout: both passes see the same network
     with torch.no_grad():
         retriever.mlm.cls.predictions.bias.normal_(bias_shift, 1.0, generator=torch.Generator().manual_seed(1))
@@ -170,7 +170,7 @@ def test_training_bag_of_words_equals_plain_autograd(tiny, bias_shift):
 
     dense, bow = retriever(enc["input_ids"], enc["attention_mask"])
     hidden = retriever.mlm.bert(**enc).last_hidden_state
-    ref = activate(max_pool_head(hidden, enc["attention_mask"], retriever.mlm.cls, 2), "relu")
+    ref = activate(max_pool_head(hidden, enc["attention_mask"], retriever.mlm.cls, 2), "plain_relu")
     ref = ref.masked_fill(retriever.special_mask, 0.0)
     active = float((bow > 0).float().mean())
     assert (0 < active < 0.25) if bias_shift < 0 else (active > 0.25)  # the route this case is for
@@ -186,8 +186,8 @@ def test_training_bag_of_words_equals_plain_autograd(tiny, bias_shift):
 # stages
 # ----------------------------------------------------------------------------------------------
 def test_stage1_bm25_negatives_loss_falls_and_checkpoint_loads(tiny, toy, tmp_path):
-    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.modeling.model import DupMAEModel, RepresentationConfig
+    from dupmae_ir.train.finetuning import run_finetuning
 
     out = run_finetuning(_args(tiny, toy, tmp_path / "s1", num_train_epochs=12, sparse_weight=0.01))
     losses = _losses(out)
@@ -197,10 +197,10 @@ def test_stage1_bm25_negatives_loss_falls_and_checkpoint_loads(tiny, toy, tmp_pa
     # BM25 negatives were mined, never positives
     negs = [line.split("\t") for line in (out / "negatives.tsv").read_text().splitlines()]
     assert negs and all(d != "d" + q[1:] for q, d in negs)
-    cfg = RetrieverConfig.load(out)
+    cfg = RepresentationConfig.load(out)
     assert cfg.finetuning["stage"] == 1 and cfg.finetuning["negatives"] == "bm25"
     assert cfg.doc_max_length == 32 and cfg.query_max_length == 16
-    model, tok = DupMAERetriever.from_pretrained(out)
+    model, tok = DupMAEModel.from_pretrained(out)
     enc = tok(["what about alpha"], return_tensors="pt")
     dense, bow = model(enc["input_ids"], enc["attention_mask"])
     assert dense.shape == (1, 32) and bow.shape == (1, 30522)
@@ -214,8 +214,8 @@ def test_head_learning_rate_trains_the_head_and_spares_the_encoder(tiny, toy, tm
     """--head-learning-rate: with the encoder's learning rate at 0 only the MLM head moves."""
     from safetensors.torch import load_file
 
-    from dupmae_ir.modeling.retriever import RetrieverConfig
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.modeling.model import RepresentationConfig
+    from dupmae_ir.train.finetuning import run_finetuning
 
     out = run_finetuning(_args(tiny, toy, tmp_path / "h", max_steps=3, learning_rate=0.0,
                                head_learning_rate=1e-2, warmup_ratio=0.0, sparse_weight=1.0))
@@ -225,12 +225,12 @@ def test_head_learning_rate_trains_the_head_and_spares_the_encoder(tiny, toy, tm
     assert body and head
     assert all(torch.equal(start[k], end[k]) for k in body)
     assert all(not torch.equal(start[k], end[k]) for k in head)
-    assert RetrieverConfig.load(out).finetuning["head_learning_rate"] == 1e-2
+    assert RepresentationConfig.load(out).finetuning["head_learning_rate"] == 1e-2
 
 
 def test_stage2_negatives_mined_by_the_model_exclude_positives(tiny, toy, tmp_path):
     from dupmae_ir.data import resolve
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.train.finetuning import run_finetuning
     from dupmae_ir.train.mining import mine_with_model
 
     out = run_finetuning(_args(tiny, toy, tmp_path / "s2", stage=2, mine_depth=5, group_size=3))
@@ -250,31 +250,31 @@ def test_stage2_negatives_mined_by_the_model_exclude_positives(tiny, toy, tmp_pa
 
 
 def test_exact_retriever_bf16_encoding_stays_close_to_fp32(tiny, toy):
-    """``ExactRetriever(dtype=torch.bfloat16)`` (the recipe's ``--eval-precision bf16``) encodes under
+    """``ExactSearcher(dtype="bf16")`` (the recipe's ``--eval-precision bf16``) encodes under
     autocast: the vectors change, yet stay within bf16 rounding of fp32, and the rankings agree."""
     from dupmae_ir.data import doc_text, resolve
-    from dupmae_ir.encoder import ExactRetriever
-    from dupmae_ir.modeling.retriever import DupMAERetriever
+    from dupmae_ir.modeling.model import DupMAEModel
+    from dupmae_ir.search.exact import ExactSearcher
 
     coll = resolve(str(toy))
     docs = {d.id: doc_text(d) for d in coll.iter_docs()}
     queries = coll.queries("train")
     got = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        model, tok = DupMAERetriever.from_pretrained(tiny)
-        r = ExactRetriever(model, tok, doc_max_length=32, query_max_length=16, dtype=dtype, device="cpu")
+    for dtype in ("fp32", "bf16"):
+        model, tok = DupMAEModel.from_pretrained(tiny)
+        r = ExactSearcher(model, tok, doc_max_length=32, query_max_length=16, dtype=dtype, device="cpu")
         r.index(list(docs), list(docs.values()), progress=False)
         got[dtype] = (r.dense[torch.argsort(torch.tensor([int(d[1:]) for d in r.doc_ids]))],
                       r.search(queries, k=5))
-    (d32, run32), (d16, run16) = got[torch.float32], got[torch.bfloat16]
+    (d32, run32), (d16, run16) = got["fp32"], got["bf16"]
     assert d16.dtype == torch.float32 and not torch.equal(d16, d32)  # autocast did run, scores stay fp32
     assert torch.nn.functional.cosine_similarity(d16, d32).min() > 0.99
     for mode in ("dense", "impact", "hybrid"):
         agree = sum(run16[mode][q][0][0] == run32[mode][q][0][0] for q in queries) / len(queries)
         assert agree >= 0.75, (mode, agree)
-    model, tok = DupMAERetriever.from_pretrained(tiny)
+    model, tok = DupMAEModel.from_pretrained(tiny)
     with pytest.raises(ValueError, match="dtype"):
-        ExactRetriever(model, tok, dtype=torch.int8)
+        ExactSearcher(model, tok, dtype="int8")
 
 
 def test_sparse_scale_calibration_rescales_to_the_best_in_batch_loss(tiny, toy, tmp_path):
@@ -282,15 +282,15 @@ def test_sparse_scale_calibration_rescales_to_the_best_in_batch_loss(tiny, toy, 
     minimises the sparse part's in-batch loss: scaling further either way raises it (the loss is convex in s)."""
     from dupmae_ir.data import doc_text, resolve
     from dupmae_ir.modeling.calibration import calibrate_sparse, calibrate_sparse_scale
-    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.modeling.model import DupMAEModel, RepresentationConfig
+    from dupmae_ir.train.finetuning import run_finetuning
 
     coll = resolve(str(toy))
     docs = {d.id: doc_text(d) for d in coll.iter_docs()}
     queries = coll.queries("train")
     qids = sorted(queries)
     texts_q, texts_d = [queries[q] for q in qids], [docs["d" + q[1:]] for q in qids]
-    retriever, tok = DupMAERetriever.from_pretrained(tiny)
+    retriever, tok = DupMAEModel.from_pretrained(tiny)
     calibrate_sparse(retriever, tok, list(docs.values()), 0.2, 32)
 
     def sparse_scores():
@@ -313,11 +313,11 @@ def test_sparse_scale_calibration_rescales_to_the_best_in_batch_loss(tiny, toy, 
         calibrate_sparse_scale(retriever, tok, texts_q, texts_d, 16, 32)
     out = run_finetuning(_args(tiny, toy, tmp_path / "scaled", sparse_calibration=0.2, sparse_scale_calibration=True,
                                max_steps=2))
-    assert RetrieverConfig.load(out).finetuning["sparse_scale_calibration"] > 0
+    assert RepresentationConfig.load(out).finetuning["sparse_scale_calibration"] > 0
 
 
 def test_stage3_distillation_runs(tiny, toy, tmp_path):
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.train.finetuning import run_finetuning
 
     teacher = tmp_path / "teacher.tsv"
     with open(teacher, "w") as fh:
@@ -336,13 +336,13 @@ def test_dropout_option_and_auto_precision(tiny, toy, tmp_path):
     """--dropout 0 turns every dropout of the backbone off while training (a train-mode forward is then
     deterministic and equals eval mode); the saved config keeps the checkpoint's rate; --precision
     auto is recorded as the concrete precision this machine resolved it to."""
-    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
+    from dupmae_ir.modeling.model import DupMAEModel, RepresentationConfig
     from dupmae_ir.precision import cpu_has_fast_bf16
     from dupmae_ir.train.arguments import FinetuneArguments
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.train.finetuning import run_finetuning
     from dupmae_ir.train.trainer import set_dropout
 
-    retriever, tok = DupMAERetriever.from_pretrained(tiny)
+    retriever, tok = DupMAEModel.from_pretrained(tiny)
     enc = tok(["alpha bravo charlie delta echo"], return_tensors="pt")
     retriever.train()
     torch.manual_seed(0)
@@ -356,7 +356,7 @@ def test_dropout_option_and_auto_precision(tiny, toy, tmp_path):
         FinetuneArguments(dropout=1.0)
 
     out = run_finetuning(_args(tiny, toy, tmp_path / "d", max_steps=2, dropout=0.0, precision="auto"))
-    record = RetrieverConfig.load(out).finetuning
+    record = RepresentationConfig.load(out).finetuning
     assert record["dropout"] == 0.0
     assert record["precision"] == ("bf16" if cpu_has_fast_bf16() else "fp32")
     saved = json.loads((out / "config.json").read_text())
@@ -366,7 +366,7 @@ def test_dropout_option_and_auto_precision(tiny, toy, tmp_path):
 def test_bad_input_errors(tiny, toy, tmp_path):
     from dupmae_ir.data import DataError
     from dupmae_ir.train.arguments import FinetuneArguments
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.train.finetuning import run_finetuning
 
     with pytest.raises(ValueError, match="teacher-scores"):
         FinetuneArguments(stage=3)
@@ -382,7 +382,7 @@ def test_resume_gives_the_same_model(tiny, toy, tmp_path):
     from safetensors.torch import load_file
     from transformers import TrainerCallback
 
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.train.finetuning import run_finetuning
 
     kw = dict(max_steps=6, save_steps=3, mine="none", group_size=2)
     full = run_finetuning(_args(tiny, toy, tmp_path / "full", **kw))
@@ -440,7 +440,7 @@ def test_torchrun_stage2_encodes_and_mines_together(tiny, toy, tmp_path):
     """Stage 2 under torchrun: both processes encode a share of the corpus into one index and search a
     share of the queries; the negatives equal a one-process run mining from a one-process index."""
     from dupmae_ir.encode import encode_corpus
-    from dupmae_ir.train.finetune import run_finetuning
+    from dupmae_ir.train.finetuning import run_finetuning
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     out = tmp_path / "ddp-s2"

@@ -29,7 +29,7 @@ def test_grounded_share_on_hand_made_query_vectors():
 
 def test_encoder_grounded_shares_use_the_query_pieces(tmp_path):
     """The encoder's shares: its query weights' top 10, checked against the tokenizer's pieces by string."""
-    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.inference import DupMAEEncoder
 
     encoder = DupMAEEncoder(str(build_tiny_checkpoint(tmp_path / "tiny", seed=2)))
     texts = ["vitamin d deficiency and bone density", "inductive biomaterials", "what about tuberculosis"]

@@ -15,7 +15,7 @@ HEAVY = ("torch", "transformers", "faiss", "pyserini", "jnius", "jnius_config", 
          "numpy", "tokenizers", "safetensors")
 
 
-@pytest.mark.parametrize("module", ["dupmae_ir", "dupmae_ir.data", "dupmae_ir.java", "dupmae_ir.pyserini",
+@pytest.mark.parametrize("module", ["dupmae_ir", "dupmae_ir.data", "dupmae_ir.java", "dupmae_ir.pyserini_run",
                                     "dupmae_ir.api"])
 def test_import_is_cheap(module):
     code = (f"import sys, json; import {module}; "

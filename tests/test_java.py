@@ -32,7 +32,7 @@ def scifact_slice(scifact_dir, tmp_path_factory) -> dict:
     with open(tmp / "coll" / "docs.jsonl", "w", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps({"id": d.id, "contents": doc_text(d)}) + "\n")
-    out = run([sys.executable, "-m", "dupmae_ir.pyserini", "index.lucene", "--collection", "JsonCollection",
+    out = run([sys.executable, "-m", "dupmae_ir.pyserini_run", "index.lucene", "--collection", "JsonCollection",
                "--input", str(tmp / "coll"), "--index", str(tmp / "index"),
                "--generator", "DefaultLuceneDocumentGenerator", "--threads", "1", "--storeRaw"])
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -92,10 +92,10 @@ def _read_run(path: Path) -> dict[str, list[tuple[str, float]]]:
 def test_stock_cli_through_launcher_and_exports(scifact_slice):
     tmp, index, topics = scifact_slice["tmp"], scifact_slice["index"], scifact_slice["topics"]
     args = ["--index", str(index), "--topics", str(topics), "--bm25", "--hits", "10"]
-    out = run([sys.executable, "-m", "dupmae_ir.pyserini", "search.lucene", *args, "--output", str(tmp / "a.run")])
+    out = run([sys.executable, "-m", "dupmae_ir.pyserini_run", "search.lucene", *args, "--output", str(tmp / "a.run")])
     assert out.returncode == 0, out.stderr[-3000:]
     # the exported environment makes the plain stock command work in a shell
-    script = (f'eval "$({sys.executable} -m dupmae_ir.pyserini --exports)" && '
+    script = (f'eval "$({sys.executable} -m dupmae_ir.pyserini_run --exports)" && '
               f'{sys.executable} -m pyserini.search.lucene {" ".join(args)} --output {tmp / "b.run"}')
     env = {k: v for k, v in os.environ.items() if k not in ("CLASSPATH", "ANSERINI_CLASSPATH")}
     env["JAVA_HOME"] = str(SYSTEM_JAVA_17) if SYSTEM_JAVA_17.is_dir() else ""  # a too-old Java is replaced
@@ -108,10 +108,10 @@ def test_stock_cli_through_launcher_and_exports(scifact_slice):
 
 
 def test_launcher_passes_exit_status_and_help():
-    out = run([sys.executable, "-m", "dupmae_ir.pyserini", "--help"])
+    out = run([sys.executable, "-m", "dupmae_ir.pyserini_run", "--help"])
     assert out.returncode == 0 and "--exports" in out.stdout
-    assert run([sys.executable, "-m", "dupmae_ir.pyserini"]).returncode == 2
-    out = run([sys.executable, "-m", "dupmae_ir.pyserini", "no_such_module"])
+    assert run([sys.executable, "-m", "dupmae_ir.pyserini_run"]).returncode == 2
+    out = run([sys.executable, "-m", "dupmae_ir.pyserini_run", "no_such_module"])
     assert out.returncode != 0 and "pyserini.no_such_module" in out.stderr
 
 

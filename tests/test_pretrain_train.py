@@ -41,7 +41,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_checkpoint, tmp_path
     """40 docs / batch 8 = 5 steps per epoch; the crash after checkpoint-6 resumes inside epoch 2."""
     from transformers import TrainerCallback
 
-    from dupmae_ir.train.pretrain import run_pretraining
+    from dupmae_ir.train.pretraining import run_pretraining
 
     class CrashAtStep7(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -72,16 +72,16 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny_checkpoint, tmp_path
 def test_output_is_a_standard_masked_lm_checkpoint(tiny_checkpoint, tmp_path):
     from transformers import AutoModelForMaskedLM
 
-    from dupmae_ir.modeling.retriever import DupMAERetriever, RetrieverConfig
-    from dupmae_ir.train.pretrain import run_pretraining
+    from dupmae_ir.modeling.model import DupMAEModel, RepresentationConfig
+    from dupmae_ir.train.pretraining import run_pretraining
 
     out = run_pretraining(_args(tiny_checkpoint, tmp_path / "out", tmp_path / "cache", max_steps=2, method="paper"))
     keys = _weights(out).keys()
     assert not any(k.startswith(("decoder.", "mlm.")) for k in keys)  # decoder layer dropped, HF key names
     mlm = AutoModelForMaskedLM.from_pretrained(out, use_safetensors=True)
     assert type(mlm).__name__ == "BertForMaskedLM"
-    retriever, tokenizer = DupMAERetriever.from_pretrained(out)
-    pre = RetrieverConfig.load(out).pretraining
+    retriever, tokenizer = DupMAEModel.from_pretrained(out)
+    pre = RepresentationConfig.load(out).pretraining
     assert pre["preset"] == "paper" and pre["options"]["bow_loss_weight"] == 1.0 and pre["steps"] == 2
     assert pre["options"]["bow_pool_masked"] is False
     enc = tokenizer(["dense and sparse"], return_tensors="pt")
@@ -128,7 +128,7 @@ def test_cli_help_has_argument_groups_and_clear_errors(tmp_path):
 def test_head_learning_rate_trains_the_head_and_spares_the_encoder(tiny_checkpoint, tmp_path):
     """--head-learning-rate: with the encoder's learning rate at 0 only the parameters outside the
     backbone body (MLM-head transform/bias; the decoder layer is dropped at save) move."""
-    from dupmae_ir.train.pretrain import run_pretraining
+    from dupmae_ir.train.pretraining import run_pretraining
 
     start = _weights(tiny_checkpoint)
     out = run_pretraining(_args(tiny_checkpoint, tmp_path / "out", tmp_path / "cache", max_steps=3,

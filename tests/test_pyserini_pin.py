@@ -1,4 +1,4 @@
-"""``dupmae_ir.hybrid`` patches Pyserini's private functions: the package pins the tested Pyserini range,
+"""``dupmae_ir.pyserini_hybrid`` patches Pyserini's private functions: the package pins the tested Pyserini range,
 and the launcher refuses any other version with one line before it patches anything."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 
 from dupmae_ir.errors import UserError
-from dupmae_ir.hybrid import PYSERINI_TESTED, check_pyserini_version
+from dupmae_ir.pyserini_hybrid import PYSERINI_TESTED, check_pyserini_version
 
 
 def test_pyproject_pins_the_range_the_launcher_checks():

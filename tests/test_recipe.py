@@ -92,7 +92,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     assert (finetuning["flops_query"], finetuning["flops_doc"]) == (0.5, 0.25)
     # the printed stock Pyserini command reproduces the toolkit's hybrid run from the same files
     command = result["stock_command"]
-    assert command.startswith("PYTHONHASHSEED=0 python -m dupmae_ir.pyserini search.hybrid") and command in md
+    assert command.startswith("PYTHONHASHSEED=0 python -m dupmae_ir.pyserini_run search.hybrid") and command in md
     argv = shlex.split(command)[1:]  # without the PYTHONHASHSEED=0 prefix, set in env below
     assert argv[0] == "python"
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)}
@@ -110,14 +110,15 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     prov = json.loads((tmp_path / "out" / "results.json").read_text())
     assert prov["kind"] == "dupmae_ir.recipe" and prov["dupmae_ir_version"]
     # stage 2 trained on negatives mined by the stage-1 model, positives removed
-    from dupmae_ir.modeling.retriever import RetrieverConfig
+    from dupmae_ir.modeling.model import RepresentationConfig
 
-    assert RetrieverConfig.load(tmp_path / "out" / "pretrained").pretraining["head_learning_rate"] == 1e-3
-    assert RetrieverConfig.load(tmp_path / "out" / "nopt-stage1").finetuning["head_learning_rate"] == 1e-3
-    assert RetrieverConfig.load(tmp_path / "out" / "pt-stage2").finetuning["part_loss_weight"] == 0.5
-    assert RetrieverConfig.load(tmp_path / "out" / "pt-stage1").finetuning["sparse_scale_calibration"] > 0  # default on
+    assert RepresentationConfig.load(tmp_path / "out" / "pretrained").pretraining["head_learning_rate"] == 1e-3
+    assert RepresentationConfig.load(tmp_path / "out" / "nopt-stage1").finetuning["head_learning_rate"] == 1e-3
+    assert RepresentationConfig.load(tmp_path / "out" / "pt-stage2").finetuning["part_loss_weight"] == 0.5
+    # default on
+    assert RepresentationConfig.load(tmp_path / "out" / "pt-stage1").finetuning["sparse_scale_calibration"] > 0
     # stage 1 only
-    assert RetrieverConfig.load(tmp_path / "out" / "pt-stage2").finetuning["sparse_scale_calibration"] is None
+    assert RepresentationConfig.load(tmp_path / "out" / "pt-stage2").finetuning["sparse_scale_calibration"] is None
     assert prov["eval_precision"] in ("fp32", "bf16") and prov["training_precision"] in ("fp32", "bf16")
     negs = (tmp_path / "out" / "pt-stage2-negatives.tsv").read_text().splitlines()
     assert negs and all(d != "d" + q[1:] for q, d in (n.split("\t") for n in negs))
@@ -213,7 +214,7 @@ def test_selection_run_reads_no_test_split(tmp_path):
 
     # stage 2 alone from that stage-1 checkpoint (bench/recipe_study.py stage2): mined negatives, one dev row
     from dupmae_ir.data.training import read_negatives_file
-    from dupmae_ir.modeling.retriever import RetrieverConfig
+    from dupmae_ir.modeling.model import RepresentationConfig
 
     two = cfg.replace(output=str(tmp_path / "sel2"), stages=(1, 2), stage1=str(tmp_path / "sel" / "pt-stage1"),
                   mine_depth=4, mine_skip=1, stage2_epochs=2.0)
@@ -224,7 +225,7 @@ def test_selection_run_reads_no_test_split(tmp_path):
     assert not (tmp_path / "sel2" / "pretrained").exists() and not (tmp_path / "sel2" / "pt-stage1").exists()
     per_query = read_negatives_file(tmp_path / "sel2" / "pt-stage2-negatives.tsv")
     assert per_query and max(len(v) for v in per_query.values()) == 4  # depth 4 kept after the skipped one
-    ft = RetrieverConfig.load(tmp_path / "sel2" / "pt-stage2").finetuning
+    ft = RepresentationConfig.load(tmp_path / "sel2" / "pt-stage2").finetuning
     assert ft["stage"] == 2 and ft["start"] == two.plan.stage1 and ft["epochs"] == 2.0 and ft["mine_skip"] == 1
 
 

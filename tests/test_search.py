@@ -24,7 +24,7 @@ def build_reference_index(docs, checkpoint: Path, out: Path, query_topk: int | N
     import faiss
 
     from dupmae_ir.data import doc_text
-    from dupmae_ir.encoder import DupMAEEncoder
+    from dupmae_ir.inference import DupMAEEncoder
     from dupmae_ir.java import java_env
 
     enc = DupMAEEncoder(str(checkpoint))

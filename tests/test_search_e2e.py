@@ -2,9 +2,9 @@
 with the default backbone): the three hybrid routes give the same run, and a hybrid hit's score is
 its dense score plus its de-quantised sparse score.
 
-Routes: (a) stock ``python -m pyserini.search.hybrid`` (run through ``python -m dupmae_ir.pyserini``
+Routes: (a) stock ``python -m pyserini.search.hybrid`` (run through ``python -m dupmae_ir.pyserini_run``
 for Java 21) with queries pre-encoded by ``dupmae_ir.encode.encode_queries`` and no patching;
-(b) ``python -m dupmae_ir.hybrid`` (stock CLI + live DupMAE query encoders); (c) ``dupmae_ir.search``,
+(b) ``python -m dupmae_ir.pyserini_hybrid`` (stock CLI + live DupMAE query encoders); (c) ``dupmae_ir.search``,
 once on the same pre-encoded queries as (a) and once encoding live. All use DupMAE's fusion:
 ``fusion --alpha 1/(s_q*s_d)``, no normalisation, ``--min-idf -1``.
 
@@ -79,7 +79,7 @@ def routes(scifact_index, scifact_dir, tmp_path_factory):
     view = _index_view(scifact_index, tmp / "view", query_topk=STOCK_QUERY_TOPK)
     pre_searcher = DupMAESearcher(view, threads=2)
     encoded = encode_queries(queries, pre_searcher.encoder, tmp / "queries")
-    _run(["dupmae_ir.pyserini", "search.hybrid",
+    _run(["dupmae_ir.pyserini_run", "search.hybrid",
           "dense", "--index", str(info.dense), "--encoded-queries", str(encoded / "dense"),
           "sparse", "--index", str(info.impact), "--impact", "--encoder", str(encoded / "impact.jsonl"),
           "--min-idf", "-1",
@@ -89,7 +89,7 @@ def routes(scifact_index, scifact_dir, tmp_path_factory):
     pre = pre_searcher.search_all(queries, hits=HITS, progress=False)
 
     # (b) the launcher: stock CLI with live DupMAE query encoding, the index's own settings
-    _run(["dupmae_ir.hybrid",
+    _run(["dupmae_ir.pyserini_hybrid",
           "dense", "--index", str(info.dense), "--encoder", info.encoder, "--encoder-class", "dupmae",
           "sparse", "--index", str(info.impact), "--impact", "--encoder", f"dupmae:{info.encoder}", "--min-idf", "-1",
           *fusion, "run", "--topics", str(encoded / "topics.tsv"), "--hits", str(HITS), "--batch-size", "64",

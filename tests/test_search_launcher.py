@@ -1,4 +1,4 @@
-"""``python -m dupmae_ir.hybrid``: the DupMAE encoders are registered in Pyserini's own tables, other
+"""``python -m dupmae_ir.pyserini_hybrid``: the DupMAE encoders are registered in Pyserini's own tables, other
 encoder names keep Pyserini's meaning, and the stock CLI runs end to end on a SciFact slice with live
 DupMAE query encoding, giving the same run as ``dupmae_ir.search`` (~1 minute)."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_register_mutates_pyserini_tables(tiny_checkpoint):
-    from dupmae_ir.hybrid import ENCODER_CLASS, register
+    from dupmae_ir.pyserini_hybrid import ENCODER_CLASS, register
 
     register()
     register()  # idempotent
@@ -50,7 +50,7 @@ def test_launcher_runs_stock_hybrid_with_live_dupmae_encoding(tmp_path_factory, 
     from test_search import build_reference_index
 
     from dupmae_ir.data import resolve
-    from dupmae_ir.modeling.retriever import RetrieverConfig
+    from dupmae_ir.modeling.model import RepresentationConfig
 
     coll = resolve(scifact_dir)
     docs = []
@@ -61,12 +61,12 @@ def test_launcher_runs_stock_hybrid_with_live_dupmae_encoding(tmp_path_factory, 
     tmp = tmp_path_factory.mktemp("launcher")
     # the checkpoint's own config is what the live encoders use: keep the index's query_topk equal
     build_reference_index(docs, tiny_checkpoint, tmp / "index",
-                          query_topk=RetrieverConfig.load(tiny_checkpoint).query_topk)
+                          query_topk=RepresentationConfig.load(tiny_checkpoint).query_topk)
     info = load_index(tmp / "index")
     queries = dict(list(coll.queries("test").items())[:16])
     topics = tmp / "topics.tsv"
     topics.write_text("".join(f"{q}\t{t}\n" for q, t in queries.items()))
-    cmd = [sys.executable, "-m", "dupmae_ir.hybrid",
+    cmd = [sys.executable, "-m", "dupmae_ir.pyserini_hybrid",
            "dense", "--index", str(info.dense), "--encoder", str(tiny_checkpoint), "--encoder-class", "dupmae",
            "sparse", "--index", str(info.impact), "--impact", "--encoder", f"dupmae:{tiny_checkpoint}",
            "--min-idf", "-1",

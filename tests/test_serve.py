@@ -60,8 +60,8 @@ def index(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
 def ref(index):
     """What the answers must equal, read from the index files and a separate encoder."""
     from dupmae_ir.data import doc_text, resolve
-    from dupmae_ir.encoder import DupMAEEncoder
     from dupmae_ir.index import load_index
+    from dupmae_ir.inference import DupMAEEncoder
 
     info = load_index(index)
     encoder = DupMAEEncoder(info.encoder, dtype="fp32")

@@ -164,6 +164,27 @@ def _first_location(paths: list[Path], doc_id: str) -> str:
     return "?"  # pragma: no cover
 
 
+def check_empty_policy(empty: str) -> None:
+    if empty not in EMPTY_POLICIES:
+        raise ValueError(f"empty={empty!r}; valid: {EMPTY_POLICIES}")
+
+
+def keep_document(doc: Doc, empty: str, stats: CorpusStats, where: str) -> bool:
+    """The one empty-document policy (a document whose title and text are both empty), for every
+    reader: ``keep`` (yielded and counted in ``stats.empty``), ``skip`` (counted, id kept in
+    ``stats.skipped_empty``, not yielded: returns False) or ``error`` (a :class:`DataError` at ``where``)."""
+    if doc.title or doc.text:
+        return True
+    stats.empty += 1
+    if empty == "error":
+        raise DataError(where, f"fields 'title'/'text': document {doc.id!r} is empty",
+                        "remove it, or pass empty='keep' (index it) or empty='skip' (drop it, counted)")
+    if empty == "skip":
+        stats.skipped_empty.append(doc.id)
+        return False
+    return True
+
+
 def iter_jsonl_corpus(paths: list[Path], empty: str = "keep", stats: CorpusStats | None = None,
                       check_duplicates: bool = True, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Doc]:
     """Stream documents from JSONL files, one line at a time.
@@ -175,8 +196,7 @@ def iter_jsonl_corpus(paths: list[Path], empty: str = "keep", stats: CorpusStats
     yielded and counted; the default, so that every id reaches the indexes), ``skip`` (counted and
     dropped), ``error`` (raise). ``max_line_bytes``: the longest line read (see the module doc).
     """
-    if empty not in EMPTY_POLICIES:
-        raise ValueError(f"empty={empty!r}; valid: {EMPTY_POLICIES}")
+    check_empty_policy(empty)
     stats = stats if stats is not None else CorpusStats()
     seen: set[str] = set()  # ids only (~60 B each); the first location is looked up on error
     for path in paths:
@@ -188,14 +208,8 @@ def iter_jsonl_corpus(paths: list[Path], empty: str = "keep", stats: CorpusStats
                                                         f"(first at {_first_location(paths, doc.id)})",
                                     "make ids unique")
                 seen.add(doc.id)
-            if not doc.title and not doc.text:
-                stats.empty += 1
-                if empty == "error":
-                    raise DataError(f"{path}:{lineno}", f"fields 'title'/'text': document {doc.id!r} is empty",
-                                    "remove it, or pass empty='keep' (index it) or empty='skip' (drop it, counted)")
-                if empty == "skip":
-                    stats.skipped_empty.append(doc.id)
-                    continue
+            if not keep_document(doc, empty, stats, f"{path}:{lineno}"):
+                continue
             stats.docs += 1
             yield doc
     if stats.empty:

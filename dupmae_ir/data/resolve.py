@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Iterator
 
 from .readers import (
-    EMPTY_POLICIES,
     MAX_LINE_BYTES,
     CorpusStats,
+    check_empty_policy,
     check_id,
     iter_jsonl_corpus,
+    keep_document,
     load_qrels_file,
     load_queries_file,
 )
@@ -39,6 +40,9 @@ CQADUPSTACK_FORUMS = (
 )
 # BEIR sets that ir_datasets does not distribute (licensing): they need a local folder (--data-dir).
 BEIR_LOCAL_ONLY = ("bioasq", "signal1m", "trec-news", "robust04")
+# BEIR's evaluation drops a hit whose docid equals the query id on these sets (the query is itself a
+# document of the corpus); see BEIR's EvaluateRetrieval.evaluate(ignore_identical_ids=True).
+DROP_QUERY_ID_DATASETS = ("arguana", "quora")
 # ir_datasets sub-ids that hold each BEIR set's evaluation queries and qrels.
 BEIR_EVAL_IDS = {
     "nfcorpus": "beir/nfcorpus/test", "hotpotqa": "beir/hotpotqa/test", "fiqa": "beir/fiqa/test",
@@ -133,8 +137,7 @@ class Collection:
         streaming. Memory is flat in corpus size but for the duplicate-id check of local files (the
         set of ids; ``check_duplicates=False`` turns it off).
         """
-        if empty not in EMPTY_POLICIES:
-            raise ValueError(f"empty={empty!r}; valid: {EMPTY_POLICIES}")
+        check_empty_policy(empty)
         if self.kind == "ir_datasets":
             return _iter_ir_datasets_docs(self.ir_id, empty, stats, self.max_line_bytes)
         files = self.corpus_files()
@@ -293,16 +296,11 @@ def _iter_ir_datasets_docs(ir_id: str, empty: str, stats: CorpusStats | None,
                 raise DataError(f"{ir_id} document #{n}", f"document {d.doc_id!r} holds {len(title) + len(text)} "
                                                           f"characters, over the cap of {max_chars}",
                                 "raise the cap (`dupmae_ir.encode --max-doc-bytes N`)")
-            if not title and not text:
-                stats.empty += 1
-                if empty == "error":
-                    raise DataError(f"{ir_id} document #{n}", f"document {d.doc_id!r} has empty title and text",
-                                    "pass empty='keep' (index it) or 'skip' (drop it, counted)")
-                if empty == "skip":
-                    stats.skipped_empty.append(d.doc_id)
-                    continue
+            doc = Doc(d.doc_id, title, text)
+            if not keep_document(doc, empty, stats, f"{ir_id} document #{n}"):
+                continue
             stats.docs += 1
-            yield Doc(d.doc_id, title, text)
+            yield doc
 
 
 def close_matches(name: str, n: int = 5) -> list[str]:

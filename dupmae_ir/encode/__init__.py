@@ -14,7 +14,7 @@ Output folder (``--output DIR``):
   ``h_hat = W^T h_cls`` (paper 3.4);
 - ``DIR/impact/``: a Lucene impact index built by Anserini (``JsonVectorCollection``, ``--impact
   --pretokenized``) from ``round(s_d * mu_d)`` on the document's top-k tokens (paper eq. 7, 3.4);
-- ``DIR/dupmae_index.json``: provenance (encoder, the full ``RetrieverConfig`` with ``doc_scale`` /
+- ``DIR/dupmae_index.json``: provenance (encoder, the full ``RepresentationConfig`` with ``doc_scale`` /
   ``query_scale`` / ``doc_topk`` / ``query_topk`` / activation, corpus, counts, dtype, version, time).
 
 How it scales:

@@ -28,13 +28,11 @@ STATE_NAME = "state.json"
 def _write_bytes_atomic(path: Path, write) -> None:
     """``write(tmp)`` then rename to ``path``; a failed write (disk full) is one :class:`OutputError`."""
     from ..errors import OutputError
+    from ..provenance import atomic_write
 
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OutputError(path, f"could not be written ({e.strerror or e})", RETRY_FIX) from e
 
 
@@ -57,7 +55,7 @@ def token_json(enc) -> list[str]:
 
 
 def impact_lines(doc_ids: list[str], ids, weights, tokens: list[str]) -> str:
-    """``JsonVectorCollection`` lines of documents given as arrays (:class:`~dupmae_ir.encoder.DocArrays`),
+    """``JsonVectorCollection`` lines of documents given as arrays (:class:`~dupmae_ir.inference.DocArrays`),
     byte for byte :func:`impact_line` of their dictionaries, built without one."""
     lines = []
     for doc_id, row_ids, row_weights in zip(doc_ids, ids.tolist(), weights.tolist()):
@@ -280,9 +278,9 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
                   overwrite: bool = False, doc_max_length: int | None = None) -> Path:
     """Encode ``corpus`` (a collection name or path, see :mod:`dupmae_ir.data`) into ``output``.
 
-    ``encoder``: a checkpoint path, ``"default"``, or a ready :class:`~dupmae_ir.encoder.DupMAEEncoder`
+    ``encoder``: a checkpoint path, ``"default"``, or a ready :class:`~dupmae_ir.inference.DupMAEEncoder`
     (a path is loaded only after ``output`` is checked and locked). ``doc_max_length``: pieces per document
-    (default: the checkpoint's ``RetrieverConfig``), fixed in the index. ``overwrite``: replace an earlier
+    (default: the checkpoint's ``RepresentationConfig``), fixed in the index. ``overwrite``: replace an earlier
     index at ``output`` (a folder the toolkit did not write is never replaced). ``faiss``: a type name of
     :data:`FAISS_KINDS` (with ``hnsw_m``/``pq_m``) or a :class:`~dupmae_ir.dense_index.DenseIndexSpec`.
     Returns ``output``.
@@ -291,7 +289,7 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
     """
     from ..data import resolve
     from ..data.readers import CorpusStats
-    from ..encoder import DupMAEEncoder
+    from ..inference import DupMAEEncoder
     from ..outputs import claim_output_dir
     from ..provenance import provenance, write_json
 

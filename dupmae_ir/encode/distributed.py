@@ -52,9 +52,9 @@ def encode_corpus_distributed(corpus, output, encoder: str = "default", batch_si
     from ..data import DataError, resolve
     from ..data.readers import CorpusStats
     from ..dense_index import dense_spec
-    from ..encoder import DupMAEEncoder
     from ..errors import UserError
     from ..index import INDEX_OUTPUT
+    from ..inference import DupMAEEncoder
     from ..outputs import claim_output_dir
     from ..provenance import write_json
     from .build import build_indexes

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from ..index import QUERIES_META as QUERIES_META_NAME
 from ..index import QUERIES_OUTPUT, QUERY_IMPACTS, QUERY_PICKLE, QUERY_ROWS, QUERY_TOPICS, QUERY_VECTORS
-
-LUCENE_MAX_CLAUSES = 1024  # Lucene's default IndexSearcher.maxClauseCount (stock Pyserini keeps it)
+from ..java import LUCENE_MAX_CLAUSES
 
 
 def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int = 64,
@@ -25,7 +24,7 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
       the impact ``--encoder output_dir/impact.jsonl``;
     - ``topics.tsv``: ``qid<TAB>text`` for ``--topics``; ``dupmae_queries.json``: provenance, with the
       encoder's fingerprint (searching them on another checkpoint's index is refused unless asked).
-    Weights use ``query_topk`` and ``query_scale`` of the encoder's ``RetrieverConfig``. Stock
+    Weights use ``query_topk`` and ``query_scale`` of the encoder's ``RepresentationConfig``. Stock
     Pyserini searches with Lucene's default limit of 1,024 query terms (``TooManyClauses`` beyond), so
     the ``.jsonl`` keeps each query's ``max_impact_terms`` largest weights (None: all); the number of
     queries cut is recorded in ``dupmae_queries.json``. ``dupmae_ir.search`` raises the limit instead.
@@ -34,8 +33,8 @@ def encode_queries(queries: dict[str, str], encoder, output_dir, batch_size: int
     import pandas as pd
 
     from ..data import check_id
-    from ..encoder import DupMAEEncoder
     from ..fingerprint import checkpoint_fingerprint
+    from ..inference import DupMAEEncoder
     from ..modeling.backbone import resolve_model_path
     from ..outputs import atomic_output_dir, check_output_dir
     from ..provenance import provenance, write_json

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..data.resolve import DROP_QUERY_ID_DATASETS
 from ..runs import MODES, FusionConfig, score_run, write_trec
 
 BEIR_MEASURES = ("nDCG@10", "R@100", "R@1000")
@@ -98,9 +99,6 @@ def _split_for(coll, unit: Unit) -> str:
 # arguments (~200 words), which a 32-piece training length would cut to their first sentence.
 BEIR_DOC_MAX_LENGTH = 512
 LONG_QUERY_MAX_LENGTH = {"arguana": 512}
-# BEIR's evaluation drops a hit whose docid equals the query id on these sets (the query is itself a
-# document of the corpus); see BEIR's EvaluateRetrieval.evaluate(ignore_identical_ids=True).
-DROP_QUERY_ID_DATASETS = ("arguana", "quora")
 
 
 @dataclass

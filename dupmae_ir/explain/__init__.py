@@ -120,7 +120,7 @@ class Explainer:
         return s
 
     def encode_query(self, query: str):
-        """The query's :class:`~dupmae_ir.encoder.EncodedBatch` (one row), encoded as the searcher
+        """The query's :class:`~dupmae_ir.inference.EncodedBatch` (one row), encoded as the searcher
         encodes it (live, or from its pre-encoded queries); recent queries are kept."""
         enc = self._queries.get(query)
         if enc is None:

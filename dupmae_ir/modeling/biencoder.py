@@ -1,4 +1,4 @@
-"""The bi-encoder trained in fine-tuning (paper section 4): a :class:`DupMAERetriever` and the loss of
+"""The bi-encoder trained in fine-tuning (paper section 4): a :class:`DupMAEModel` and the loss of
 its stage on the combined score ``w_dense * h_q . h_d + w_sparse * mu_q . mu_d``.
 
 Stages 1-2: contrastive loss of each query over its positive, its negatives and every other document
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .losses import combined_scores, contrastive_loss, distillation_loss, flops_regularizer
+from .model import TRAINING_POOLING
 
 
 def gather_with_grad(t):
@@ -25,15 +26,16 @@ def gather_with_grad(t):
 
 
 class BiEncoderForTraining(nn.Module):
-    """A :class:`DupMAERetriever` plus the fine-tuning loss of its stage; ``forward`` returns a dict
+    """A :class:`DupMAEModel` plus the fine-tuning loss of its stage; ``forward`` returns a dict
     with ``loss`` and the logged terms."""
 
     def __init__(self, retriever, group_size: int, temperature: float = 1.0, teacher_temperature: float = 1.0,
                  distill_loss: str = "kl", dense_weight: float = 1.0, sparse_weight: float = 1.0,
                  part_loss_weight: float = 0.0, flops_query: float = 0.0, flops_doc: float = 0.0,
-                 share_negatives: bool = True):
+                 share_negatives: bool = True, pooling=None):
         super().__init__()
         self.retriever = retriever
+        self.pooling = pooling or TRAINING_POOLING  # the max-pool route (PoolingPlan); the default is fused
         self.group_size = group_size
         self.temperature = temperature
         self.teacher_temperature = teacher_temperature
@@ -48,7 +50,7 @@ class BiEncoderForTraining(nn.Module):
 
     def encode(self, input_ids, attention_mask):
         if self.need_sparse:
-            return self.retriever(input_ids, attention_mask)  # (n, d), (n, V)
+            return self.retriever(input_ids, attention_mask, self.pooling)  # (n, d), (n, V)
         return self.retriever.encode_dense(input_ids, attention_mask), None  # (n, d)
 
     def forward(self, query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask,

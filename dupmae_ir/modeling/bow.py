@@ -12,7 +12,9 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-ACTIVATIONS = ("none", "relu", "log1p_relu")
+# "relu" alone would be ambiguous: sentence-transformers' SpladePooling calls log(1 + relu) "relu"
+ACTIVATIONS = ("none", "plain_relu", "log1p_relu")
+LEGACY_ACTIVATIONS = {"relu": "plain_relu"}  # the name in checkpoints and indexes written before the rename
 PAD_PENALTY = 1000.0  # the authors' code adds -1000 at padding before the max
 
 
@@ -276,11 +278,22 @@ def packed_pool_pays(device: str | torch.device) -> bool:
     return torch.device(device).type == "cpu"
 
 
+def canonical_activation(activation: str) -> str:
+    """``activation`` under its current name (old checkpoint configs say ``relu`` for ``plain_relu``);
+    a ValueError naming the valid ones for anything else."""
+    activation = LEGACY_ACTIVATIONS.get(activation, activation)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r}; valid: {ACTIVATIONS}")
+    return activation
+
+
 def activate(mu: torch.Tensor, activation: str) -> torch.Tensor:
-    """Non-negative weights for an inverted index: ``relu``, ``log1p_relu`` (SPLADE-style), or ``none``."""
+    """Non-negative weights for an inverted index: ``plain_relu`` (max(0, mu)), ``log1p_relu``
+    (log(1 + max(0, mu)), SPLADE's and sentence-transformers' ``relu``), or ``none``."""
+    activation = canonical_activation(activation)
     if activation == "none":
         return mu
-    if activation == "relu":
+    if activation == "plain_relu":
         return torch.relu(mu)
     if activation == "log1p_relu":
         return torch.log1p(torch.relu(mu))
@@ -293,6 +306,15 @@ def topk_sparsify(weights: torch.Tensor, k: int | None) -> torch.Tensor:
         return weights
     values, indices = weights.topk(k, dim=-1)  # (B, k)
     return torch.zeros_like(weights).scatter_(-1, indices, values)
+
+
+def sparsify(weights: torch.Tensor, k: int | None, min_weight: float = 0.0) -> torch.Tensor:
+    """The entries a text keeps (B, V): its top ``k`` (:func:`topk_sparsify`), then those below
+    ``min_weight`` zeroed (query pruning; 0 keeps all)."""
+    weights = topk_sparsify(weights, k)  # (B, V)
+    if min_weight > 0:
+        weights = weights * (weights >= min_weight)  # (B, V) light terms dropped
+    return weights
 
 
 def topk_entries(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

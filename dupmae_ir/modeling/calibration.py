@@ -48,8 +48,8 @@ def calibrate_sparse_scale(retriever, tokenizer, queries: list[str], positives: 
     with ``S = mu_q . mu_d`` over ``queries`` x their ``positives`` (row i's positive is column i).
     ``s`` comes from a log grid over [1e-4, 1e4] (steps of 10^0.05); the ranking each query makes is unchanged.
     Returns ``s``."""
-    if retriever.config.activation != "relu":
-        raise ValueError(f"sparse_scale_calibration needs activation 'relu' (scores scale with the logits); "
+    if retriever.config.activation != "plain_relu":
+        raise ValueError(f"sparse_scale_calibration needs activation 'plain_relu' (scores scale with the logits); "
                          f"the model has {retriever.config.activation!r}")
     retriever.eval()
     with torch.inference_mode():

@@ -5,9 +5,9 @@
 1. BM25 (Pyserini, flat title+text index) on the test queries;
 2. the zero-shot backbone with its native MEAN pooling (MiniLM-L6 is a sentence-transformers model);
 3. their fusion: normalised linear interpolation (Pyserini's ``--normalization``, alpha = 1);
-4. DupMAE pre-training of the backbone on the SciFact corpus (:mod:`dupmae_ir.train.pretrain`);
+4. DupMAE pre-training of the backbone on the SciFact corpus (:mod:`dupmae_ir.train.pretraining`);
 5. fine-tuning stage 1 (in-batch + BM25 negatives) and stage 2 (negatives mined by the stage-1 model)
-   on SciFact train (:mod:`dupmae_ir.train.finetune`), from the pre-trained model and, for the
+   on SciFact train (:mod:`dupmae_ir.train.finetuning`), from the pre-trained model and, for the
    ablation, from the backbone without pre-training at the same stages, settings and seed (each arm's
    stage 2 mines with its own stage-1 model);
 6. every fine-tuned model through the product: ``dupmae_ir.encode`` into a FAISS and a Lucene impact
@@ -19,7 +19,7 @@
    t and randomisation tests over the queries; and each model's grounded share (how many of a query's
    ten heaviest impact terms are word pieces of its own text).
 
-The exhaustive in-memory scoring (:class:`~dupmae_ir.encoder.ExactRetriever`, floats) mines stage-2
+The exhaustive in-memory scoring (:class:`~dupmae_ir.search.exact.ExactSearcher`, floats) mines stage-2
 negatives and is shown beside each model's index scores. The report (``eval/<name>/report.md``,
 ``report.json``, ``plot.png``) carries the table, the settings and what each was chosen on, the machine
 and commit, and the stock ``pyserini.search.hybrid`` command that reproduces the final hybrid run.

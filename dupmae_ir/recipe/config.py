@@ -16,9 +16,10 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..precision import TRAINING_DTYPES
 from ..train.arguments import FinetuneArguments, PretrainArguments, TrainArguments
 
-RECIPE_PRECISIONS = ("fp32", "bf16", "auto")
+RECIPE_PRECISIONS = tuple(p for p in TRAINING_DTYPES if p != "fp16")  # a CPU recipe: no fp16
 
 
 def setting(default, help: str = "", source: str | None = None, **metadata):

@@ -55,8 +55,8 @@ def chosen_on(cfg) -> list[tuple[str, str]]:
 
 def stock_pyserini_command(index: Path, queries: Path, alpha: float, output: Path, hits: int = 1000) -> str:
     """The unpatched ``pyserini.search.hybrid`` command that reproduces the toolkit's hybrid run from the
-    index and the pre-encoded queries (through ``dupmae_ir.pyserini`` for its Java 21)."""
-    return (f"PYTHONHASHSEED=0 python -m dupmae_ir.pyserini search.hybrid "
+    index and the pre-encoded queries (through ``dupmae_ir.pyserini_run`` for its Java 21)."""
+    return (f"PYTHONHASHSEED=0 python -m dupmae_ir.pyserini_run search.hybrid "
             f"dense --index {index / 'dense'} --encoded-queries {queries / 'dense'} "
             f"sparse --index {index / 'impact'} --impact --encoder {queries / 'impact.jsonl'} --min-idf -1 "
             f"fusion --alpha {alpha!r} --hits {hits} "

@@ -39,7 +39,7 @@ class Recipe:
         resolved = precisions(cfg)
         dropout = cfg.finetune.dropout
         print(f"[recipe] training precision: {resolved[0]} ({cfg.training.precision}); evaluation precision: "
-              f"{resolved[2]} ({cfg.eval.eval_precision}); fine-tuning dropout: "
+              f"{resolved[1]} ({cfg.eval.eval_precision}); fine-tuning dropout: "
               f"{'the backbone' + chr(39) + 's' if dropout is None else dropout}", flush=True)
         coll = resolve(cfg.data.corpus)
         self.claim_outputs()

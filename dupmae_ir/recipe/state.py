@@ -22,8 +22,7 @@ class Inputs:
     dev_qrels: dict
     docs: dict[str, str]  # id -> the text every model encodes
     training_precision: str  # fp32 | bf16: what "auto" resolved to
-    eval_dtype: object  # the torch dtype of encoding for evaluation and mining
-    eval_precision: str  # its name, as encode --dtype takes it
+    eval_precision: str  # of encoding for evaluation and mining, as encode --dtype takes it (fp32 | bf16)
 
     @classmethod
     def load(cls, cfg: RecipeConfig, coll, precisions: tuple) -> Inputs:
@@ -45,16 +44,12 @@ class Inputs:
         return cls(coll, queries, qrels, dev_queries, dev_qrels, docs, *precisions)
 
 
-def precisions(cfg: RecipeConfig) -> tuple[str, object, str]:
-    """``(training precision, evaluation dtype, its name)``: what ``auto`` resolves to on this machine."""
-    from types import SimpleNamespace
+def precisions(cfg: RecipeConfig) -> tuple[str, str]:
+    """``(training precision, evaluation precision)``: what ``auto`` resolves to on this machine."""
+    from ..precision import default_device, resolve_dtype, training_precision
 
-    from ..precision import default_device, dtype_name, resolve_dtype
-    from ..train.trainer import resolve_precision
-
-    training = resolve_precision(SimpleNamespace(precision=cfg.training.precision, use_cpu=False))
     eval_dtype = resolve_dtype(cfg.eval.eval_precision, str(default_device()))  # what encode --dtype resolves
-    return training, eval_dtype, dtype_name(eval_dtype)
+    return training_precision(cfg.training.precision), eval_dtype
 
 
 @dataclass

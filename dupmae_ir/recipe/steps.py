@@ -49,22 +49,22 @@ def baselines(ctx: Context) -> None:
 
 
 def exact(ctx: Context, model_path: str, pooling: str = "cls", need_sparse: bool | None = None):
-    """``model_path``'s exhaustive in-memory retriever over the collection, at the evaluation precision."""
-    from ..encoder import ExactRetriever
-    from ..modeling.retriever import DupMAERetriever
+    """``model_path``'s exhaustive in-memory searcher over the collection, at the evaluation precision."""
+    from ..modeling.model import DupMAEModel
+    from ..search.exact import ExactSearcher
 
-    model, tok = DupMAERetriever.from_pretrained(model_path)
+    model, tok = DupMAEModel.from_pretrained(model_path)
     sparse = pooling == "cls" if need_sparse is None else need_sparse
-    r = ExactRetriever(model, tok, doc_max_length=ctx.cfg.eval.eval_doc_max_length,
+    r = ExactSearcher(model, tok, doc_max_length=ctx.cfg.eval.eval_doc_max_length,
                        query_max_length=ctx.cfg.finetune.query_max_length, need_sparse=sparse, pooling=pooling,
-                       dtype=ctx.inputs.eval_dtype)
+                       dtype=ctx.inputs.eval_precision)
     docs = ctx.inputs.docs
     return r.index(list(docs), list(docs.values()), progress=ctx.progress)
 
 
 def pretrain(ctx: Context) -> Path:
-    """DupMAE pre-training of the backbone (:func:`dupmae_ir.train.pretrain.run_pretraining`)."""
-    from ..train.pretrain import run_pretraining
+    """DupMAE pre-training of the backbone (:func:`dupmae_ir.train.pretraining.run_pretraining`)."""
+    from ..train.pretraining import run_pretraining
 
     cfg = ctx.cfg
     args = training_arguments(
@@ -79,8 +79,8 @@ def finetune_arm(ctx: Context, arm: str, start: str, stages: tuple[int, ...]) ->
     """Stages 1 (BM25 negatives) and 2 (negatives mined by the stage-1 model) of ``arm`` (``pt`` | ``nopt``)
     from ``start``; each stage's model goes through the product (index, search, runs) and is scored in
     memory too."""
-    from ..modeling.retriever import RetrieverConfig
-    from ..train.finetune import run_finetuning
+    from ..modeling.model import RepresentationConfig
+    from ..train.finetuning import run_finetuning
 
     cfg, label, out = ctx.cfg, MODELS[arm], ctx.paths.out
     model_path = start
@@ -99,7 +99,7 @@ def finetune_arm(ctx: Context, arm: str, start: str, stages: tuple[int, ...]) ->
             overwrite_output_dir=True, save_steps=10 ** 9, disable_tqdm=not ctx.progress, **extra)
         with ctx.timed(f"{label}: fine-tune stage {stage}"):
             model_path = str(run_finetuning(args))
-        config = RetrieverConfig.load(model_path)
+        config = RepresentationConfig.load(model_path)
         plan = cfg.plan
         if plan.query_topk is not None or plan.query_min_weight:  # query pruning, recorded in the checkpoint
             config = replace(config, query_topk=plan.query_topk or config.query_topk,
@@ -127,7 +127,7 @@ def finetune_arm(ctx: Context, arm: str, start: str, stages: tuple[int, ...]) ->
 
 def ground(ctx: Context, arm: str, stages: tuple[int, ...], retriever) -> None:
     """The grounded share of the model's test (else dev) queries: their top-10 impact terms that are
-    word pieces of their own text (:meth:`~dupmae_ir.encoder.DupMAEEncoder.grounded_shares`)."""
+    word pieces of their own text (:meth:`~dupmae_ir.inference.DupMAEEncoder.grounded_shares`)."""
     split, queries = ("test", ctx.inputs.queries) if ctx.cfg.data.test else ("dev", ctx.inputs.dev_queries)
     shares = [s for s in retriever.encoder.grounded_shares(list(queries.values())) if s is not None]
     if shares:
@@ -140,12 +140,12 @@ def mine(ctx: Context, arm: str, stage: int, model_path: str, retriever) -> None
     """Negatives of ``stage`` from the hybrid top ``mine_depth`` (after ``mine_skip``) of ``retriever``
     (``model_path``'s, already indexed) through :func:`dupmae_ir.train.mining.mine_with_model`."""
     from ..data.training import write_negatives
-    from ..train.mining import mine_with_model, negatives_from_run
+    from ..train.mining import mine_with_model, mining_depth, negatives_from_run
 
     ft, coll = ctx.cfg.finetune, ctx.inputs.coll
     train_q, train_qrels = coll.queries(ctx.cfg.data.train_split), coll.qrels(ctx.cfg.data.train_split)
-    mined = mine_with_model(model_path, coll, train_q, ft.mine_depth + ft.mine_skip + 5, "hybrid",
-                            retriever=retriever)
+    mined = mine_with_model(model_path, coll, train_q, mining_depth(ft.mine_depth, ft.mine_skip), "hybrid",
+                            searcher=retriever)
     negs = negatives_from_run(mined, train_qrels, ft.mine_depth + ft.mine_skip, ft.mine_skip)
     write_negatives(ctx.paths.out / f"{arm}-stage{stage}-negatives.tsv", negs)
 

@@ -21,8 +21,11 @@ Library (:mod:`.searcher`; the command line is ``__main__``)::
     runs = searcher.search_all(queries, modes=("dense", "impact", "hybrid"), hits=1000)
     # runs["hybrid"][qid] = [(docid, score), ...] best first
 
+Exhaustive search in memory, without an index (small corpora, stage-2 mining):
+:class:`dupmae_ir.search.exact.ExactSearcher`.
+
 CLI: ``python -m dupmae_ir.search --index DIR --topics FILE_OR_NAME [--mode hybrid] --output runs/x.trec``.
 """
-from .searcher import DROP_QUERY_ID_DATASETS, MAX_CLAUSES, DupMAESearcher, raise_max_clause_count
+from .searcher import DupMAESearcher
 
-__all__ = ["DROP_QUERY_ID_DATASETS", "MAX_CLAUSES", "DupMAESearcher", "raise_max_clause_count"]
+__all__ = ["DupMAESearcher"]

@@ -21,6 +21,7 @@ from ..cli import (
     unit_float,
 )
 from ..errors import UserError, run_command
+from ..precision import TRAINING_DTYPES
 from ..runs import HYBRID_BM25, SEARCH_MODES, claim_run_file, write_trec
 from .searcher import DupMAESearcher
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--encoder", default=None,
                    help="query encoder checkpoint (default: the encoder recorded in the index's dupmae_index.json)")
     q.add_argument("--device", default="cpu", help="query encoder device")
-    q.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"],
+    q.add_argument("--dtype", default="fp32", choices=TRAINING_DTYPES,
                    help="query encoding precision (fp32: the same queries as stock Pyserini's encoders; bf16 cuts "
                         "query encoding by about a quarter on CPUs with AVX512-BF16, and is slow without)")
     q.add_argument("--encoded-queries", default=None,

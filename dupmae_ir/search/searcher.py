@@ -10,25 +10,6 @@ from typing import Iterable, Sequence
 from ..index import check_lucene_count, check_query_encoder, load_encoded_queries, load_index
 from ..runs import HYBRID_BM25, MODES, SEARCH_MODES, FusionConfig, Run, fuse, fuse_normalize, rank_hits
 
-# BEIR's evaluation drops a hit whose docid equals the query id on these sets (the query is itself a
-# document of the corpus); see BEIR's EvaluateRetrieval.evaluate(ignore_identical_ids=True).
-DROP_QUERY_ID_DATASETS = ("arguana", "quora")
-MAX_CLAUSES = 1 << 16
-
-
-def raise_max_clause_count(n: int = MAX_CLAUSES) -> None:
-    """Let Lucene take queries with up to ``n`` terms (its default limit is 1024).
-
-    A DupMAE query keeps every positive vocabulary weight unless ``query_topk`` is set: that can be
-    thousands of terms, which Lucene rejects with ``TooManyClauses``. The limit is JVM-wide; call
-    after :func:`dupmae_ir.java.start_jvm`.
-    """
-    from jnius import autoclass
-
-    searcher_class = autoclass("org.apache.lucene.search.IndexSearcher")
-    if searcher_class.getMaxClauseCount() < n:
-        searcher_class.setMaxClauseCount(n)
-
 
 @dataclass(frozen=True)
 class PartHit:
@@ -45,16 +26,16 @@ class PartHit:
 def query_encoder(info, encoder: str | None = None, device: str = "cpu", dtype: str = "fp32",
                   query_max_length: int | None = None, query_topk: int | None = None,
                   query_min_weight: float | None = None):
-    """The :class:`~dupmae_ir.encoder.DupMAEEncoder` that encodes queries for the index ``info``
+    """The :class:`~dupmae_ir.inference.DupMAEEncoder` that encodes queries for the index ``info``
     (:class:`~dupmae_ir.index.IndexInfo`): the checkpoint ``encoder`` (default: the index's), with the
     index's scales, top-k and activation, and these query-side overrides."""
-    from ..encoder import DupMAEEncoder
+    from ..inference import DupMAEEncoder
     from ..modeling.backbone import resolve_model_path
-    from ..modeling.retriever import RetrieverConfig
+    from ..modeling.model import RepresentationConfig
 
     name = encoder or info.encoder
     path = resolve_model_path(name)
-    config = RetrieverConfig.load(path) if Path(path).is_dir() else RetrieverConfig()
+    config = RepresentationConfig.load(path) if Path(path).is_dir() else RepresentationConfig()
     config = replace(config, **info.retriever)  # the index's scales/top-k/activation win
     overrides = {"query_max_length": query_max_length, "query_topk": query_topk, "query_min_weight": query_min_weight}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -66,7 +47,7 @@ class DupMAESearcher:
 
     The index is checked first (:func:`dupmae_ir.index.load_index`: provenance, FAISS/docid/Lucene
     counts), before the JVM or the model start. Queries are encoded once per batch by
-    :class:`dupmae_ir.encoder.DupMAEEncoder` (dense vector and integer impacts in one forward pass)
+    :class:`dupmae_ir.inference.DupMAEEncoder` (dense vector and integer impacts in one forward pass)
     with the scales, top-k and activation stored in the index; FAISS (read directly, as Pyserini's
     ``FaissSearcher`` does) and Lucene (:class:`~dupmae_ir.search.lucene.ImpactSearcher`: Anserini's
     impact scoring with Lucene's top-k pruning) then search the batch with ``threads`` threads. Java
@@ -116,6 +97,7 @@ class DupMAESearcher:
                 self.docids = [line.rstrip("\n") for line in fh]
         self.impact_searcher = None
         if self.info.impact is not None:
+            from ..java import raise_max_clause_count
             from .lucene import ImpactSearcher
 
             # min_idf=-1 keeps every query token the index holds: the exact dot product. Pyserini's
@@ -207,7 +189,7 @@ class DupMAESearcher:
         hybrid top ``depth`` with the BM25 top ``depth`` as ``pyserini.fusion --method normalize`` does
         (:func:`~dupmae_ir.runs.fuse_normalize`).
         ``encoded``: the batch's
-        :class:`~dupmae_ir.encoder.EncodedBatch` when the caller has it already (an explainer does).
+        :class:`~dupmae_ir.inference.EncodedBatch` when the caller has it already (an explainer does).
         """
         modes = tuple(modes)
         self._require(modes)

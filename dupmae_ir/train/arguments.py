@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+from ..precision import TRAINING_DTYPES as PRECISIONS
+
 STAGES = (1, 2, 3)
 MINE_SOURCES = ("auto", "bm25", "model", "none")
 GROUPS = ("model", "data", "method", "loss", "optimisation", "run control")
@@ -126,15 +127,15 @@ class FinetuneArguments(TrainArguments):
                         "distillation from --teacher-scores.", "model", choices=STAGES)
     dense_dim: int | None = arg(None, "Add a learned projection D -> d' for the dense part (paper 384 for BERT-base); "
                                       "default: keep the checkpoint's.", "model")
-    activation: str | None = arg(None, "Bag-of-words activation: relu | log1p_relu | none (default: the checkpoint's).",
-                                 "model")
+    activation: str | None = arg(None, "Bag-of-words activation: plain_relu | log1p_relu | none (default: the "
+                                       "checkpoint's; 'relu', the old name of plain_relu, is still read).", "model")
     sparse_calibration: float | None = arg(
         None, "Before training, shift the MLM-head bias so that each vocabulary entry is active (mu > 0) in only this "
               "fraction of sampled documents (e.g. 0.05): the bag-of-words starts sparse. Default: off.", "model")
     sparse_scale_calibration: bool = arg(
         False, "Before training (after --sparse-calibration), scale the bag-of-words so that the sparse part alone "
                "starts at its lowest in-batch contrastive loss on a sample of training pairs (folded into the MLM "
-               "head; relu only). Default: off (the paper's start).", "model")
+               "head; plain_relu only). Default: off (the paper's start).", "model")
     train: str = arg("default", "Collection with training queries and qrels: 'default' (bundled SciFact), a BEIR "
                                 "folder, msmarco-passage, beir/<name>.", "data")
     split: str = arg("train", "Split of the training queries/qrels.", "data")
@@ -172,9 +173,9 @@ class FinetuneArguments(TrainArguments):
     part_loss_weight: float = arg(0.0, "Also train each part on its own: add this weight times the same loss on the "
                                        "dense scores alone plus on the sparse scores alone (as BGE-M3 does for its "
                                        "hybrid). 0: the paper's loss on the combined score only.", "loss")
-    fold_sparse_weight: bool = arg(True, "With relu, fold sqrt(sparse_weight / dense_weight) into the MLM head at save "
-                                         "time so the saved model's unweighted sum (what search uses) equals the "
-                                         "trained score.", "loss")
+    fold_sparse_weight: bool = arg(True, "With plain_relu, fold sqrt(sparse_weight / dense_weight) into the MLM head "
+                                         "at save time so the saved model's unweighted sum (what search uses) equals "
+                                         "the trained score.", "loss")
     flops_query: float = arg(0.0, "FLOPS regularisation weight on query bag-of-words vectors.", "loss")
     flops_doc: float = arg(0.0, "FLOPS regularisation weight on document bag-of-words vectors.", "loss")
     share_negatives: bool = arg(True, "Under torchrun, score every query against the documents of all processes.",

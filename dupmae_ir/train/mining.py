@@ -1,5 +1,5 @@
 """Hard negatives for fine-tuning: mined with BM25 (stage 1), with the model itself, exhaustively in
-memory (stage 2, :class:`~dupmae_ir.encoder.ExactRetriever`), from an index of
+memory (stage 2, :class:`~dupmae_ir.search.exact.ExactSearcher`), from an index of
 ``python -m dupmae_ir.encode`` for corpora that do not fit in memory (``--mine-index``), or, under
 ``torchrun``, from an index that every process helps encode (:func:`mine_under_torchrun`)."""
 from __future__ import annotations
@@ -8,6 +8,14 @@ import os
 from pathlib import Path
 
 from ..runs import Run
+
+# hits mined past mine_depth + mine_skip: room for the judged positives that negatives_from_run removes
+MINE_SLACK = 5
+
+
+def mining_depth(depth: int, skip: int) -> int:
+    """How many hits to retrieve per query for ``depth`` negatives after skipping ``skip``."""
+    return depth + skip + MINE_SLACK
 
 
 def mine_with_bm25(corpus, queries: dict[str, str], depth: int, index_dir: Path, progress: bool = True):
@@ -21,27 +29,26 @@ def mine_with_bm25(corpus, queries: dict[str, str], depth: int, index_dir: Path,
 def mine_with_model(model_name_or_path: str, corpus, queries: dict[str, str], depth: int, mode: str = "hybrid",
                     doc_max_length: int | None = None, query_max_length: int | None = None,
                     batch_size: int = 32, docs: dict[str, str] | None = None, progress: bool = True,
-                    device: str | None = None, retriever=None):
+                    device: str | None = None, searcher=None):
     """Top-``depth`` hits per query retrieved by a DupMAE checkpoint over the whole corpus, exhaustive
-    and in memory (:class:`~dupmae_ir.encoder.ExactRetriever`) on ``device`` (default: the GPU
-    when there is one); ``retriever``: that checkpoint's ExactRetriever already indexed over the corpus
+    and in memory (:class:`~dupmae_ir.search.exact.ExactSearcher`) on ``device`` (default: the GPU
+    when there is one); ``searcher``: that checkpoint's ExactSearcher already indexed over the corpus
     (the recipe's, built for its evaluation), used instead of loading ``model_name_or_path``."""
     import torch
 
-    if retriever is None:
+    if searcher is None:
         from ..data.training import load_documents
-        from ..encoder import ExactRetriever
-        from ..modeling.retriever import DupMAERetriever
+        from ..modeling.model import DupMAEModel
+        from ..search.exact import ExactSearcher
 
-        model, tokenizer = DupMAERetriever.from_pretrained(model_name_or_path)
+        model, tokenizer = DupMAEModel.from_pretrained(model_name_or_path)
         docs = docs if docs is not None else load_documents(corpus, progress=progress)
-        retriever = ExactRetriever(model, tokenizer, doc_max_length=doc_max_length,
-                                   query_max_length=query_max_length, batch_size=batch_size,
-                                   need_sparse=mode != "dense", device=device)
+        searcher = ExactSearcher(model, tokenizer, doc_max_length=doc_max_length, query_max_length=query_max_length,
+                                 batch_size=batch_size, need_sparse=mode != "dense", device=device)
         with torch.inference_mode():
-            retriever.index(list(docs), list(docs.values()), progress=progress)
+            searcher.index(list(docs), list(docs.values()), progress=progress)
     with torch.inference_mode():
-        return retriever.search(queries, k=depth, modes=(mode,))[mode]
+        return searcher.search(queries, k=depth, modes=(mode,))[mode]
 
 
 def negatives_from_run(run: Run, qrels: dict[str, dict[str, int]], depth: int, skip: int = 0) -> dict[str, list[str]]:
@@ -59,7 +66,7 @@ def mine_from_index(index_dir: str | os.PathLike, queries: dict[str, str], depth
                     encoder: str | None = None, query_max_length: int | None = None, device: str = "cpu",
                     progress: bool = True) -> Run:
     """Top-``depth`` hits of each query from an index of ``python -m dupmae_ir.encode`` (the toolkit's
-    Pyserini retrieval: FAISS + Lucene impact), for corpora too large for :class:`ExactRetriever`."""
+    Pyserini retrieval: FAISS + Lucene impact), for corpora too large for :class:`ExactSearcher`."""
     from ..search import DupMAESearcher
 
     searcher = DupMAESearcher(index_dir, encoder=encoder, query_max_length=query_max_length, device=device)
@@ -94,9 +101,9 @@ def mine_under_torchrun(model_name_or_path: str, corpus, queries: dict[str, str]
     import torch.distributed as dist
 
     from ..encode.distributed import encode_corpus_distributed, world
-    from ..encoder import EncodedBatch
     from ..errors import UserError
     from ..index import load_index
+    from ..inference import EncodedBatch
     from ..search.searcher import DupMAESearcher, query_encoder
 
     rank, size, local = world()

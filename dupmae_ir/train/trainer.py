@@ -42,21 +42,6 @@ def resume_point(args, provenance_name: str, what: str, kind: str) -> Path | Non
     return found
 
 
-def resolve_precision(args) -> str:
-    """``args.precision`` with ``auto`` made concrete, from the hardware alone (as ``dupmae_ir.encode
-    --dtype auto``): bf16 (fp16 without bf16) on a GPU; on a CPU bf16 where the cores have native bf16
-    instructions (AVX512-BF16/AMX), else fp32 (AVX2 cores run bf16 ~100x slower)."""
-    import torch
-
-    if args.precision != "auto":
-        return args.precision
-    if torch.cuda.is_available() and not args.use_cpu:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    from ..precision import cpu_has_fast_bf16
-
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
-
-
 def training_arguments(args, **overrides):
     """``TrainingArguments`` from a pre-training/fine-tuning argument dataclass (CPU, torchrun with
     gloo on CPU or NCCL on GPU, bf16/fp16), plus the caller's ``overrides``."""
@@ -65,7 +50,7 @@ def training_arguments(args, **overrides):
 
     use_gpu = torch.cuda.is_available() and not args.use_cpu
     if args.precision == "auto":
-        raise ValueError("resolve precision='auto' first (resolve_precision)")
+        raise ValueError("resolve precision='auto' first (precision.training_precision)")
     if args.precision == "fp16" and not use_gpu:
         raise ValueError("precision=fp16 needs a GPU; on CPU use bf16 or fp32.")
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,10 +1,10 @@
-"""Run a stock Pyserini command with a working Java 21: ``python -m dupmae_ir.pyserini <module> ...``.
+"""Run a stock Pyserini command with a working Java 21: ``python -m dupmae_ir.pyserini_run <module> ...``.
 
 Examples::
 
-    python -m dupmae_ir.pyserini search.lucene --index idx --topics q.tsv --output run.txt --bm25
-    python -m dupmae_ir.pyserini index.lucene --collection JsonCollection --input docs --index idx
-    eval "$(python -m dupmae_ir.pyserini --exports)"   # then plain `python -m pyserini.*` works
+    python -m dupmae_ir.pyserini_run search.lucene --index idx --topics q.tsv --output run.txt --bm25
+    python -m dupmae_ir.pyserini_run index.lucene --collection JsonCollection --input docs --index idx
+    eval "$(python -m dupmae_ir.pyserini_run --exports)"   # then plain `python -m pyserini.*` works
 
 The module name may be given with or without the ``pyserini.`` prefix. The command runs in a child
 process (which dies with this one) with the environment from :func:`dupmae_ir.java.java_env`; its

@@ -1,4 +1,4 @@
-"""Stock ``pyserini.search.hybrid`` with live DupMAE query encoding: ``python -m dupmae_ir.hybrid <args>``.
+"""Stock ``pyserini.search.hybrid`` with live DupMAE query encoding: ``python -m dupmae_ir.pyserini_hybrid <args>``.
 
 The arguments are exactly those of ``python -m pyserini.search.hybrid`` (sub-commands ``dense``,
 ``sparse``, ``fusion``, ``run``). This launcher only
@@ -12,14 +12,14 @@ The arguments are exactly those of ``python -m pyserini.search.hybrid`` (sub-com
      ``dupmae_config.json``, or ``dupmae:default``) builds
      :class:`dupmae_ir.pyserini_encoders.DupMAEImpactQueryEncoder`; every other ``--encoder`` value
      keeps Pyserini's own meaning;
-3. lifts Lucene's 1024-term query limit in this JVM (a DupMAE query keeps every positive
+3. lifts Lucene's query limit (``LUCENE_MAX_CLAUSES`` terms) in this JVM (a DupMAE query keeps every positive
    vocabulary weight unless ``query_topk`` is set);
 4. runs Pyserini's module with ``runpy.run_module("pyserini.search.hybrid", run_name="__main__")``.
 
 DupMAE's score (dense + de-quantised sparse) is ``fusion --alpha 1/(s_q*s_d)`` without
 ``--normalization``; with the default scales 100/100 that is ``--alpha 0.0001``. Example::
 
-    python -m dupmae_ir.hybrid \\
+    python -m dupmae_ir.pyserini_hybrid \\
       dense  --index IDX/dense --encoder CKPT --encoder-class dupmae \\
       sparse --index IDX/impact --impact --encoder dupmae:CKPT --min-idf -1 \\
       fusion --alpha 0.0001 --hits 1000 \\
@@ -54,12 +54,12 @@ def check_pyserini_version(version: str | None = None) -> None:
     except PackageNotFoundError:
         raise UserError("pyserini", "not installed", fix) from None
     if version not in SpecifierSet(PYSERINI_TESTED):
-        raise UserError(f"pyserini {version}", f"dupmae_ir.hybrid patches Pyserini's private functions and is "
+        raise UserError(f"pyserini {version}", f"dupmae_ir.pyserini_hybrid patches Pyserini's private functions and is "
                         f"tested with pyserini{PYSERINI_TESTED} only", fix)
 
 
 def _is_dupmae_checkpoint(name: str) -> bool:
-    from .modeling.retriever import CONFIG_NAME
+    from .modeling.model import CONFIG_NAME
 
     return (Path(name) / CONFIG_NAME).is_file()
 
@@ -88,9 +88,9 @@ def register() -> None:
     import pyserini.search.faiss.__main__ as faiss_main
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    from .search import raise_max_clause_count
+    from .java import raise_max_clause_count
 
-    # DupMAE queries may hold thousands of terms (no query_topk): lift Lucene's 1024-clause limit
+    # DupMAE queries may hold thousands of terms (no query_topk): lift Lucene's clause limit
     raise_max_clause_count()
     pencode.query_encoder_class_map[ENCODER_CLASS] = dense_query_encoder
     faiss_main.query_encoder_class_map[ENCODER_CLASS] = dense_query_encoder  # same dict; explicit anyway

@@ -1,33 +1,29 @@
-"""Encoding texts with a DupMAE model: dense vectors and bag-of-words weights from one forward pass.
+"""Inference with a DupMAE model: dense vectors and bag-of-words weights from one forward pass.
 
-- :class:`DupMAEEncoder`: ``encode_docs(texts)`` / ``encode_queries(texts)`` return an
-  :class:`EncodedBatch` (dense vectors and integer impacts: documents cut to ``doc_topk`` entries,
-  queries to ``query_topk`` if set, both quantised with their ``RetrieverConfig`` scales). DupMAE
-  paper section 3.4: the dense part is ``h_hat = W^T h_cls``, the lexical part ``mu`` (eq. 7)
-  max-pooled over ordinary tokens.
-- :class:`ExactRetriever`: the same encoder over a corpus held in memory, scored exhaustively
-  (dense matrix + sparse CSR matrix), for stage-2 mining and quick evaluation of small corpora.
-
-Both batch through :meth:`DupMAEEncoder.batches`: texts are tokenised once, sorted by length, cut into
-batches padded only to their own longest text, run under ``torch.inference_mode``, and returned in
-the caller's order. Precisions (``dtype``): :mod:`dupmae_ir.precision`.
+:class:`DupMAEEncoder`: ``encode_docs(texts)`` / ``encode_queries(texts)`` return an
+:class:`EncodedBatch` (dense vectors and integer impacts: documents cut to ``doc_topk`` entries,
+queries to ``query_topk`` if set, both quantised with their ``RepresentationConfig`` scales). DupMAE
+paper section 3.4: the dense part is ``h_hat = W^T h_cls``, the lexical part ``mu`` (eq. 7)
+max-pooled over ordinary tokens. Every caller (indexing, query encoding, the exhaustive
+:class:`~dupmae_ir.search.exact.ExactSearcher`) batches through :meth:`DupMAEEncoder.batches`: texts
+are tokenised once, sorted by length, cut into batches padded only to their own longest text, run
+under ``torch.inference_mode``, and returned in the caller's order. Precisions (``dtype``, a name):
+:mod:`dupmae_ir.precision`.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .modeling.bow import grounded_share, packed_pool_pays, quantize, to_impact_dicts, topk_entries, topk_sparsify
-from .modeling.retriever import DupMAERetriever, RetrieverConfig
-from .precision import INT8, INT8_HEAD, default_device, dtype_name, resolve_dtype
-from .runs import MODES, Run
+from .modeling.bow import grounded_share, packed_pool_pays, quantize, sparsify, to_impact_dicts, topk_entries
+from .modeling.model import DupMAEModel, PoolingPlan, RepresentationConfig
+from .precision import DTYPES, INT8, INT8_HEAD, autocast_dtype, default_device, resolve_dtype
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -54,43 +50,42 @@ class DupMAEEncoder:
     """Encode texts with a DupMAE checkpoint (or any BERT masked LM / the default backbone)."""
 
     def __init__(self, model_name_or_path: str = "default", device: str = "cpu", dtype: str = "fp32",
-                 config: RetrieverConfig | None = None):
+                 config: RepresentationConfig | None = None):
         device = str(default_device()) if device == "auto" else device
-        model, tokenizer = DupMAERetriever.from_pretrained(model_name_or_path, config=config)
+        model, tokenizer = DupMAEModel.from_pretrained(model_name_or_path, config=config)
         self._setup(model, tokenizer, device, resolve_dtype(dtype, device), str(model_name_or_path))
 
     @classmethod
-    def from_model(cls, model: DupMAERetriever, tokenizer, device: str | torch.device | None = None,
-                   dtype=torch.float32, name: str = "in-memory model") -> DupMAEEncoder:
-        """Wrap a model already in memory (training, mining); ``dtype`` is a torch dtype or ``int8``."""
+    def from_model(cls, model: DupMAEModel, tokenizer, device: str | torch.device | None = None,
+                   dtype: str = "fp32", name: str = "in-memory model") -> DupMAEEncoder:
+        """Wrap a model already in memory (training, mining); ``dtype``: a concrete name of
+        :data:`~dupmae_ir.precision.DTYPES` (int8 ones quantise a copy, never the caller's model)."""
         self = cls.__new__(cls)
         self._setup(model, tokenizer, str(device or default_device()), dtype, name)
         return self
 
-    def _setup(self, model, tokenizer, device: str, dtype, name: str) -> None:
-        self.model, self.tokenizer = model, tokenizer
+    def _setup(self, model, tokenizer, device: str, dtype: str, name: str) -> None:
+        if dtype not in DTYPES[1:]:
+            raise ValueError(f"dtype={dtype!r}; valid: {DTYPES[1:]} (resolve 'auto' with precision.resolve_dtype)")
+        self.tokenizer = tokenizer
         self.model_name_or_path = name
         self.device = device
         self.dtype = dtype
-        self.model.to(device).eval()
-        self.model.packed_pool = packed_pool_pays(device)  # CPU: max-pool without padding; GPU: padded batch
+        model.to(device).eval()
         # bf16/fp16: the entries an index keeps (top doc_topk) recomputed in fp32, selected in low precision
-        low = dtype in (torch.bfloat16, torch.float16)
-        self.model.exact_topk = max(model.config.doc_topk or 0, model.config.query_topk or 0) if low else 0
-        if self.dtype in (INT8, INT8_HEAD):
-            from torch.ao.quantization import quantize_dynamic
-
-            if self.dtype == INT8:  # every nn.Linear (attention, feed-forward, MLM transform, D -> V decoder)
-                self.model = quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
-            else:  # the MLM head only (transform + D -> V decoder); encoder and dense projection stay fp32
-                self.model.mlm.cls = quantize_dynamic(self.model.mlm.cls, {torch.nn.Linear}, dtype=torch.qint8)
+        low = autocast_dtype(dtype) is not None
+        exact_topk = max(model.config.doc_topk or 0, model.config.query_topk or 0) if low else 0
+        # CPU: max-pool without padding; GPU: the padded batch
+        self.pooling = PoolingPlan(packed=packed_pool_pays(device), exact_topk=exact_topk)
+        self.model = quantized(model, dtype) if dtype in (INT8, INT8_HEAD) else model
         self.config = self.model.config
         self._check_lengths(self.config)
         self.vocab = self.tokenizer.convert_ids_to_tokens(list(range(self.model.mlm.config.vocab_size)))
 
     @property
     def dtype_name(self) -> str:
-        return dtype_name(self.dtype)
+        """The precision's name as provenance records it (the same string as :attr:`dtype`)."""
+        return self.dtype
 
     def with_lengths(self, query_max_length: int | None = None, doc_max_length: int | None = None) -> DupMAEEncoder:
         """This encoder (same model, shared) with other maximum lengths; ``None`` keeps the current one."""
@@ -104,7 +99,7 @@ class DupMAEEncoder:
         self._check_lengths(other.config)
         return other
 
-    def _check_lengths(self, config: RetrieverConfig) -> None:
+    def _check_lengths(self, config: RepresentationConfig) -> None:
         """Query and document lengths from 2 ([CLS] and [SEP]) to the model's position embeddings."""
         from .errors import UserError
 
@@ -157,11 +152,10 @@ class DupMAEEncoder:
         cuda = self.device.startswith("cuda")
         input_ids, mask = ((torch.from_numpy(a).pin_memory() if cuda else torch.from_numpy(a))
                            .to(self.device, non_blocking=True) for a in (input_ids, mask))  # (B, L) each
-        use_autocast = self.dtype in (torch.bfloat16, torch.float16)
-        with torch.autocast(device_type=self.device.split(":")[0], dtype=self.dtype if use_autocast else None,
-                            enabled=use_autocast):
+        low = autocast_dtype(self.dtype)
+        with torch.autocast(device_type=self.device.split(":")[0], dtype=low, enabled=low is not None):
             if need_sparse:
-                dense, bow = self.model(input_ids, mask)  # (B, d), (B, V)
+                dense, bow = self.model(input_ids, mask, self.pooling)  # (B, d), (B, V)
             else:
                 dense, bow = self.model.encode_dense(input_ids, mask, pooling), None  # (B, d)
         return dense.float(), (bow.float() if bow is not None else None)
@@ -190,9 +184,7 @@ class DupMAEEncoder:
         impacts: list[dict[str, int] | None] = [None] * len(texts)
         weights_all = torch.zeros(len(texts), len(self.vocab)) if keep_weights else None  # (N, V)
         for rows, d, bow in self.batches(texts, max_length, batch_size):
-            weights = topk_sparsify(bow, topk)  # (b, V)
-            if min_weight > 0:
-                weights = weights * (weights >= min_weight)  # (b, V) light terms dropped (query pruning)
+            weights = sparsify(bow, topk, min_weight)  # (b, V)
             dense[rows] = d.cpu().numpy()
             for i, row in zip(rows, to_impact_dicts(quantize(weights, scale).cpu(), self.vocab)):
                 impacts[i] = row
@@ -243,105 +235,18 @@ class DupMAEEncoder:
         return grounded_share(weights, pieces, k)
 
 
-class ExactRetriever:
-    """Encode documents once with a :class:`~dupmae_ir.modeling.retriever.DupMAERetriever`, then score
-    queries exhaustively: ``dense`` (h_q . h_d), ``impact`` (mu_q . topk(mu_d)), ``hybrid`` (their
-    sum, weighted by ``dense_weight``/``sparse_weight``): what an encode + hybrid search scores, in
-    floating point (the impact index stores integer ``round(mu * s)``).
+def quantized(model: DupMAEModel, dtype: str) -> DupMAEModel:
+    """A copy of ``model`` with dynamic int8 linear layers: every ``nn.Linear`` (``int8``: attention,
+    feed-forward, MLM transform, D -> V decoder) or the MLM head's only (``int8-head``: the encoder and
+    the dense projection stay fp32). The caller's model is left as it was."""
+    import copy
 
-    ``device``: where the model runs and the document matrices live (default: :func:`default_device`).
-    ``dtype``: the encoder's compute dtype (``torch.bfloat16`` / ``torch.float16``: autocast, as
-    ``encode --dtype``; default fp32). Scores are fp32 on every device. For corpora that do not fit in
-    memory, search an index of ``python -m dupmae_ir.encode`` instead."""
+    from torch.ao.quantization import quantize_dynamic
 
-    def __init__(self, model, tokenizer, doc_max_length: int | None = None, query_max_length: int | None = None,
-                 doc_topk: int | None = None, query_topk: int | None = None, batch_size: int = 32,
-                 need_sparse: bool = True, pooling: str = "cls", device: str | torch.device | None = None,
-                 dtype: torch.dtype = torch.float32):
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"dtype={dtype}; valid: torch.float32, torch.bfloat16, torch.float16")
-        if pooling != "cls" and need_sparse:
-            raise ValueError("pooling='mean' is a dense-only baseline: pass need_sparse=False")
-        self.encoder = DupMAEEncoder.from_model(model, tokenizer, device, dtype)
-        self.device = torch.device(self.encoder.device)
-        self.dtype = dtype
-        cfg = model.config
-        self.doc_max_length = doc_max_length or cfg.doc_max_length
-        self.query_max_length = query_max_length or cfg.query_max_length
-        self.doc_topk = cfg.doc_topk if doc_topk is None else doc_topk
-        self.query_topk = cfg.query_topk if query_topk is None else query_topk
-        self.query_min_weight = cfg.query_min_weight
-        self.batch_size = batch_size
-        self.need_sparse = need_sparse
-        self.pooling = pooling
-        self.doc_ids: list[str] = []
-        self.dense: torch.Tensor | None = None  # (N, d)
-        self.sparse: torch.Tensor | None = None  # (N, V) sparse CSR
-
-    def _encode(self, texts: Sequence[str], max_length: int, topk: int | None, progress: str | None = None,
-                min_weight: float = 0.0):
-        """-> (order, dense (n, d), sparse CSR (n, V) or None), rows in ``order`` (longest first)."""
-        order, dense_parts, sparse_parts = [], [], []
-        # character lengths order the batches: the batches, and so the bf16 results, of earlier versions
-        for rows, dense, bow in self.encoder.batches(texts, max_length, self.batch_size, self.need_sparse,
-                                                     self.pooling, [len(t) for t in texts], progress):
-            order += rows
-            dense_parts.append(dense)
-            if bow is not None:
-                weights = topk_sparsify(bow, topk)  # (b, V)
-                if min_weight > 0:
-                    weights = weights * (weights >= min_weight)
-                sparse_parts.append(weights.to_sparse_csr())  # (b, V)
-        sparse = _cat_csr(sparse_parts) if self.need_sparse else None
-        return order, torch.cat(dense_parts), sparse
-
-    def index(self, doc_ids: Sequence[str], texts: Sequence[str], progress: bool = True) -> ExactRetriever:
-        order, self.dense, self.sparse = self._encode(list(texts), self.doc_max_length, self.doc_topk,
-                                                      "encode docs" if progress else None)
-        self.doc_ids = [str(doc_ids[i]) for i in order]  # rows are held in encoding order
-        return self
-
-    @torch.inference_mode()
-    def search(self, queries: dict[str, str], k: int = 1000, modes: Iterable[str] = MODES,
-               dense_weight: float = 1.0, sparse_weight: float = 1.0, batch_size: int = 128) -> dict[str, Run]:
-        """``{mode: {qid: [(docid, score), ...]}}`` best first, exhaustive over the indexed documents."""
-        modes = tuple(modes)
-        bad = [m for m in modes if m not in MODES]
-        if bad:
-            raise ValueError(f"modes {bad}; valid: {MODES}")
-        if not self.need_sparse and any(m != "dense" for m in modes):
-            raise ValueError("this retriever was built with need_sparse=False: only mode 'dense' is available")
-        qids = list(queries)
-        runs: dict[str, Run] = {m: {} for m in modes}
-        k = min(k, len(self.doc_ids))
-        for start in range(0, len(qids), batch_size):
-            chunk = qids[start:start + batch_size]
-            order, q_dense, q_sparse = self._encode([queries[q] for q in chunk], self.query_max_length,
-                                                    self.query_topk, min_weight=self.query_min_weight)
-            chunk = [chunk[i] for i in order]
-            dense = q_dense @ self.dense.T  # (b, N)
-            sparse = (self.sparse @ q_sparse.to_dense().T).T if self.need_sparse else None  # (b, N)
-            for mode in modes:
-                if mode == "dense":
-                    scores = dense
-                elif mode == "impact":
-                    scores = sparse
-                else:
-                    scores = dense_weight * dense + sparse_weight * sparse  # (b, N)
-                top = scores.topk(k, dim=1)
-                for row, qid in enumerate(chunk):
-                    runs[mode][qid] = [(self.doc_ids[j], float(s))
-                                       for s, j in zip(top.values[row].tolist(), top.indices[row].tolist())]
-        return runs
-
-
-def _cat_csr(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Stack CSR matrices (n_i, V) row-wise -> (sum n_i, V)."""
-    crow, col, val, offset = [parts[0].crow_indices()[:1]], [], [], 0
-    for p in parts:
-        crow.append(p.crow_indices()[1:] + offset)
-        col.append(p.col_indices())
-        val.append(p.values())
-        offset += p.values().numel()
-    n = sum(p.shape[0] for p in parts)
-    return torch.sparse_csr_tensor(torch.cat(crow), torch.cat(col), torch.cat(val), (n, parts[0].shape[1]))
+    if dtype == INT8:
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # a quantised deep copy
+    if dtype != INT8_HEAD:
+        raise ValueError(f"dtype={dtype!r}; valid: {(INT8, INT8_HEAD)}")
+    model = copy.deepcopy(model)
+    model.mlm.cls = quantize_dynamic(model.mlm.cls, {torch.nn.Linear}, dtype=torch.qint8)
+    return model

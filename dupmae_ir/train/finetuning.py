@@ -1,6 +1,6 @@
 """DupMAE bi-encoder fine-tuning on the Hugging Face Trainer (paper section 4).
 
-Every stage trains the combined score of :class:`~dupmae_ir.modeling.retriever.DupMAERetriever`::
+Every stage trains the combined score of :class:`~dupmae_ir.modeling.model.DupMAEModel`::
 
     s(q, d) = w_dense * h_q . h_d + w_sparse * mu_q . mu_d        (paper: w_dense = w_sparse = 1)
 
@@ -15,7 +15,7 @@ The loss lives in :mod:`dupmae_ir.modeling.biencoder`, the data in :mod:`dupmae_
 calibrations in :mod:`dupmae_ir.modeling.calibration`, the arguments in
 :mod:`dupmae_ir.train.arguments`; this module builds the examples (mining negatives) and runs the
 trainer. Front door: :func:`run_finetuning` (``FinetuneArguments`` -> path of the saved checkpoint).
-Output folder: a ``DupMAERetriever`` checkpoint (HF masked LM, safetensors, tokenizer,
+Output folder: a ``DupMAEModel`` checkpoint (HF masked LM, safetensors, tokenizer,
 ``dupmae_config.json`` with ``finetuning = {...}``; its encoder alone is what stock Pyserini's
 ``--encoder-class auto --pooling cls`` reads), ``negatives.tsv`` (the negatives used),
 ``dupmae_finetune.json`` (provenance, written last), ``checkpoints/`` (Trainer checkpoints for ``resume``).
@@ -31,8 +31,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..data.training import TrainExample, load_documents, read_negatives_file, read_teacher_scores
+from ..precision import training_precision
 from .arguments import FinetuneArguments
-from .trainer import resolve_precision, resume_point, save_final_model, set_dropout, trainer_base, training_arguments
+from .trainer import resume_point, save_final_model, set_dropout, trainer_base, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,14 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
     from ..data import DataError, resolve
     from ..data.splits import carve_dev, judged_qids
     from ..encode.distributed import world
-    from .mining import mine_from_index, mine_under_torchrun, mine_with_bm25, mine_with_model, negatives_from_run
+    from .mining import (
+        mine_from_index,
+        mine_under_torchrun,
+        mine_with_bm25,
+        mine_with_model,
+        mining_depth,
+        negatives_from_run,
+    )
 
     coll = resolve(args.train, data_dir=args.data_dir)
     corpus = resolve(args.corpus or args.train, data_dir=args.data_dir)
@@ -65,6 +73,7 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
     queries = {q: queries[q] for q in qids}
 
     source = args.mine_source()
+    depth = mining_depth(args.mine_depth, args.mine_skip)  # hits per query to mine from
     teacher = None
     all_docs = None
     if source == "file" and args.stage == 3:
@@ -75,20 +84,20 @@ def build_examples(args: FinetuneArguments, output_dir: Path, progress: bool = T
     elif source == "bm25":
         index_dir = Path(args.bm25_index) if args.bm25_index else output_dir / "bm25-index"
         pools = {q: [d for d, _ in hits] for q, hits in
-                 mine_with_bm25(corpus, queries, args.mine_depth + args.mine_skip + 5, index_dir, progress).items()}
+                 mine_with_bm25(corpus, queries, depth, index_dir, progress).items()}
     elif source == "model":
         if world():  # every process encodes (unless --mine-index) and searches a share
-            run = mine_under_torchrun(args.model_name_or_path, corpus, queries, args.mine_depth + args.mine_skip + 5,
+            run = mine_under_torchrun(args.model_name_or_path, corpus, queries, depth,
                                       Path(args.mine_index or output_dir / MINE_INDEX_NAME), args.mine_mode,
                                       not args.mine_index, args.doc_max_length, args.query_max_length,
                                       args.encode_batch_size, progress)
         elif args.mine_index:
-            run = mine_from_index(args.mine_index, queries, args.mine_depth + args.mine_skip + 5, args.mine_mode,
+            run = mine_from_index(args.mine_index, queries, depth, args.mine_mode,
                                   encoder=args.model_name_or_path, query_max_length=args.query_max_length,
                                   device=device or "cpu", progress=progress)
         else:
             all_docs = load_documents(corpus, progress=progress)
-            run = mine_with_model(args.model_name_or_path, corpus, queries, args.mine_depth + args.mine_skip + 5,
+            run = mine_with_model(args.model_name_or_path, corpus, queries, depth,
                                   args.mine_mode, args.doc_max_length, args.query_max_length,
                                   args.encode_batch_size, docs=all_docs, progress=progress, device=device)
         pools = {q: [d for d, _ in hits] for q, hits in run.items()}
@@ -180,9 +189,10 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     from ..encode.distributed import WAIT
     from ..modeling.biencoder import BiEncoderForTraining
     from ..modeling.calibration import calibrate_sparse, calibrate_sparse_scale
-    from ..modeling.retriever import DupMAERetriever
+    from ..modeling.model import DupMAEModel
 
-    args = replace(args, precision=resolve_precision(args))  # provenance records the concrete one
+    # provenance records the concrete precision
+    args = replace(args, precision=training_precision(args.precision, args.use_cpu))
     out = Path(args.output_dir)
     resume_from = resume_point(args, PROVENANCE_NAME, "fine-tuned", kind="dupmae_ir.finetune")
     # stage 2 under torchrun mines together (collectives): not one process after the other, and its
@@ -204,12 +214,12 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     data_seconds = time.time() - t0
 
     set_seed(args.seed)
-    retriever, tokenizer = DupMAERetriever.from_pretrained(args.model_name_or_path)
+    retriever, tokenizer = DupMAEModel.from_pretrained(args.model_name_or_path)
     overrides = {"query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length}
     if args.activation:
         overrides["activation"] = args.activation
     if args.dense_dim and args.dense_dim != retriever.dense_dim:
-        retriever = DupMAERetriever(retriever.mlm, replace(retriever.config, dense_dim=args.dense_dim))
+        retriever = DupMAEModel(retriever.mlm, replace(retriever.config, dense_dim=args.dense_dim))
         retriever.set_special_ids(list(tokenizer.all_special_ids))
     retriever.config = replace(retriever.config, **overrides)
     if args.dropout is not None:
@@ -254,8 +264,8 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
 
     retriever = trainer.accelerator.unwrap_model(trainer.model).retriever
     folded = None
-    if args.fold_sparse_weight and retriever.config.activation == "relu" and args.dense_weight and args.sparse_weight \
-            and args.sparse_weight != args.dense_weight:
+    if args.fold_sparse_weight and retriever.config.activation == "plain_relu" and args.dense_weight \
+            and args.sparse_weight and args.sparse_weight != args.dense_weight:
         # the saved model is scored with the unweighted sum; keep its ranking = the trained score's
         import copy
 

@@ -7,7 +7,7 @@
 
 A checkpoint folder is a standard Hugging Face masked-LM checkpoint (``AutoModelForMaskedLM`` loads
 it; its encoder alone is what stock Pyserini's ``--encoder-class auto --pooling cls`` reads) plus
-``dupmae_config.json`` (:class:`RetrieverConfig`) and, when a projection exists,
+``dupmae_config.json`` (:class:`RepresentationConfig`) and, when a projection exists,
 ``dupmae_projection.safetensors``.
 """
 from __future__ import annotations
@@ -19,24 +19,47 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..java import LUCENE_MAX_CLAUSES
 from .backbone import load_masked_lm, load_tokenizer, resolve_model_path
-from .bow import ACTIVATIONS, activate, exact_top_entries, max_pool_head, max_pool_head_packed, max_pool_linear_with_mlm
+from .bow import (
+    activate,
+    canonical_activation,
+    exact_top_entries,
+    max_pool_head,
+    max_pool_head_packed,
+    max_pool_linear_with_mlm,
+)
 
 CONFIG_NAME = "dupmae_config.json"
 POOLINGS = ("cls", "mean")
 PROJECTION_NAME = "dupmae_projection.safetensors"
 
 
+@dataclass(frozen=True)
+class PoolingPlan:
+    """Which of the equal-valued max-pool routes :meth:`DupMAEModel.forward` takes: the same ``mu`` on
+    every route (up to the precision asked for), a different cost. The caller decides; the model holds
+    no such flags. Training uses the default plan; :class:`~dupmae_ir.inference.DupMAEEncoder` builds one
+    for its device and precision."""
+
+    packed: bool = False  # inference: bow.max_pool_head_packed, per text without padding (CPU speed path)
+    exact_topk: int = 0  # inference under bf16/fp16: the top entries recomputed in fp32 (bow.exact_top_entries)
+    fused: bool = True  # with gradients: bow.max_pool_linear_with_mlm (False: plain autograd, same values)
+
+
+TRAINING_POOLING = PoolingPlan()
+
+
 @dataclass
-class RetrieverConfig:
+class RepresentationConfig:
     """How a checkpoint turns text into the two representations. Saved beside the weights."""
 
     dense_dim: int | None = None  # None: no projection, h_cls as is (paper: 384 for BERT-base)
-    activation: str = "relu"  # non-negative weights for the inverted index; see bow.ACTIVATIONS
+    activation: str = "plain_relu"  # non-negative weights for the inverted index; see bow.ACTIVATIONS
     doc_topk: int = 384  # paper k = 384 on documents
-    # Queries keep their 1,024 largest weights: Lucene's default BooleanQuery limit, so stock Pyserini
+    # Queries keep their largest weights up to Lucene's default BooleanQuery limit, so stock Pyserini
     # searches DupMAE queries unpatched (an untrimmed query holds ~30k positive entries). None: keep all.
-    query_topk: int | None = 1024
+    query_topk: int | None = LUCENE_MAX_CLAUSES
     query_min_weight: float = 0.0  # query weights below this are dropped before quantisation (0: keep all)
     doc_scale: float = 100.0  # integer impact = round(weight * scale)
     query_scale: float = 100.0
@@ -46,11 +69,10 @@ class RetrieverConfig:
     finetuning: dict | None = None  # provenance of fine-tuning, when there was one
 
     def __post_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation={self.activation!r}; valid: {ACTIVATIONS}")
+        self.activation = canonical_activation(self.activation)  # old configs: "relu"
 
     @classmethod
-    def load(cls, folder: str | Path) -> RetrieverConfig:
+    def load(cls, folder: str | Path) -> RepresentationConfig:
         path = Path(folder) / CONFIG_NAME
         if not path.is_file():
             return cls()
@@ -64,24 +86,20 @@ class RetrieverConfig:
 
     def save(self, folder: str | Path) -> None:
         from .. import __version__
+        from ..provenance import atomic_write_text
 
         data = {**asdict(self), "dupmae_ir_version": __version__}
-        tmp = Path(folder) / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(Path(folder) / CONFIG_NAME)
+        atomic_write_text(Path(folder) / CONFIG_NAME, json.dumps(data, indent=2) + "\n")
 
 
-class DupMAERetriever(nn.Module):
+class DupMAEModel(nn.Module):
     """A masked LM + optional projection producing ``(dense, bow)`` for a batch of token ids."""
 
-    def __init__(self, mlm: nn.Module, config: RetrieverConfig, chunk_size: int = 64):
+    def __init__(self, mlm: nn.Module, config: RepresentationConfig, chunk_size: int = 64):
         super().__init__()
         self.mlm = mlm
         self.config = config
         self.chunk_size = chunk_size
-        self.packed_pool = False  # True: bow.max_pool_head_packed (inference speed path, same values)
-        self.exact_topk = 0  # inference under bf16/fp16: the top entries recomputed in fp32 (bow.exact_top_entries)
-        self.fused_head = True  # with gradients: bow.max_pool_linear_with_mlm (False: plain autograd, same values)
         hidden = mlm.config.hidden_size
         self.projection = None
         if config.dense_dim and config.dense_dim != hidden:
@@ -99,23 +117,25 @@ class DupMAERetriever(nn.Module):
     def dense_dim(self) -> int:
         return self.config.dense_dim or self.mlm.config.hidden_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_ids, attention_mask: (B, L) -> dense (B, d'), bow (B, V) activated, before top-k."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                pooling: PoolingPlan = TRAINING_POOLING) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask: (B, L) -> dense (B, d'), bow (B, V) activated, before top-k;
+        ``pooling`` picks the max-pool route (:class:`PoolingPlan`)."""
         out = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state  # (B, L, D)
         dense = hidden[:, 0]  # (B, D): h_cls
         if self.projection is not None:
             dense = self.projection(dense)  # (B, d')
-        if self.packed_pool:
+        if pooling.packed:
             mu = max_pool_head_packed(hidden, attention_mask, self.mlm.cls)  # (B, V)
-        elif self.fused_head and torch.is_grad_enabled():  # training: same values, cheaper backward
+        elif pooling.fused and torch.is_grad_enabled():  # training: same values, cheaper backward
             head = self.mlm.cls.predictions
             mu, _ = max_pool_linear_with_mlm(head.transform(hidden), head.decoder.weight, head.decoder.bias,
                                              attention_mask)  # (B, V)
         else:
             mu = max_pool_head(hidden, attention_mask, self.mlm.cls, self.chunk_size)  # (B, V)
-        if self.exact_topk and not torch.is_grad_enabled():  # bf16/fp16 inference: kept entries in fp32
-            mu = exact_top_entries(mu, hidden, attention_mask, self.mlm.cls, self.exact_topk)  # (B, V)
+        if pooling.exact_topk and not torch.is_grad_enabled():  # bf16/fp16 inference: kept entries in fp32
+            mu = exact_top_entries(mu, hidden, attention_mask, self.mlm.cls, pooling.exact_topk)  # (B, V)
         bow = activate(mu, self.config.activation).masked_fill(self.special_mask, 0.0)  # (B, V)
         return dense, bow
 
@@ -138,11 +158,14 @@ class DupMAERetriever(nn.Module):
 
     # --- persistence ---------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model_name_or_path: str | Path, config: RetrieverConfig | None = None,
-                        mlm_head_init: str = "identity", **kwargs) -> tuple[DupMAERetriever, object]:
+    def from_pretrained(cls, model_name_or_path: str | Path, config: RepresentationConfig | None = None,
+                        mlm_head_init: str = "identity", **kwargs) -> tuple[DupMAEModel, object]:
         """Load ``(retriever, tokenizer)`` from a checkpoint folder, hub id or the default backbone."""
         path = resolve_model_path(model_name_or_path)
-        config = config or RetrieverConfig.load(path) if Path(path).is_dir() else (config or RetrieverConfig())
+        if Path(path).is_dir():
+            config = config or RepresentationConfig.load(path)
+        else:
+            config = config or RepresentationConfig()
         tokenizer = load_tokenizer(path)  # checks the folder before the weights are allocated
         mlm = load_masked_lm(path, mlm_head_init=mlm_head_init, **kwargs)
         model = cls(mlm, config)

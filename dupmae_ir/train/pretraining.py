@@ -7,9 +7,9 @@ Front door: :func:`run_pretraining` (``PretrainArguments`` -> path of the saved 
 Output folder (``output_dir``):
 
 - a standard Hugging Face masked-LM checkpoint (``model.safetensors``, ``config.json``, tokenizer):
-  ``AutoModelForMaskedLM`` and :meth:`dupmae_ir.modeling.retriever.DupMAERetriever.from_pretrained`
+  ``AutoModelForMaskedLM`` and :meth:`dupmae_ir.modeling.model.DupMAEModel.from_pretrained`
   load it; the decoder layer is not saved (it is discarded after pre-training, paper section 3);
-- ``dupmae_config.json``: :class:`~dupmae_ir.modeling.retriever.RetrieverConfig` with
+- ``dupmae_config.json``: :class:`~dupmae_ir.modeling.model.RepresentationConfig` with
   ``pretraining = {method options, data, steps, version}``;
 - ``dupmae_pretrain.json``: provenance (arguments, data cache, loss curve, time per step), written last;
 - ``checkpoints/checkpoint-<step>``: Trainer checkpoints (model incl. decoder, optimizer, scheduler,
@@ -27,8 +27,9 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from ..precision import training_precision
 from .arguments import PretrainArguments
-from .trainer import resolve_precision, resume_point, save_final_model, trainer_base, training_arguments
+from .trainer import resume_point, save_final_model, trainer_base, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def run_pretraining(args: PretrainArguments, callbacks: list | None = None) -> P
     from ..modeling.backbone import load_masked_lm, load_tokenizer
     from ..modeling.dupmae import DupMAEForPretraining
 
-    args = replace(args, precision=resolve_precision(args))  # provenance records the concrete one
+    # provenance records the concrete precision
+    args = replace(args, precision=training_precision(args.precision, args.use_cpu))
     out = Path(args.output_dir)
     resume_from = resume_point(args, PROVENANCE_NAME, "pre-trained", kind="dupmae_ir.pretrain")
     training_args = training_arguments(
@@ -124,10 +126,10 @@ def run_pretraining(args: PretrainArguments, callbacks: list | None = None) -> P
 
 
 def _save_final(trainer, tokenizer, out, args, options, dataset, seconds, steps_done, resume_from, result):
-    """Write the HF masked-LM checkpoint + RetrieverConfig(pretraining=...) + provenance, files renamed in."""
+    """Write the HF masked-LM checkpoint + RepresentationConfig(pretraining=...) + provenance, files renamed in."""
     from .. import __version__
     from ..modeling.backbone import resolve_model_path
-    from ..modeling.retriever import DupMAERetriever, RetrieverConfig
+    from ..modeling.model import DupMAEModel, RepresentationConfig
     from ..provenance import provenance, write_json
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -143,7 +145,7 @@ def _save_final(trainer, tokenizer, out, args, options, dataset, seconds, steps_
         "head_learning_rate": args.head_learning_rate, "seed": args.seed,
         "precision": args.precision, "dupmae_ir_version": __version__,
     }
-    retriever = DupMAERetriever(model.mlm, RetrieverConfig(pretraining=pretraining))
+    retriever = DupMAEModel(model.mlm, RepresentationConfig(pretraining=pretraining))
     save_final_model(retriever, tokenizer, out, PROVENANCE_NAME)  # decoder not saved: only the masked LM
     history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
     write_json(out / PROVENANCE_NAME, provenance(
