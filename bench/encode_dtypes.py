@@ -122,7 +122,7 @@ def main() -> None:
     qids = list(qmap)
     import importlib.util
 
-    from dupmae_ir.recipe import ndcg_recall
+    from dupmae_ir.runs import ndcg_recall
 
     qrels = coll.qrels(args.split) if importlib.util.find_spec("ir_measures") else None  # none on bare GPU hosts
     rows, ref_runs = [], None

@@ -108,11 +108,11 @@ def select(args) -> None:
     results, pretrained = [], None
     for i, variant in enumerate(variants):
         lr, cal, fq, fd = variant
-        cfg = RecipeConfig(output=f"{args.work}/select-{i}", stages=(1,), ablation=False, test=False,
+        cfg = RecipeConfig.of(output=f"{args.work}/select-{i}", stages=(1,), ablation=False, test=False,
                            holdout_fraction=args.holdout, learning_rate=lr, sparse_scale_calibration=cal,
                            flops_query=fq, flops_doc=fd,
                            pretrained=pretrained, report_root=f"{args.work}/eval", seed=args.seed)
-        done = Path(cfg.output) / "results.json"
+        done = Path(cfg.layout.output) / "results.json"
         if done.exists() and _same_variant(done, variant, args):  # resumed: this variant already ran
             result = json.loads(done.read_text(encoding="utf-8"))
             seconds = result["times"]["total"]
@@ -122,7 +122,7 @@ def select(args) -> None:
             seconds = time.time() - start
         pretrained = pretrained or f"{args.work}/select-0/pretrained"
         row = result["dev_rows"][-1]
-        stats = sparsity(f"{cfg.output}/pt-stage1", list(dev_q.values()), docs, cfg.eval_doc_max_length)
+        stats = sparsity(f"{cfg.layout.output}/pt-stage1", list(dev_q.values()), docs, cfg.eval.eval_doc_max_length)
         results.append((variant, row["nDCG@10"], row["R@100"], seconds, stats))
         print(results[-1], flush=True)
     best = max(results, key=lambda r: r[1])
@@ -164,13 +164,13 @@ def stage2(args) -> None:
                          f"needed (found stage {ft.get('stage')}, holdout {ft.get('holdout_fraction')})")
     results = []
     for i, (depth, skip, epochs) in enumerate(_parse_stage2(v) for v in args.variants.split(",")):
-        cfg = RecipeConfig(output=f"{args.work}/stage2-{i}", stages=(1, 2), stage1=args.stage1, ablation=False,
+        cfg = RecipeConfig.of(output=f"{args.work}/stage2-{i}", stages=(1, 2), stage1=args.stage1, ablation=False,
                            test=False, holdout_fraction=args.holdout, mine_depth=depth, mine_skip=skip,
                            stage2_epochs=epochs, report_root=f"{args.work}/eval", seed=args.seed)
-        done = Path(cfg.output) / "results.json"
+        done = Path(cfg.layout.output) / "results.json"
         saved = json.loads(done.read_text(encoding="utf-8")) if done.exists() else {}
         keys = ("stage1", "mine_depth", "mine_skip", "stage2_epochs", "holdout_fraction", "seed")
-        if all(saved.get("config", {}).get(k) == getattr(cfg, k) for k in keys):  # resumed: already ran
+        if all(saved.get("config", {}).get(k) == cfg.flat()[k] for k in keys):  # resumed: already ran
             result, seconds = saved, saved["times"]["total"]
         else:
             start = time.time()
@@ -245,29 +245,34 @@ def pruning(args) -> None:
 
 def seeds(args) -> None:
     from dupmae_ir.recipe import Recipe, RecipeConfig
+    from dupmae_ir.recipe.rows import Row
 
     per_system: dict[str, list[tuple[float, float]]] = {}
+    records: dict[str, Row] = {}  # label -> the row as a record (its fields find its pairs)
     per_query: dict[str, list[dict[str, float]]] = {}  # system -> per seed {qid: nDCG@10}
     times, done = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        cfg = RecipeConfig(output=f"{args.work}/seed-{seed}", seed=seed,
+        cfg = RecipeConfig.of(output=f"{args.work}/seed-{seed}", seed=seed,
                            index_root=f"{args.work}/indexes", runs_root=f"{args.work}/runs",
                            report_root=f"{args.work}/eval")
-        saved = Path(cfg.output) / "results.json"
+        saved = Path(cfg.layout.output) / "results.json"
         result = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() and not args.fresh else {}
         config = result.get("config", {})
-        if not (config.get("seed") == seed and config.get("ablation") and "per_query" in result):
+        if not (config.get("seed") == seed and config.get("ablation") and "per_query" in result
+                and all("model" in r for r in result["rows"])):  # typed rows (model, stages, mode)
             result = Recipe(cfg, progress=False, overwrite=True).run()  # not run yet, or without both arms
         times.append(result["times"]["total"])
         done.append(seed)
         for row in result["rows"]:
             per_system.setdefault(row["system"], []).append((row["nDCG@10"], row["R@100"]))
+            records.setdefault(row["system"], Row.from_dict(row))
         for system, values in result["per_query"]["test"].items():
             per_query.setdefault(system, []).append(values)
-        _seeds_report(args, per_system, per_query, times, done)  # after every seed: a stopped study still reports
+        # after every seed: a stopped study still reports
+        _seeds_report(args, per_system, per_query, times, done, list(records.values()))
 
 
-def arms_table(per_system: dict, per_query: dict) -> list[str]:
+def arms_table(per_system: dict, per_query: dict, rows: list) -> list[str]:
     """Per stage and mode: both arms' mean and sd over seeds, and B (pre-trained) against A (not): paired
     over the queries on each query's seed-mean nDCG@10, and paired over the seeds on their means."""
     from dupmae_ir.eval.significance import compare_per_query, format_p, paired_test
@@ -275,9 +280,10 @@ def arms_table(per_system: dict, per_query: dict) -> list[str]:
 
     body = ["| stage: mode | no pre-training (mean ± sd) | pre-trained (mean ± sd) | pre-trained - not, per query "
             "(95% CI) | t-test p | randomisation p | over seeds: t-test p |", "|---|---|---|---|---|---|---|"]
-    for what, a, b in pairs(list(per_system)):
-        if not what.startswith("pre-training"):
+    for what, ra, rb in pairs(rows):
+        if (ra.model, rb.model) != ("nopt", "pt"):  # the pre-training pairs only
             continue
+        a, b = ra.label, rb.label
         na, nb = [v[0] for v in per_system[a]], [v[0] for v in per_system[b]]
         qa, qb = _seed_mean(per_query[a]), _seed_mean(per_query[b])
         q = compare_per_query(qa, qb)
@@ -294,7 +300,7 @@ def _seed_mean(values: list[dict[str, float]]) -> dict[str, float]:
     return {q: statistics.mean(v[q] for v in values) for q in common}
 
 
-def _seeds_report(args, per_system: dict, per_query: dict, times: list[float], done: list[int]) -> None:
+def _seeds_report(args, per_system: dict, per_query: dict, times: list[float], done: list[int], rows: list) -> None:
     n = len(times)
     body = [f"| system | nDCG@10 mean | std | R@100 mean | std | per seed nDCG@10 ({', '.join(map(str, done))}) |",
             "|---|---|---|---|---|---|"]
@@ -302,7 +308,8 @@ def _seeds_report(args, per_system: dict, per_query: dict, times: list[float], d
         nd, rc = [v[0] for v in values], [v[1] for v in values]
         body.append(f"| {system} | {statistics.mean(nd):.4f} | {sd(nd):.4f} | {statistics.mean(rc):.4f} | "
                     f"{sd(rc):.4f} | {' / '.join(f'{x:.4f}' for x in nd)} |")
-    body += ["", "## Pre-trained against not pre-trained, at equal stages", "", *arms_table(per_system, per_query),
+    body += ["", "## Pre-trained against not pre-trained, at equal stages", "",
+             *arms_table(per_system, per_query, rows),
              "", "Per query: each test query's nDCG@10 averaged over the seeds, then the paired t-test and the paired "
                  "randomisation test over the queries (scipy, `dupmae_ir.eval.significance`). Over seeds: the paired "
                  "t-test of the seeds' means (each seed trains both arms), weak with 3 seeds.",

@@ -233,6 +233,11 @@ def score_run(run: Run, qrels: dict[str, dict[str, int]], measures: Sequence[str
                   sorted(q for q in qrels if q not in run), sorted(q for q in run if q not in qrels))
 
 
+def ndcg_recall(run: Run, qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """nDCG@10 and R@100 (:func:`score_run`), rounded to 4 decimals: the recipe's and the benches' table."""
+    return {m: round(v, 4) for m, v in score_run(run, qrels, ("nDCG@10", "R@100")).values.items()}
+
+
 def per_query(run: Run, qrels: dict[str, dict[str, int]], measure: str,
               queries: Sequence[str] | None = None) -> dict[str, float]:
     """``{qid: value}`` of one ir-measures measure for each judged query in ``queries`` (default: the

@@ -8,7 +8,6 @@ import os
 import shlex
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 from conftest import ROOT, build_tiny_checkpoint
@@ -17,6 +16,7 @@ from test_finetune import make_collection
 
 def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     from dupmae_ir.recipe import Recipe, RecipeConfig
+    from dupmae_ir.recipe.rows import find
 
     toy = make_collection(tmp_path / "beir", n_docs=32, n_queries=24)
     # test split = the last 8 queries (train keeps the first 16)
@@ -24,21 +24,23 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     (toy / "qrels" / "train.tsv").write_text("\r\n".join(lines[:17]) + "\r\n")
     (toy / "qrels" / "test.tsv").write_text("\r\n".join([lines[0], *lines[17:]]) + "\r\n")
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=3)
-    cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
+    cfg = RecipeConfig.of(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
                        pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2),
                        head_learning_rate=1e-3, part_loss_weight=0.5, group_size=3, holdout_fraction=0.25,
                        flops_query=0.5, flops_doc=0.25,
                        index_root=str(tmp_path / "indexes"), runs_root=str(tmp_path / "runs"),
                        report_root=str(tmp_path / "eval"))
-    result = Recipe(cfg, progress=False).run()
-    systems = [r["system"] for r in result["rows"]]
-    assert systems[:3] == ["BM25 (Pyserini, flat)", "backbone zero-shot, mean pooling (dense)",
-                           "BM25 + backbone(mean), normalised fusion"]
-    for name in ("DupMAE pre-trained + stage 1: hybrid (sum)", "DupMAE pre-trained + stage 1+2: hybrid (sum)",
-                 "DupMAE pre-trained + stage 1+2: dense", "DupMAE pre-trained + stage 1+2: impact",
-                 "no pre-training + stage 1: hybrid (sum)", "no pre-training + stage 1+2: hybrid (sum)"):
-        assert name in systems
+    recipe = Recipe(cfg, progress=False)
+    result = recipe.run()
+    rows = recipe.results.rows  # typed records, found by their fields
+    assert [r.model for r in rows[:3]] == ["bm25", "zero-shot", "fusion"]
+    for arm in ("pt", "nopt"):
+        for stages in ((1,), (1, 2)):
+            for mode in ("dense", "impact", "hybrid", "fusion"):
+                assert find(rows, model=arm, stages=stages, mode=mode) is not None
+    assert [r["system"] for r in result["rows"]] == [r.label for r in rows]  # results.json: the labels
+    assert rows[-1].label == "no pre-training + stage 1+2: hybrid (normalised fusion)"
     assert all(0.0 <= r["nDCG@10"] <= 1.0 for r in result["rows"])
     assert result["rows"][0]["nDCG@10"] > 0.9  # BM25 finds the key word on this toy set
     for step in ("bm25", "dupmae pre-training", "DupMAE pre-trained: fine-tune stage 2", "total"):
@@ -47,24 +49,26 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     md = (tmp_path / "eval" / "out" / "report.md").read_text()
     assert "| system | nDCG@10 | R@100 | from | note |" in md and "0.732" not in md and " bar " not in md
     assert (tmp_path / "eval" / "out" / "plot.png").stat().st_size > 1000 and "**Commit**" in md
-    assert all(r["source"] == "index" for r in result["rows"] if r["system"].startswith(("DupMAE", "no pre")))
+    assert all(r.source == "index" for r in rows if r.model in ("pt", "nopt"))
     for model in ("pt-stage1", "pt-stage2", "nopt-stage1", "nopt-stage2"):
         assert (tmp_path / "indexes" / "out" / model / "dupmae_index.json").is_file()
         assert (tmp_path / "runs" / "out" / f"{model}.hybrid.trec").is_file()
-    hybrid = next(r for r in result["rows"] if r["system"] == "DupMAE pre-trained + stage 1+2: hybrid (sum)")
-    assert "in memory" in hybrid["note"]
+    hybrid = find(rows, model="pt", stages=(1, 2), mode="hybrid")
+    assert "in memory" in hybrid.note and result["final_hybrid"] == hybrid.ndcg
     # equal stages: every not-pre-trained row carries its paired test against the pre-trained equal
-    nopt = {r["system"]: r for r in result["rows"] if r["system"].startswith("no pre-training")}
-    assert len(nopt) == 8 and all(r["paired"]["against"] == "DupMAE pre-trained" + s[len("no pre-training"):]
-                                  for s, r in nopt.items())
-    paired = nopt["no pre-training + stage 1+2: hybrid (sum)"]["paired"]
-    assert paired["against"] == "DupMAE pre-trained + stage 1+2: hybrid (sum)" and paired["n"] == 8
-    assert paired["mean_a"] == pytest.approx(nopt["no pre-training + stage 1+2: hybrid (sum)"]["nDCG@10"], abs=1e-4)
-    assert paired["mean_b"] == pytest.approx(hybrid["nDCG@10"], abs=1e-4)
+    nopt = [r for r in rows if r.model == "nopt"]
+    assert len(nopt) == 8 and all(r.paired["against"] == find(rows, model="pt", stages=r.stages, mode=r.mode).label
+                                  for r in nopt)
+    nopt_hybrid = find(rows, model="nopt", stages=(1, 2), mode="hybrid")
+    paired = nopt_hybrid.paired
+    assert paired["against"] == hybrid.label and paired["n"] == 8
+    assert paired["mean_a"] == pytest.approx(nopt_hybrid.ndcg, abs=1e-4)
+    assert paired["mean_b"] == pytest.approx(hybrid.ndcg, abs=1e-4)
     from scipy.stats import ttest_rel
 
     per_query = result["per_query"]["test"]
-    a, b = per_query["no pre-training + stage 1+2: hybrid (sum)"], per_query[hybrid["system"]]
+    assert per_query[hybrid.label] == pytest.approx(hybrid.per_query, abs=1e-6)
+    a, b = nopt_hybrid.per_query, hybrid.per_query
     assert sorted(a) == sorted(b) and len(a) == 8  # the 8 judged test queries
     if any(a[q] != b[q] for q in a):
         assert paired["p_t"] == pytest.approx(ttest_rel([b[q] for q in a], [a[q] for q in a]).pvalue, abs=1e-6)
@@ -80,7 +84,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
                                         for s in ("1", "1+2")}
     assert all(0.0 <= g["share"] <= 1.0 and g["split"] == "test" for g in result["grounding"].values())
     assert "## The bag-of-words: grounded share" in md
-    assert [r["system"] for r in result["dev_rows"]][:1] == ["DupMAE pre-trained + stage 1: hybrid (sum)"]
+    assert [(r.model, r.stages, r.mode) for r in recipe.results.dev_rows][:1] == [("pt", (1,), "hybrid")]
     held_out = set(json.loads((tmp_path / "out" / "pt-stage1" / "dupmae_finetune.json").read_text())
                    ["finetuning"]["holdout_fraction"] for _ in [0])
     assert held_out == {0.25}
@@ -121,37 +125,71 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
 
 
 def test_recipe_cli_flags_reach_the_config():
+    from dupmae_ir.recipe import RecipeConfig
     from dupmae_ir.recipe.__main__ import build_parser, config_from_args
 
     cfg = config_from_args(build_parser().parse_args(["--quick", "--head-learning-rate", "1e-3", "--pretrain-lr",
                                                       "3e-5",
                                                          "--part-loss-weight", "0.5"]))
-    assert cfg.stages == (1,) and cfg.head_learning_rate == 1e-3 and cfg.pretrain_lr == 3e-5
-    assert cfg.part_loss_weight == 0.5
+    assert cfg.plan.stages == (1,) and cfg.training.head_learning_rate == 1e-3 and cfg.pretrain.pretrain_lr == 3e-5
+    assert cfg.finetune.part_loss_weight == 0.5
     default = config_from_args(build_parser().parse_args([]))
-    assert default.head_learning_rate == 1e-3 and default.part_loss_weight == 1.0
-    assert (default.flops_query, default.flops_doc) == (0.0, 0.0)
+    assert default == RecipeConfig()
+    assert default.training.head_learning_rate == 1e-3 and default.finetune.part_loss_weight == 1.0
+    assert (default.finetune.flops_query, default.finetune.flops_doc) == (0.0, 0.0)
     paper = config_from_args(build_parser().parse_args(["--head-learning-rate", "0", "--part-loss-weight", "0"]))
-    assert paper.head_learning_rate is None and paper.part_loss_weight == 0.0
+    assert paper.training.head_learning_rate is None and paper.finetune.part_loss_weight == 0.0
     sparse = config_from_args(build_parser().parse_args(["--flops-query", "1", "--flops-doc", "0.5"]))
-    assert (sparse.flops_query, sparse.flops_doc) == (1.0, 0.5)
+    assert (sparse.finetune.flops_query, sparse.finetune.flops_doc) == (1.0, 0.5)
 
 
 def test_recipe_defaults_and_training_flags():
     from dupmae_ir.recipe.__main__ import build_parser, config_from_args
 
-    d = config_from_args(build_parser().parse_args([]))
-    assert (d.group_size, d.epochs, d.stage2_epochs, d.learning_rate) == (8, 1.0, 2.0, 1.5e-4)
-    assert (d.precision, d.eval_precision, d.dropout, d.sparse_scale_calibration) == ("auto", "auto", 0.0, True)
-    assert d.stages == (1, 2) and d.ablation
-    quick = config_from_args(build_parser().parse_args(["--quick", "--group-size", "4", "--precision", "fp32"]))
-    assert (quick.stages == (1,) and quick.group_size == 4 and quick.precision == "fp32"
-            and quick.eval_precision == "auto")
+    d = config_from_args(build_parser().parse_args([])).flat()
+    assert (d["group_size"], d["epochs"], d["stage2_epochs"], d["learning_rate"]) == (8, 1.0, 2.0, 1.5e-4)
+    assert ((d["precision"], d["eval_precision"], d["dropout"], d["sparse_scale_calibration"])
+            == ("auto", "auto", 0.0, True))
+    assert d["stages"] == (1, 2) and d["ablation"]
+    quick = config_from_args(build_parser().parse_args(["--quick", "--group-size", "4", "--precision", "fp32"])).flat()
+    assert (quick["stages"] == (1,) and quick["group_size"] == 4 and quick["precision"] == "fp32"
+            and quick["eval_precision"] == "auto")
     old = config_from_args(build_parser().parse_args(
         ["--dropout", "0.1", "--stage2-epochs", "1", "--no-sparse-scale-calibration", "--eval-precision", "fp32"]))
-    assert old.dropout == 0.1 and old.stage2_epochs == 1 and not old.sparse_scale_calibration
-    assert old.eval_precision == "fp32"
-    assert not config_from_args(build_parser().parse_args(["--no-ablation"])).ablation
+    assert old.finetune.dropout == 0.1 and old.plan.stage2_epochs == 1 and not old.finetune.sparse_scale_calibration
+    assert old.eval.eval_precision == "fp32"
+    assert not config_from_args(build_parser().parse_args(["--no-ablation"])).plan.ablation
+
+
+def test_every_setting_is_a_flag():
+    """The command line is generated from RecipeConfig: each setting has its flag, and a flag given reaches
+    its part (here every one given a non-default value at once)."""
+    from dupmae_ir.recipe import RecipeConfig
+    from dupmae_ir.recipe.__main__ import build_parser, config_from_args
+    from dupmae_ir.recipe.config import training_arguments
+
+    parser = build_parser()
+    flags = {s for a in parser._actions for s in a.option_strings}
+    assert {"--" + name.replace("_", "-") for name in RecipeConfig.settings()} <= flags
+    argv = ["--backbone", "b", "--corpus", "c", "--train-split", "tr", "--test-split", "te", "--no-test",
+            "--precision", "fp32", "--head-learning-rate", "0.5", "--seed", "7", "--pretrain-steps", "3",
+            "--pretrain-batch-size", "5", "--pretrain-max-seq-length", "64", "--pretrain-lr", "1e-5",
+            "--pretrain-corpus", "pc", "--epochs", "2", "--batch-size", "3", "--group-size", "4",
+            "--learning-rate", "1e-5", "--temperature", "0.5", "--sparse-weight", "0.5", "--part-loss-weight", "0.5",
+            "--flops-query", "1", "--flops-doc", "1", "--sparse-calibration", "0.1", "--no-sparse-scale-calibration",
+            "--mine-depth", "9", "--mine-skip", "1", "--dropout", "0.1", "--doc-max-length", "64",
+            "--query-max-length", "16", "--holdout-fraction", "0.5", "--holdout-seed", "1", "--stages", "2",
+            "--stage2-epochs", "3", "--no-ablation", "--pretrained", "p", "--stage1", "s1", "--query-topk", "8",
+            "--query-min-weight", "0.1", "--eval-doc-max-length", "64", "--eval-precision", "bf16", "--threads", "2",
+            "--output", "o/x", "--index-root", "i", "--runs-root", "r", "--report-root", "e"]
+    cfg = config_from_args(parser.parse_args(argv))
+    given, default = cfg.flat(), RecipeConfig().flat()
+    assert given.keys() == default.keys() and all(given[k] != default[k] for k in given)
+    # a training part fills its training dataclass field by field (stage 2: no stage-1 calibration)
+    args = training_arguments((cfg.training, cfg.finetune), stage=2, output_dir="o")
+    assert (args.stage, args.num_train_epochs, args.mine_depth, args.seed) == (2, 2.0, 9, 7)
+    assert args.sparse_calibration is None
+    assert (args.head_learning_rate, args.holdout_fraction, args.learning_rate) == (0.5, 0.5, 1e-5)
 
 
 def test_selection_run_reads_no_test_split(tmp_path):
@@ -162,14 +200,15 @@ def test_selection_run_reads_no_test_split(tmp_path):
     toy = make_collection(tmp_path / "beir", n_docs=32, n_queries=24)
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=3)
     assert not (toy / "qrels" / "test.tsv").exists()
-    cfg = RecipeConfig(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "sel"), doc_max_length=32,
+    cfg = RecipeConfig.of(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "sel"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
                        pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1,), ablation=False,
                        group_size=3, holdout_fraction=0.25, test=False, index_root=str(tmp_path / "indexes"),
                        runs_root=str(tmp_path / "runs"), report_root=str(tmp_path / "eval"))
-    result = Recipe(cfg, progress=False).run()
+    recipe = Recipe(cfg, progress=False)
+    result = recipe.run()
     assert result["rows"] == []
-    assert [r["system"] for r in result["dev_rows"]] == ["DupMAE pre-trained + stage 1: hybrid (sum)"]
+    assert [(r.model, r.stages, r.mode) for r in recipe.results.dev_rows] == [("pt", (1,), "hybrid")]
     assert not (tmp_path / "indexes").exists() and not (tmp_path / "runs").exists()
     assert "Dev split" in (tmp_path / "eval" / "sel" / "report.md").read_text()
 
@@ -177,15 +216,17 @@ def test_selection_run_reads_no_test_split(tmp_path):
     from dupmae_ir.data.training import read_negatives_file
     from dupmae_ir.modeling.model import RepresentationConfig
 
-    two = replace(cfg, output=str(tmp_path / "sel2"), stages=(1, 2), stage1=str(tmp_path / "sel" / "pt-stage1"),
+    two = cfg.replace(output=str(tmp_path / "sel2"), stages=(1, 2), stage1=str(tmp_path / "sel" / "pt-stage1"),
                   mine_depth=4, mine_skip=1, stage2_epochs=2.0)
-    result = Recipe(two, progress=False).run()
-    assert [r["system"] for r in result["dev_rows"]] == ["DupMAE pre-trained + stage 2: hybrid (sum)"]
+    recipe = Recipe(two, progress=False)
+    result = recipe.run()
+    assert [(r.model, r.stages, r.mode) for r in recipe.results.dev_rows] == [("pt", (2,), "hybrid")]
+    assert result["dev_rows"][0]["system"] == "DupMAE pre-trained + stage 2: hybrid (sum)"  # the label shown
     assert not (tmp_path / "sel2" / "pretrained").exists() and not (tmp_path / "sel2" / "pt-stage1").exists()
     per_query = read_negatives_file(tmp_path / "sel2" / "pt-stage2-negatives.tsv")
     assert per_query and max(len(v) for v in per_query.values()) == 4  # depth 4 kept after the skipped one
     ft = RepresentationConfig.load(tmp_path / "sel2" / "pt-stage2").finetuning
-    assert ft["stage"] == 2 and ft["start"] == two.stage1 and ft["epochs"] == 2.0 and ft["mine_skip"] == 1
+    assert ft["stage"] == 2 and ft["start"] == two.plan.stage1 and ft["epochs"] == 2.0 and ft["mine_skip"] == 1
 
 
 def test_report_says_which_settings_were_given_instead_of_chosen():
@@ -195,7 +236,7 @@ def test_report_says_which_settings_were_given_instead_of_chosen():
 
     default = dict(chosen_on(RecipeConfig()))
     assert not any(on.startswith("not used here") for on in default.values())
-    given = dict(chosen_on(RecipeConfig(pretrain_steps=320, learning_rate=5e-5)))
+    given = dict(chosen_on(RecipeConfig.of(pretrain_steps=320, learning_rate=5e-5)))
     assert given["pre-training: 80 steps at lr 2e-5, MLM-head lr 1e-3"].startswith("not used here: pretrain_steps=320")
     assert "learning_rate=5e-05" in given["fine-tuning lr and sparse scale calibration"]
     assert given["query pruning (top-k, minimum weight)"] == default["query pruning (top-k, minimum weight)"]
@@ -207,5 +248,5 @@ def test_report_settings_name_each_stage_epochs():
     from dupmae_ir.recipe.report import _epochs
 
     assert _epochs(RecipeConfig()) == "1 epoch(s) in stage 1, 2 in stage 2"
-    assert _epochs(RecipeConfig(stage2_epochs=None)) == "1 epoch(s) per stage"
-    assert _epochs(RecipeConfig(stages=(1,))) == "1 epoch(s) per stage"
+    assert _epochs(RecipeConfig.of(stage2_epochs=None)) == "1 epoch(s) per stage"
+    assert _epochs(RecipeConfig.of(stages=(1,))) == "1 epoch(s) per stage"

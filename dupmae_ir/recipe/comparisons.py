@@ -13,52 +13,44 @@ difference with its 95% interval):
 from __future__ import annotations
 
 from ..eval.significance import compare_per_query, format_p
+from .rows import ARMS, MODELS, MODES, Row, final_hybrid, find
 
 MEASURE = "nDCG@10"
-PT, NOPT = "DupMAE pre-trained", "no pre-training"
-BM25 = "BM25 (Pyserini, flat)"
-FUSION_BASELINE = "BM25 + backbone(mean), normalised fusion"
-HYBRID = ": hybrid (sum)"
 
 
-def pairs(systems: list[str]) -> list[tuple[str, str, str]]:
-    """``(what, A, B)`` for the rows of ``systems`` (the table's order) that have their reference."""
-    present = set(systems)
+def pairs(rows: list[Row]) -> list[tuple[str, Row, Row]]:
+    """``(what, A, B)`` for the rows (one split's table, in its order) that have their reference."""
     out = []
-    for s in systems:  # pre-training, at every stage and mode both arms ran
-        if s.startswith(NOPT + " + ") and PT + s[len(NOPT):] in present:
-            out.append(("pre-training" + s[len(NOPT):].replace(" + ", ", ", 1), s, PT + s[len(NOPT):]))
-    for arm in (PT, NOPT):  # stage 2
-        one, both = f"{arm} + stage 1{HYBRID}", f"{arm} + stage 1+2{HYBRID}"
-        if one in present and both in present:
-            out.append((f"stage 2 ({arm})", one, both))
-    final = [s for s in systems if s.startswith(PT + " + ") and s.endswith(HYBRID)]
-    if final:
-        impact = final[-1][:-len(HYBRID)] + ": impact"
-        for what, a, b in (("final hybrid vs BM25", BM25, final[-1]), ("final impact alone vs BM25", BM25, impact),
-                           ("final hybrid vs the fusion baseline", FUSION_BASELINE, final[-1])):
-            if a in present and b in present:
+    for r in rows:  # pre-training, at every stage and mode both arms ran
+        equal = find(rows, model="pt", stages=r.stages, mode=r.mode) if r.model == "nopt" else None
+        if equal is not None:
+            out.append((f"pre-training, stage {'+'.join(map(str, r.stages))}: {MODES[r.mode]}", r, equal))
+    for arm in ARMS:  # stage 2
+        one, both = (find(rows, model=arm, stages=s, mode="hybrid") for s in ((1,), (1, 2)))
+        if one is not None and both is not None:
+            out.append((f"stage 2 ({MODELS[arm]})", one, both))
+    final = final_hybrid(rows)
+    if final is not None:
+        bm25, fusion = find(rows, model="bm25"), find(rows, model="fusion")
+        impact = find(rows, model="pt", stages=final.stages, mode="impact")
+        for what, a, b in (("final hybrid vs BM25", bm25, final), ("final impact alone vs BM25", bm25, impact),
+                           ("final hybrid vs the fusion baseline", fusion, final)):
+            if a is not None and b is not None:
                 out.append((what, a, b))
     return out
 
 
-def compare_rows(rows: list[dict], per_query: dict[str, dict[str, float]], split: str) -> list[dict]:
+def compare_rows(rows: list[Row], split: str) -> list[dict]:
     """The comparisons of ``rows`` (one split's table) from their per-query values; each not-pre-trained
-    row also gets its test against the pre-trained equal (``row["paired"]``, and a line in its note)."""
-    by_name = {r["system"]: r for r in rows}
+    row also gets its test against the pre-trained equal (``row.paired``, and a line in its note)."""
     out = []
-    for what, a, b in pairs([r["system"] for r in rows]):
-        if a not in per_query or b not in per_query:
-            continue
-        test = compare_per_query(per_query[a], per_query[b])
-        comparison = {"split": split, "what": what, "a": a, "b": b, "measure": MEASURE, **test.as_dict()}
-        out.append(comparison)
-        if a.startswith(NOPT) and b.startswith(PT):
-            row = by_name[a]
-            row["paired"] = {"against": b, **test.as_dict()}
-            line = (f"pre-trained {test.delta:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}], "
-                    f"p {format_p(test.p_t)} (t) / {format_p(test.p_rand)} (rand.)")
-            row["note"] = "; ".join(x for x in (row.get("note", ""), line) if x)
+    for what, a, b in pairs(rows):
+        test = compare_per_query(a.per_query, b.per_query)
+        out.append({"split": split, "what": what, "a": a.label, "b": b.label, "measure": MEASURE, **test.as_dict()})
+        if a.model == "nopt" and b.model == "pt":
+            a.paired = {"against": b.label, **test.as_dict()}
+            a.add_note(f"pre-trained {test.delta:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}], "
+                       f"p {format_p(test.p_t)} (t) / {format_p(test.p_rand)} (rand.)")
     return out
 
 

@@ -33,28 +33,22 @@ CHOSEN_ON = [
 ]
 
 
-def stage_epochs(cfg, stage: int) -> float:
-    """The epochs a fine-tuning stage trains (the recipe and its report): stage 2 has its own count unless
-    ``stage2_epochs`` is None."""
-    return cfg.epochs if stage == 1 or cfg.stage2_epochs is None else cfg.stage2_epochs
-
-
 def _epochs(cfg) -> str:
     """Epochs per fine-tuning stage, as the settings line says them."""
-    s2 = stage_epochs(cfg, 2)
-    if 2 not in cfg.stages or s2 == cfg.epochs:
-        return f"{cfg.epochs:g} epoch(s) per stage"
-    return f"{cfg.epochs:g} epoch(s) in stage 1, {s2:g} in stage 2"
+    one, two = cfg.stage_epochs(1), cfg.stage_epochs(2)
+    if 2 not in cfg.plan.stages or two == one:
+        return f"{one:g} epoch(s) per stage"
+    return f"{one:g} epoch(s) in stage 1, {two:g} in stage 2"
 
 
 def chosen_on(cfg) -> list[tuple[str, str]]:
     """CHOSEN_ON for this run: a line whose fields differ from the defaults says they were given."""
-    default = type(cfg)()
+    given, default = cfg.flat(), type(cfg)().flat()
     out = []
     for setting, on, fields in CHOSEN_ON:
-        changed = [f for f in fields if getattr(cfg, f) != getattr(default, f)]
+        changed = [f for f in fields if given[f] != default[f]]
         out.append((setting, on) if not changed else
-                   (setting, "not used here: " + ", ".join(f"{f}={getattr(cfg, f)}" for f in changed)
+                   (setting, "not used here: " + ", ".join(f"{f}={given[f]}" for f in changed)
                     + " given for this run"))
     return out
 
@@ -69,55 +63,58 @@ def stock_pyserini_command(index: Path, queries: Path, alpha: float, output: Pat
             f"run --topics {queries / 'topics.tsv'} --output {output} --hits {hits} --batch-size 64 --threads 2")
 
 
-def write(out: Path, recipe, overwrite: bool) -> Path:
-    """Write ``report.md``, ``report.json`` and ``plot.png`` into ``out`` (a folder of the toolkit's)."""
+def write(out: Path, ctx, overwrite: bool) -> Path:
+    """Write ``report.md``, ``report.json`` and ``plot.png`` of the run ``ctx`` (a :class:`~.state.Context`)
+    into ``out`` (a folder of the toolkit's)."""
     from ..outputs import atomic_output_dir
     from ..provenance import command_line, provenance, report_header, write_json
 
-    cfg = recipe.cfg
-    rows = recipe.rows
-    lines = [report_header(f"DupMAE recipe on {cfg.corpus} ({cfg.test_split})",
+    cfg, results = ctx.cfg, ctx.results
+    rows = results.rows
+    data, pt, ft, plan = cfg.data, cfg.pretrain, cfg.finetune, cfg.plan
+    lines = [report_header(f"DupMAE recipe on {data.corpus} ({data.test_split})",
                            "BM25, the zero-shot backbone, their fusion, and DupMAE models (pre-training, fine-tuning "
                            "stages, the same stages without pre-training) encoded into FAISS + Lucene impact indexes, "
                            "searched with `dupmae_ir.search` and scored with ir-measures (`dupmae_ir.recipe`).",
                            [command_line()]),
              "| system | nDCG@10 | R@100 | from | note |", "|---|---|---|---|---|"]
-    lines += [f"| {r['system']} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} | {r['source']} | {r['note']} |" for r in rows]
+    lines += [f"| {r.label} | {r.ndcg:.4f} | {r.scores['R@100']:.4f} | {r.source} | {r.note} |" for r in rows]
     lines += ["", "DupMAE rows come from the indexes (the product path); 'in memory' is the exhaustive float "
                   "scoring used for stage-2 mining, shown in the notes for the same models.", ""]
-    if recipe.dev_rows:
+    if results.dev_rows:
         lines += ["Dev split (queries held out of fine-tuning, used for choices):", "",
                   "| system | nDCG@10 | R@100 |", "|---|---|---|"]
-        lines += [f"| {r['system']} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} |" for r in recipe.dev_rows]
+        lines += [f"| {r.label} | {r.ndcg:.4f} | {r.scores['R@100']:.4f} |" for r in results.dev_rows]
         lines.append("")
-    lines += comparisons_section(recipe.comparisons) + grounding_section(recipe.grounding, rows)
+    lines += comparisons_section(results.comparisons) + grounding_section(results.grounding, rows)
     lines += ["## Settings", "",
-              f"Backbone `{cfg.backbone}`; training precision {recipe.precision}, evaluation precision "
-              f"{recipe.eval_precision}; lengths: query {cfg.query_max_length}, document {cfg.doc_max_length} "
-              f"(evaluation {cfg.eval_doc_max_length}); pre-training {cfg.pretrain_steps} steps at lr "
-              f"{cfg.pretrain_lr:g} on `{cfg.pretrain_corpus or cfg.corpus}`; fine-tuning stages "
-              f"{'+'.join(map(str, cfg.stages))}, "
-              f"group {cfg.group_size}, lr {cfg.learning_rate:g}, {_epochs(cfg)}, sparse scale "
-              f"calibration {'on' if cfg.sparse_scale_calibration else 'off'}, FLOPS query/document "
-              f"{cfg.flops_query:g}/{cfg.flops_doc:g}, query top-k {cfg.query_topk}, "
-              f"query minimum weight {cfg.query_min_weight:g}, seed {cfg.seed}"
-              + (f", {cfg.holdout_fraction:.0%} of the training queries held out as dev" if cfg.holdout_fraction else
+              f"Backbone `{data.backbone}`; training precision {ctx.inputs.training_precision}, evaluation "
+              f"precision {ctx.inputs.eval_precision}; lengths: query {ft.query_max_length}, document "
+              f"{ft.doc_max_length} (evaluation {cfg.eval.eval_doc_max_length}); pre-training {pt.pretrain_steps} "
+              f"steps at lr {pt.pretrain_lr:g} on `{pt.pretrain_corpus or data.corpus}`; fine-tuning stages "
+              f"{'+'.join(map(str, plan.stages))}, "
+              f"group {ft.group_size}, lr {ft.learning_rate:g}, {_epochs(cfg)}, sparse scale "
+              f"calibration {'on' if ft.sparse_scale_calibration else 'off'}, FLOPS query/document "
+              f"{ft.flops_query:g}/{ft.flops_doc:g}, query top-k {plan.query_topk}, "
+              f"query minimum weight {plan.query_min_weight:g}, seed {cfg.training.seed}"
+              + (f", {ft.holdout_fraction:.0%} of the training queries held out as dev" if ft.holdout_fraction else
                  "; fine-tuned on every training query") + ".", "",
               "| setting | chosen on |", "|---|---|", *[f"| {s} | {on} |" for s, on in chosen_on(cfg)], "",
               "## Reproduce the final hybrid run with stock Pyserini", "",
-              "```bash", recipe.stock_command, "```", "",
+              "```bash", results.stock_command, "```", "",
               "## Files", ""]
-    lines += [f"- {name}: `{path}`" for name, path in recipe.files.items()]
-    lines += ["", "## Wall time per step", ""] + [f"- {k}: {v:.0f} s" for k, v in recipe.times.items()]
-    lines.append(f"- load average (1/5/15 min) at start {recipe.load_start}, at end {recipe.load_end}, "
+    lines += [f"- {name}: `{path}`" for name, path in results.files.items()]
+    lines += ["", "## Wall time per step", ""] + [f"- {k}: {v:.0f} s" for k, v in results.times.items()]
+    lines.append(f"- load average (1/5/15 min) at start {results.load_start}, at end {results.load_end}, "
                  f"{os.cpu_count()} cores")
     text = "\n".join(lines) + "\n"
     with atomic_output_dir(out, REPORT_OUTPUT, overwrite) as tmp:
         (tmp / "report.md").write_text(text, encoding="utf-8")
-        write_json(tmp / REPORT_NAME, provenance(kind="dupmae_ir.recipe_report", rows=rows, dev_rows=recipe.dev_rows,
-                                                 times=recipe.times, files={k: str(v) for k, v in recipe.files.items()},
-                                                 stock_command=recipe.stock_command, comparisons=recipe.comparisons,
-                                                 grounding=recipe.grounding))
+        write_json(tmp / REPORT_NAME, provenance(
+            kind="dupmae_ir.recipe_report", rows=[r.as_dict() for r in rows],
+            dev_rows=[r.as_dict() for r in results.dev_rows], times=results.times,
+            files={k: str(v) for k, v in results.files.items()}, stock_command=results.stock_command,
+            comparisons=results.comparisons, grounding=results.grounding))
         if rows:
             plot(tmp / "plot.png", rows)
     return out
@@ -136,25 +133,28 @@ def comparisons_section(comparisons: list[dict]) -> list[str]:
             "`python -m dupmae_ir.eval compare`).", "", *table(comparisons), ""]
 
 
-def grounding_section(grounding: dict[str, dict], rows: list[dict]) -> list[str]:
+def grounding_section(grounding: dict[str, dict], rows: list) -> list[str]:
     """Per model: its impact run alone beside BM25, and its grounded share."""
+    from .rows import find
+
     if not grounding:
         return []
-    ndcg = {r["system"]: r["nDCG@10"] for r in rows}
-    bm25 = ndcg.get("BM25 (Pyserini, flat)")
+    bm25_row = find(rows, model="bm25")
+    bm25 = bm25_row.ndcg if bm25_row else None
     lines = ["## The bag-of-words: grounded share", "",
              "How lexical each model's bag-of-words is: the share of a query's ten heaviest impact terms that are "
              "word pieces of the query's own text (the model's tokenizer), averaged over the queries; beside its "
              "impact run alone and BM25.", "",
              "| model | queries | grounded share (top 10) | impact nDCG@10 | BM25 nDCG@10 |", "|---|---|---|---|---|"]
     for model, g in grounding.items():
-        impact = ndcg.get(f"{model}: impact")
+        impact_row = find(rows, model=g["model"], stages=tuple(g["stages"]), mode="impact")
+        impact = impact_row.ndcg if impact_row else None
         lines.append(f"| {model} | {g['split']} ({g['queries']}) | {g['share']:.1%} | "
                      f"{'-' if impact is None else f'{impact:.4f}'} | {'-' if bm25 is None else f'{bm25:.4f}'} |")
     return lines + [""]
 
 
-def plot(path: Path, rows: list[dict]) -> None:
+def plot(path: Path, rows: list) -> None:
     """Horizontal bars of nDCG@10, one per system."""
     import matplotlib
 
@@ -162,9 +162,9 @@ def plot(path: Path, rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
-    names = [r["system"] for r in rows][::-1]
-    values = [r["nDCG@10"] for r in rows][::-1]
-    colours = ["C0" if "DupMAE" in n else "C1" if "no pre-training" in n else "C7" for n in names]
+    names = [r.label for r in rows][::-1]
+    values = [r.ndcg for r in rows][::-1]
+    colours = [{"pt": "C0", "nopt": "C1"}.get(r.model, "C7") for r in rows][::-1]
     ax.barh(names, values, color=colours)
     for y, v in enumerate(values):
         ax.text(v + 0.005, y, f"{v:.3f}", va="center", fontsize=7)

@@ -29,23 +29,26 @@ def mine_with_bm25(corpus, queries: dict[str, str], depth: int, index_dir: Path,
 def mine_with_model(model_name_or_path: str, corpus, queries: dict[str, str], depth: int, mode: str = "hybrid",
                     doc_max_length: int | None = None, query_max_length: int | None = None,
                     batch_size: int = 32, docs: dict[str, str] | None = None, progress: bool = True,
-                    device: str | None = None):
+                    device: str | None = None, searcher=None):
     """Top-``depth`` hits per query retrieved by a DupMAE checkpoint over the whole corpus, exhaustive
     and in memory (:class:`~dupmae_ir.search.exact.ExactSearcher`) on ``device`` (default: the GPU
-    when there is one)."""
+    when there is one); ``searcher``: that checkpoint's ExactSearcher already indexed over the corpus
+    (the recipe's, built for its evaluation), used instead of loading ``model_name_or_path``."""
     import torch
 
-    from ..data.training import load_documents
-    from ..modeling.model import DupMAEModel
-    from ..search.exact import ExactSearcher
+    if searcher is None:
+        from ..data.training import load_documents
+        from ..modeling.model import DupMAEModel
+        from ..search.exact import ExactSearcher
 
-    model, tokenizer = DupMAEModel.from_pretrained(model_name_or_path)
-    docs = docs if docs is not None else load_documents(corpus, progress=progress)
-    retriever = ExactSearcher(model, tokenizer, doc_max_length=doc_max_length, query_max_length=query_max_length,
-                              batch_size=batch_size, need_sparse=mode != "dense", device=device)
+        model, tokenizer = DupMAEModel.from_pretrained(model_name_or_path)
+        docs = docs if docs is not None else load_documents(corpus, progress=progress)
+        searcher = ExactSearcher(model, tokenizer, doc_max_length=doc_max_length, query_max_length=query_max_length,
+                                 batch_size=batch_size, need_sparse=mode != "dense", device=device)
+        with torch.inference_mode():
+            searcher.index(list(docs), list(docs.values()), progress=progress)
     with torch.inference_mode():
-        retriever.index(list(docs), list(docs.values()), progress=progress)
-        return retriever.search(queries, k=depth, modes=(mode,))[mode]
+        return searcher.search(queries, k=depth, modes=(mode,))[mode]
 
 
 def negatives_from_run(run: Run, qrels: dict[str, dict[str, int]], depth: int, skip: int = 0) -> dict[str, list[str]]:
