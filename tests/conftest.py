@@ -77,6 +77,26 @@ def write_corpus_slice(source, path: Path, n: int) -> Path:
     return path
 
 
+def write_beir_slice(source, folder: Path, docs: int, queries: int) -> Path:
+    """A BEIR folder: the first ``docs`` documents of ``source``, its first ``queries`` test queries and
+    their qrels."""
+    import json
+
+    from dupmae_ir.data import resolve
+
+    coll = resolve(source)
+    folder.mkdir(parents=True)
+    write_corpus_slice(source, folder / "corpus.jsonl", docs)
+    topics = dict(list(coll.queries("test").items())[:queries])
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in topics.items()),
+                                          encoding="utf-8")
+    (folder / "qrels").mkdir()
+    qrels = coll.qrels("test")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q in topics for d, r in qrels[q].items()), encoding="utf-8")
+    return folder
+
+
 def build_tiny_checkpoint(folder: Path, seed: int = 0, dense_dim: int | None = None) -> Path:
     """A tiny random BERT masked LM (hidden 32, 2 layers, real 30,522-piece uncased vocab) saved as a
     DupMAE checkpoint folder, with the default backbone's real tokenizer."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings, wait_for, write_corpus_slice
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, wait_for, write_beir_slice
 
 SLICE = 40
 
@@ -62,21 +62,7 @@ def leftovers(path: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def corpus(scifact_dir, tmp_path_factory) -> Path:
     """The first SLICE SciFact docs as a BEIR folder with the test queries and qrels."""
-    from dupmae_ir.data import resolve
-
-    folder = tmp_path_factory.mktemp("faults") / "coll"
-    folder.mkdir()
-    coll = resolve(scifact_dir)
-    write_corpus_slice(scifact_dir, folder / "corpus.jsonl", SLICE)
-    queries = dict(list(coll.queries("test").items())[:6])
-    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
-        for qid, text in queries.items():
-            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    (folder / "qrels").mkdir()
-    qrels = coll.qrels("test")
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{r}\n" for q in queries for d, r in qrels[q].items()))
-    return folder
+    return write_beir_slice(scifact_dir, tmp_path_factory.mktemp("faults") / "coll", SLICE, 6)
 
 
 @pytest.fixture(scope="module")

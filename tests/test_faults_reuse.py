@@ -11,25 +11,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_checkpoint, write_corpus_slice
+from conftest import build_tiny_checkpoint, write_beir_slice
 
 SLICE = 30
 
 
 def _collection(scifact_dir: Path, folder: Path, n: int = SLICE) -> Path:
     """A BEIR folder: the first ``n`` SciFact documents, 8 test queries and their qrels."""
-    from dupmae_ir.data import resolve
-
-    coll = resolve(scifact_dir)
-    folder.mkdir(parents=True)
-    write_corpus_slice(scifact_dir, folder / "corpus.jsonl", n)
-    queries = dict(list(coll.queries("test").items())[:8])
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
-    (folder / "qrels").mkdir()
-    qrels = coll.qrels("test")
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{r}\n" for q in queries for d, r in qrels[q].items()))
-    return folder
+    return write_beir_slice(scifact_dir, folder, n, 8)
 
 
 @pytest.fixture(scope="module")
