@@ -361,13 +361,8 @@ def claim_output_file(path: str | os.PathLike, is_ours, overwrite: bool = False,
         yield claim
 
 
-def claim_in_place(path: str | os.PathLike, spec: OutputKind, again: bool, busy: str, fix: str) -> Path:
-    """Check a folder a command fills in place over a long run (training) and mark it before any write.
-
-    Refused: a file, a link, a non-empty folder without ``spec``'s marker (:data:`OWNER_MARKER`, or a
-    legacy provenance file, naming one of ``spec.kinds``): never written into, whatever the flags; an
-    earlier run's folder unless ``again`` (overwrite or resume), with ``busy`` and ``fix`` as the message.
-    Then the folder is created and :data:`OWNER_MARKER` written first. Returns the absolute path."""
+def check_in_place(path: str | os.PathLike, spec: OutputKind, again: bool, busy: str, fix: str) -> Path:
+    """The checks of :func:`claim_in_place`, writing nothing (to check every output before the first write)."""
     path = absolute(path)
     state = _state(path, spec)
     if state in ("file", "link"):
@@ -379,6 +374,17 @@ def claim_in_place(path: str | os.PathLike, spec: OutputKind, again: bool, busy:
     if state == "ours" and not again:
         raise OutputError(path, busy, fix)
     _check_parent(path)
+    return path
+
+
+def claim_in_place(path: str | os.PathLike, spec: OutputKind, again: bool, busy: str, fix: str) -> Path:
+    """Check a folder a command fills in place over a long run (training) and mark it before any write.
+
+    Refused: a file, a link, a non-empty folder without ``spec``'s marker (:data:`OWNER_MARKER`, or a
+    legacy provenance file, naming one of ``spec.kinds``): never written into, whatever the flags; an
+    earlier run's folder unless ``again`` (overwrite or resume), with ``busy`` and ``fix`` as the message.
+    Then the folder is created and :data:`OWNER_MARKER` written first. Returns the absolute path."""
+    path = check_in_place(path, spec, again, busy, fix)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / OWNER_MARKER).is_file():
         from .provenance import atomic_write_text

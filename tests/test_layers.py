@@ -24,7 +24,7 @@ LAYERS = [
     ["dupmae_ir.serve", "dupmae_ir.serve.app", "dupmae_ir.serve.documents"],
     ["dupmae_ir.train", "dupmae_ir.train.*"],
     ["dupmae_ir.eval", "dupmae_ir.eval.suites", "dupmae_ir.eval.report", "dupmae_ir.eval.significance"],
-    ["dupmae_ir.recipe", "dupmae_ir.recipe.*"],
+    ["dupmae_ir.recipe", "dupmae_ir.recipe.*", "dupmae_ir.adapt", "dupmae_ir.adapt.*"],
 ]
 # command modules (`python -m dupmae_ir.X`): argument parsing and printing; nothing imports them but commands
 COMMANDS = ["dupmae_ir.cli", "dupmae_ir.*.__main__", "dupmae_ir.pretrain", "dupmae_ir.finetune", "dupmae_ir.demo",

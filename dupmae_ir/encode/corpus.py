@@ -275,7 +275,8 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
                   device: str = "cpu",
                   chunk_size: int = 4096, shard_id: int = 0, shard_num: int = 1, threads: int | None = None,
                   data_dir=None, progress: bool = True, hnsw_m: int = 32, pq_m: int | None = None,
-                  overwrite: bool = False, doc_max_length: int | None = None) -> Path:
+                  overwrite: bool = False, doc_max_length: int | None = None,
+                  extra_provenance: dict | None = None) -> Path:
     """Encode ``corpus`` (a collection name or path, see :mod:`dupmae_ir.data`) into ``output``.
 
     ``encoder``: a checkpoint path, ``"default"``, or a ready :class:`~dupmae_ir.inference.DupMAEEncoder`
@@ -283,7 +284,7 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
     (default: the checkpoint's ``RepresentationConfig``), fixed in the index. ``overwrite``: replace an earlier
     index at ``output`` (a folder the toolkit did not write is never replaced). ``faiss``: a type name of
     :data:`FAISS_KINDS` (with ``hnsw_m``/``pq_m``) or a :class:`~dupmae_ir.dense_index.DenseIndexSpec`.
-    Returns ``output``.
+    ``extra_provenance``: more fields of ``dupmae_index.json`` (e.g. a route's served mode). Returns ``output``.
     With ``shard_num > 1`` the output is a shard folder for :func:`merge_shards`. See the module
     docstring for layout, resumption and the empty-vector policy.
     """
@@ -330,7 +331,7 @@ def encode_corpus(corpus, output, encoder="default", batch_size: int = 32, dtype
                  "resumed_chunks": counts["resumed_chunks"], "encode_seconds": round(counts["encode_seconds"], 2),
                  "encode_docs_per_s": round(counts["encoded_docs"] / counts["encode_seconds"], 2)
                  if counts["encode_seconds"] else None,
-                 "wall_seconds_encode": round(time.perf_counter() - start, 2)}
+                 "wall_seconds_encode": round(time.perf_counter() - start, 2), **(extra_provenance or {})}
         if shard_num > 1:
             with claim.atomic() as tmp:
                 shutil.move(str(work / "chunks"), str(tmp / "chunks"))
