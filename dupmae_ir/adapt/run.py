@@ -69,8 +69,18 @@ class Adaptation:
         from ..fingerprint import corpus_fingerprint, fingerprint_id
         from ..recipe.config import RecipePaths
         from ..recipe.state import Context, Inputs, Results, precisions
-        from . import steps
         from .state import open_state
+        from .steps import (
+            bm25_index,
+            checkpoint_id,
+            finetune,
+            index,
+            interpolate,
+            materialise_start,
+            pretrain,
+            pseudo_queries,
+            teacher,
+        )
 
         cfg = self.cfg
         coll = self.check()
@@ -79,8 +89,8 @@ class Adaptation:
         with open_state(cfg.out, cfg.index_root) as log:
             self.log, self.coll = log, coll
             self.inputs = {"corpus": fingerprint_id(corpus_fingerprint(coll)),
-                           "checkpoint": steps.checkpoint_id(cfg.checkpoint),
-                           "teacher": steps.checkpoint_id(cfg.teacher_backbone)}
+                           "checkpoint": checkpoint_id(cfg.checkpoint),
+                           "teacher": checkpoint_id(cfg.teacher_backbone)}
             log.check({"config": cfg.flat(), "inputs": self.inputs}, self.overwrite)
             self.doc_list = list(coll.iter_docs())
             rc = cfg.recipe().replace(corpus=coll.reference)
@@ -90,14 +100,14 @@ class Adaptation:
             self.ctx = Context(rc, paths, Inputs(coll, {}, {}, {}, {}, docs, *precisions(rc)), Results(), cfg.progress,
                                overwrite=True)
 
-            start = steps.pretrain(self) if cfg.pretrain_steps else cfg.checkpoint
-            start = steps.materialise_start(self, start)
-            pseudo = steps.pseudo_queries(self)
-            bm25 = steps.bm25_index(self)
-            teacher = steps.teacher(self, pseudo, bm25)
-            finetuned = steps.finetune(self, start, pseudo, teacher)
-            adapted = steps.interpolate(self, start, finetuned)
-            index = steps.index(self, adapted, bm25)
+            start = pretrain(self) if cfg.pretrain_steps else cfg.checkpoint
+            start = materialise_start(self, start)
+            pseudo = pseudo_queries(self)
+            bm25 = bm25_index(self)
+            teacher = teacher(self, pseudo, bm25)
+            finetuned = finetune(self, start, pseudo, teacher)
+            adapted = interpolate(self, start, finetuned)
+            index = index(self, adapted, bm25)
         files = {name: Path(p) for s in log.steps.values() for name, p in s["outputs"].items()}
         return Summary(adapted, index, bm25, cfg.out, self.search_command(), self.ran, self.skipped,
                        {**files, "state": cfg.out / "dupmae_adapt.json"})
