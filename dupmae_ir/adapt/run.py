@@ -40,6 +40,7 @@ class Adaptation:
         """Every input checked before any folder is written or a model loaded; returns the collection."""
         from ..data import DataError, resolve
         from ..errors import UserError
+        from ..fingerprint import checkpoint_fingerprint
         from ..modeling.backbone import check_checkpoint
         from ..outputs import absolute
 
@@ -57,9 +58,12 @@ class Adaptation:
             raise DataError(cfg.corpus, "has no documents to adapt to", "pass a BEIR folder or a JSONL collection")
         for flag, path in (("--checkpoint", cfg.checkpoint), ("--teacher-backbone", cfg.teacher_backbone)):
             try:
-                check_checkpoint(path, doc_max_length=cfg.doc_max_length)
+                found = check_checkpoint(path, doc_max_length=cfg.doc_max_length)
             except UserError as e:
                 raise UserError(flag, str(e)) from None
+            if found is None and "name" in checkpoint_fingerprint(path):  # neither a folder nor a cached hub id
+                raise UserError(flag, f"{path!r} is not a checkpoint folder, nor a model in the local Hugging Face "
+                                      "cache", "pass a checkpoint folder, 'default', or a hub id downloaded before")
         return coll
 
     def run(self) -> Summary:
