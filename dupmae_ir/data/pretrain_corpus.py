@@ -10,6 +10,10 @@ fit in memory. Two layouts:
 - ``pack``: documents concatenated and cut into chunks of exactly ``max_seq_length - 2`` pieces
   (the RetroMAE practice for long text such as Wikipedia).
 
+Several collections joined by ``+`` (``default+beir/nfcorpus``: SciFact plus a target collection's
+documents) are each tokenised and cached on their own and read one after the other
+(:class:`MixedCorpus`).
+
 The cache folder name is a hash of (collection, its files' sizes and times, tokenizer vocabulary,
 max_seq_length, layout); ``meta.json`` beside the arrays records them. It is written under a
 temporary name and renamed when complete, so an interrupted build is never read.
@@ -66,6 +70,60 @@ class TokenizedCorpus:
     @property
     def num_tokens(self) -> int:
         return int(self.offsets[-1])
+
+    @property
+    def folders(self) -> list[Path]:
+        return [self.folder]
+
+
+@dataclass
+class MixedCorpus:
+    """Tokenised corpora one after the other: item i is the whole's i-th example, its ``index`` i (the
+    collator keys each example's masks on it, so no two parts share their draws)."""
+
+    parts: list[TokenizedCorpus]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        j = i
+        for part in self.parts:
+            if j < len(part):
+                return {**part[j], "index": int(i)}
+            j -= len(part)
+        raise IndexError(i)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(p.num_tokens for p in self.parts)
+
+    @property
+    def folders(self) -> list[Path]:
+        return [p.folder for p in self.parts]
+
+
+def corpus_parts(corpus: str) -> list[str]:
+    """The collections a pre-training ``corpus`` names: one, or several joined by ``+``
+    (``default+beir/nfcorpus``); an existing path whose name holds a ``+`` is one collection."""
+    if "+" not in corpus or Path(corpus).exists():
+        return [corpus]
+    parts = corpus.split("+")
+    if not all(p.strip() for p in parts):
+        raise DataError(corpus, "an empty collection name around '+'", "join collections as NAME+NAME")
+    return [p.strip() for p in parts]
+
+
+def build_pretraining_corpus(corpus: str, tokenizer, max_seq_length: int = 128, layout: str = "truncate",
+                             cache_dir: str | Path | None = None, data_dir: str | Path | None = None,
+                             max_docs: int | None = None) -> TokenizedCorpus | MixedCorpus:
+    """:func:`build_tokenized_corpus` of each collection of ``corpus`` (:func:`corpus_parts`; ``max_docs``
+    per collection); several give a :class:`MixedCorpus`."""
+    parts = [build_tokenized_corpus(c, tokenizer, max_seq_length, layout, cache_dir, data_dir, max_docs)
+             for c in corpus_parts(corpus)]
+    return parts[0] if len(parts) == 1 else MixedCorpus(parts)
 
 
 def build_tokenized_corpus(corpus: str, tokenizer, max_seq_length: int = 128, layout: str = "truncate",

@@ -72,7 +72,8 @@ class PretrainArguments(TrainArguments):
     mlm_head_init: str = arg("identity", "Init of a missing MLM head: identity | random (see "
                                          "dupmae_ir.modeling.backbone).", "model", choices=("identity", "random"))
     corpus: str = arg("default", "Collection: 'default' (bundled SciFact), a BEIR folder, a JSONL collection, "
-                                 "msmarco-passage, beir/<name>.", "data")
+                                 "msmarco-passage, beir/<name>; several joined by '+' are pre-trained on together "
+                                 "(default+beir/nfcorpus).", "data")
     max_seq_length: int = arg(128, "Pieces per example, [CLS] and [SEP] included (paper: 512 Wikipedia/BookCorpus, "
                                    "150 MS MARCO).", "data")
     layout: str = arg("truncate", "truncate: one example per document; pack: documents concatenated into "

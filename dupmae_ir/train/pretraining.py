@@ -86,7 +86,7 @@ def run_pretraining(args: PretrainArguments, callbacks: list | None = None) -> P
     from transformers import set_seed
 
     from ..data.collator import DupMAECollator
-    from ..data.pretrain_corpus import build_tokenized_corpus
+    from ..data.pretrain_corpus import build_pretraining_corpus
     from ..modeling.backbone import load_masked_lm, load_tokenizer
     from ..modeling.dupmae import DupMAEForPretraining
 
@@ -101,8 +101,8 @@ def run_pretraining(args: PretrainArguments, callbacks: list | None = None) -> P
 
     tokenizer = load_tokenizer(args.model_name_or_path)
     with training_args.main_process_first(desc="tokenise corpus"):
-        dataset = build_tokenized_corpus(args.corpus, tokenizer, args.max_seq_length, args.layout,
-                                         cache_dir=args.cache_dir, data_dir=args.data_dir, max_docs=args.max_docs)
+        dataset = build_pretraining_corpus(args.corpus, tokenizer, args.max_seq_length, args.layout,
+                                           cache_dir=args.cache_dir, data_dir=args.data_dir, max_docs=args.max_docs)
     collator = DupMAECollator(tokenizer, max_seq_length=args.max_seq_length,
                               encoder_mlm_probability=args.encoder_mlm_probability,
                               decoder_mlm_probability=args.decoder_mlm_probability, seed=args.seed)
@@ -150,7 +150,7 @@ def _save_final(trainer, tokenizer, out, args, options, dataset, seconds, steps_
     history = [h for h in trainer.state.log_history if "loss" in h or "train_runtime" in h]
     write_json(out / PROVENANCE_NAME, provenance(
         kind="dupmae_ir.pretrain", arguments=asdict(args), pretraining=pretraining,
-        backbone_path=resolve_model_path(args.model_name_or_path), data_cache=str(dataset.folder),
+        backbone_path=resolve_model_path(args.model_name_or_path), data_cache=[str(f) for f in dataset.folders],
         resumed_from=str(resume_from) if resume_from else None, steps_this_run=steps_done,
         seconds_this_run=round(seconds, 2),
         seconds_per_step=round(seconds / steps_done, 4) if steps_done else None,
