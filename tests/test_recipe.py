@@ -174,7 +174,9 @@ def test_every_setting_is_a_flag():
     argv = ["--backbone", "b", "--corpus", "c", "--train-split", "tr", "--test-split", "te", "--no-test",
             "--precision", "fp32", "--head-learning-rate", "0.5", "--seed", "7", "--pretrain-steps", "3",
             "--pretrain-batch-size", "5", "--pretrain-max-seq-length", "64", "--pretrain-lr", "1e-5",
-            "--pretrain-corpus", "pc", "--epochs", "2", "--batch-size", "3", "--group-size", "4",
+            "--pretrain-corpus", "pc", "--pretrain-head-lr", "0.1", "--pretrain-encoder-mask", "0.4",
+            "--pretrain-decoder-mask", "0.6", "--pretrain-bow-weight", "1", "--activation", "log1p_relu",
+            "--epochs", "2", "--batch-size", "3", "--group-size", "4",
             "--learning-rate", "1e-5", "--temperature", "0.5", "--sparse-weight", "0.5", "--part-loss-weight", "0.5",
             "--flops-query", "1", "--flops-doc", "1", "--sparse-calibration", "0.1", "--no-sparse-scale-calibration",
             "--mine-depth", "9", "--mine-skip", "1", "--dropout", "0.1", "--doc-max-length", "64",
@@ -190,6 +192,14 @@ def test_every_setting_is_a_flag():
     assert (args.stage, args.num_train_epochs, args.mine_depth, args.seed) == (2, 2.0, 9, 7)
     assert args.sparse_calibration is None
     assert (args.head_learning_rate, args.holdout_fraction, args.learning_rate) == (0.5, 0.5, 1e-5)
+    assert args.activation is None  # stage 2 keeps the stage-1 checkpoint's activation
+    assert training_arguments((cfg.training, cfg.finetune), stage=1, output_dir="o").activation == "log1p_relu"
+    # pre-training: its own head lr, masks and bag-of-words weight; without --pretrain-head-lr the shared one
+    pre = training_arguments((cfg.training, cfg.pretrain), output_dir="o")
+    assert (pre.head_learning_rate, pre.encoder_mlm_probability, pre.decoder_mlm_probability,
+            pre.bow_loss_weight, pre.corpus) == (0.1, 0.4, 0.6, 1.0, "pc")
+    plain = RecipeConfig.of(head_learning_rate=0.5)
+    assert training_arguments((plain.training, plain.pretrain), output_dir="o").head_learning_rate == 0.5
 
 
 def test_selection_run_reads_no_test_split(tmp_path):

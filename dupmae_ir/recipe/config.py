@@ -25,7 +25,8 @@ RECIPE_PRECISIONS = tuple(p for p in TRAINING_DTYPES if p != "fp16")  # a CPU re
 def setting(default, help: str = "", source: str | None = None, **metadata):
     """A recipe field: ``help`` for ``--help`` (a training part's field may leave it to its ``source``),
     ``parse`` (the argparse type: a name in :mod:`dupmae_ir.cli`, or a function), ``choices``,
-    ``stage1_only`` (fine-tuning: passed to stage 1 alone)."""
+    ``stage1_only`` (fine-tuning: passed to stage 1 alone), ``override`` (None leaves the value an earlier
+    part gave the same ``source``)."""
     return field(default=default, metadata={"help": help, "source": source, **metadata})
 
 
@@ -53,11 +54,26 @@ def training_arguments(parts, stage: int | None = None, **extra):
     kw = {}
     for part in parts:
         for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            if f.metadata.get("override") and value is None:  # not given: the earlier part's value stands
+                continue
             if not (f.metadata.get("stage1_only") and stage is not None and stage > 1):
-                kw[f.metadata["source"]] = getattr(part, f.name)
+                kw[f.metadata["source"]] = value
     target = parts[-1].arguments_class
     assert all(issubclass(target, p.arguments_class) for p in parts), "the most specific part goes last"
     return target(**{**kw, **({} if stage is None else {"stage": stage}), **extra})
+
+
+def activation_name(text: str) -> str:
+    """``--activation``: a bag-of-words activation (:data:`dupmae_ir.modeling.bow.ACTIVATIONS`)."""
+    import argparse
+
+    from ..modeling.bow import canonical_activation  # torch: at parse time only, never at import
+
+    try:
+        return canonical_activation(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 @dataclass
@@ -101,8 +117,20 @@ class PretrainSettings:
     pretrain_lr: float = setting(2e-5, "DupMAE pre-training learning rate.", "learning_rate", parse="positive_float")
     # DupMAE pre-training on another corpus (domain adaptation); None: --corpus
     pretrain_corpus: str | None = setting(None, "Pre-train on this collection's documents instead of --corpus (domain "
-                                                "adaptation: the corpus the model will search, no labels needed).",
+                                                "adaptation: the corpus the model will search, no labels needed; "
+                                                "several joined by '+', e.g. default+beir/nfcorpus).",
                                           "corpus")
+    # pre-training only: None keeps --head-learning-rate (the pre-training study varies it at equal fine-tuning)
+    pretrain_head_lr: float | None = setting(None, "Peak lr of the fresh MLM head and decoder layer in pre-training "
+                                                   "only (none: --head-learning-rate).", "head_learning_rate",
+                                             parse="positive_float", override=True)
+    pretrain_encoder_mask: float = setting(0.30, "Encoder whole-word masking rate of pre-training.",
+                                           "encoder_mlm_probability", parse="fraction")
+    pretrain_decoder_mask: float = setting(0.50, "Decoder masking rate of pre-training.", "decoder_mlm_probability",
+                                           parse="fraction")
+    pretrain_bow_weight: float | None = setting(None, "Weight of DupMAE's bag-of-words loss in pre-training (none: "
+                                                      "the 'code' preset's 0.1).", "bow_loss_weight",
+                                                parse="nonnegative_float")
 
 
 @training_part(FinetuneArguments)
@@ -125,6 +153,9 @@ class FinetuneSettings:
     flops_doc: float = setting(0.0, "FLOPS regularisation weight on document bag-of-words, every stage (0: the "
                                     "paper's loss; 1.0 won a stage-1 dev study, eval/flops-selection.md).",
                                parse="nonnegative_float")
+    # the bag-of-words activation set at stage 1 (stage 2 keeps the stage-1 checkpoint's)
+    activation: str = setting("plain_relu", "Bag-of-words activation from stage 1 on: plain_relu | log1p_relu | none.",
+                              parse=activation_name, stage1_only=True)
     sparse_calibration: float | None = setting(0.02, "Stage 1: the MLM-head bias shift target (0 = off).",
                                                parse="nonnegative_float", stage1_only=True)
     # stage 1: start the sparse part at its best-loss scale (finetune --sparse-scale-calibration)

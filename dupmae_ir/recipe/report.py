@@ -15,10 +15,11 @@ REPORT_OUTPUT = OutputKind("recipe report", REPORT_NAME, ("dupmae_ir.recipe_repo
 # with the RecipeConfig fields each line covers (a run that changes one says so instead).
 CHOSEN_ON = [
     ("pre-training: 80 steps at lr 2e-5, MLM-head lr 1e-3", "SciFact test, earlier sessions (eval/recipe-history.md)",
-     ("pretrain_steps", "pretrain_lr", "head_learning_rate", "pretrain_corpus")),
+     ("pretrain_steps", "pretrain_lr", "head_learning_rate", "pretrain_corpus", "pretrain_head_lr",
+      "pretrain_encoder_mask", "pretrain_decoder_mask", "pretrain_bow_weight")),
     ("fine-tuning: group 8, one epoch in stage 1, no dropout, part loss 1",
      "SciFact test, earlier sessions (eval/recipe-history.md)",
-     ("group_size", "epochs", "dropout", "part_loss_weight")),
+     ("group_size", "epochs", "dropout", "part_loss_weight", "activation")),
     ("stage 2: two epochs on the stage-1 model's own top 50",
      "the SciFact dev split carved from train (eval/stage2-selection.md)",
      ("stage2_epochs", "mine_depth", "mine_skip")),
