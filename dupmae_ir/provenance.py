@@ -135,8 +135,11 @@ def _quote(arg: str) -> str:
 
 
 def _portable_arg(arg: str) -> str:
-    """One argument with its path spelt portably: ``/abs/x``, ``--flag=/abs/x`` or ``name=/abs/x``."""
+    """One argument with its path spelt portably: ``/abs/x``, ``--flag=/abs/x`` or ``name=/abs/x``, and
+    each path of a ``+`` mixture of collections (``default+/abs/x``)."""
     key, sep, value = arg.rpartition("=") if "=" in arg else ("", "", arg)
+    if "+" in value:
+        return key + sep + "+".join(_portable_arg(v) for v in value.split("+"))
     if value.startswith(("/", "~")) and len(value) > 1:
         return key + sep + portable_path(value)
     return arg
