@@ -6,6 +6,8 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
     python bench/recipe_study.py stage2  --stage1 CKPT [--variants 50:0:1,200:0:1] [--report eval/stage2-selection.md]
     python bench/recipe_study.py pruning --model CKPT [--report eval/query-pruning.md]
     python bench/recipe_study.py seeds   [--seeds 1,2,3] [--report eval/recipe-seeds.md]
+    python bench/recipe_study.py pretraining [--variant SPEC ...] [--stages 1|1,2] [RECIPE FLAGS]
+                                         [--report eval/pretraining-selection.md]
 
 - ``select``: DupMAE pre-training once, then fine-tuning stage 1 with each learning rate, sparse
   scale calibration on/off and FLOPS weights (``--variants``), on the training queries minus a seeded
@@ -23,6 +25,9 @@ recipe's spread over seeds. Each subcommand writes a Markdown report (command, d
   two arms side by side with paired tests: over the queries (each query's nDCG@10 averaged over the
   seeds) and over the seeds (each seed's mean). A seed whose ``results.json`` exists (with both arms
   and per-query values) is read back (``--fresh`` re-runs it); the report is rewritten after every seed.
+- ``pretraining``: DupMAE pre-training settings (``--variant steps=800,lr=1e-4``, repeated) at equal
+  fine-tuning against no pre-training, scored on ``select``'s dev part (hybrid, dense, impact, grounded
+  share, paired tests); ``bench/pretrain_study.py`` (``recipe_study.py pretraining --help``).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import time
 from pathlib import Path
 
 import _harness
+import pretrain_study
 
 TOPKS = (16, 32, 64, 128, 256, 1024)
 MIN_WEIGHTS = (0.0, 0.05, 0.1, 0.2)
@@ -346,11 +352,17 @@ def main() -> int:
     s.add_argument("--seeds", default="1,2,3")
     s.add_argument("--report", default="eval/recipe-seeds.md")
     s.add_argument("--fresh", action="store_true", help="re-run seeds whose results.json already exists")
+    pretrain_study.add_parser(sub)
     for sp in sub.choices.values():
         sp.add_argument("--work", default="encoders/study", help="working folder of the study's models")
         sp.add_argument("--holdout", type=float, default=0.2, help="dev fraction of the training queries")
         sp.add_argument("--seed", type=int, default=42)
-    args = p.parse_args()
+    args, rest = p.parse_known_args()
+    if args.study == "pretraining":  # the rest: recipe flags, the base of every arm
+        pretrain_study.pretraining(args, rest)
+        return 0
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     {"select": select, "stage2": stage2, "pruning": pruning, "seeds": seeds}[args.study](args)
     return 0
 
