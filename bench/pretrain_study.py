@@ -136,12 +136,15 @@ def parse_variant(text: str) -> Variant:
 
 def base_config(args, recipe_argv: list[str]):
     """The config every arm starts from: the recipe's flags in ``recipe_argv`` over the recipe's defaults."""
+    from dupmae_ir.errors import UserError
     from dupmae_ir.recipe import RecipeConfig
     from dupmae_ir.recipe.__main__ import build_parser
 
-    parser = build_parser()
-    parser.prog = "recipe_study.py pretraining (recipe settings)"
-    given = {k: v for k, v in vars(parser.parse_args(recipe_argv)).items() if k in RecipeConfig.settings()}
+    try:
+        parsed = build_parser().parse_args(recipe_argv)
+    except UserError as e:  # one line, as the recipe's command prints it
+        raise SystemExit(f"error: {e}") from None
+    given = {k: v for k, v in vars(parsed).items() if k in RecipeConfig.settings()}
     bad = sorted(set(given) & set(CONTROLLED))
     if bad:
         raise SystemExit(f"error: --{bad[0].replace('_', '-')}: the study sets it for every arm (fix: leave it out; "
