@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings, wait_for, write_beir_slice
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, run_cli, wait_for
 
 SLICE = 40
 
@@ -31,9 +31,7 @@ def _env(**extra) -> dict:
                 PYTHONPATH=str(ROOT), **extra)
 
 
-def cli(module: str, *args, cwd=ROOT, env=None, preexec_fn=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"dupmae_ir.{module}", *map(str, args)], cwd=cwd,
-                          env=env or _env(), capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
+cli = run_cli  # the commands in this process where no separate process is needed (conftest.run_cli)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
@@ -60,18 +58,14 @@ def leftovers(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def corpus(scifact_dir, tmp_path_factory) -> Path:
-    """The first SLICE SciFact docs as a BEIR folder with the test queries and qrels."""
-    return write_beir_slice(scifact_dir, tmp_path_factory.mktemp("faults") / "coll", SLICE, 6)
+def corpus(faults_corpus) -> Path:
+    """The first SLICE SciFact docs as a BEIR folder with the test queries and qrels (one per session)."""
+    return faults_corpus
 
 
 @pytest.fixture(scope="module")
-def index(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("faults_index") / "index"
-    proc = cli("encode", "--corpus", corpus, "--encoder", tiny_checkpoint, "--output", out, "--dtype", "fp32",
-               "--chunk-size", 16, "--no-progress")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def index(faults_index) -> Path:
+    return faults_index
 
 
 def encode_args(corpus, ckpt, out, *extra):
