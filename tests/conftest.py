@@ -262,11 +262,13 @@ def lucene_impact_postings(index_dir: Path, docs: int | None = None) -> dict:
 
 
 def run_cli(module: str, *args, cwd: Path = ROOT, env: dict | None = None, preexec_fn=None, timeout: float = 600,
-            process: bool = False):
+            process: bool = False, set_env: dict | None = None):
     """``python -m dupmae_ir.<module> ARGS`` as a ``subprocess.CompletedProcess`` (exit status, stdout,
     stderr). Run in this process through ``errors.run_command`` (as the module's ``__main__`` does),
     which spares each call seconds of imports; a real child process where the test needs one: another
-    environment, a ``preexec_fn`` (resource limits), or ``process=True`` (another pid, a kill)."""
+    environment, a ``preexec_fn`` (resource limits), or ``process=True`` (another pid, a kill).
+    ``set_env``: variables the command reads when it runs (``DUPMAE_DEBUG``, torchrun's ``RANK``), set in
+    this process for the call only."""
     import subprocess
     import sys
 
@@ -276,10 +278,10 @@ def run_cli(module: str, *args, cwd: Path = ROOT, env: dict | None = None, preex
                           OPENAI_API_KEY="unused", PYTHONPATH=str(ROOT))
         return subprocess.run([sys.executable, "-m", f"dupmae_ir.{module}", *args], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
-    return _run_in_process(module, args, Path(cwd))
+    return _run_in_process(module, args, Path(cwd), set_env or {})
 
 
-def _run_in_process(module: str, args: list[str], cwd: Path):
+def _run_in_process(module: str, args: list[str], cwd: Path, set_env: dict):
     """``main(args)`` of ``dupmae_ir.<module>`` with what ``python -m`` gives it (``sys.argv``, ``cwd``
     as the current folder) and both stdout and stderr captured at the file descriptors too,
     so that what a child process (the Anserini build) prints is seen as it would be from a subprocess.
@@ -298,6 +300,7 @@ def _run_in_process(module: str, args: list[str], cwd: Path):
     spec = importlib.util.find_spec(name)
     mod = importlib.import_module(f"{name}.__main__" if spec.submodule_search_locations else name)
     saved_argv, saved_cwd, saved_streams = sys.argv, os.getcwd(), (sys.stdout, sys.stderr)
+    saved_env = {k: os.environ.get(k) for k in set_env}
     files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
     saved_fds = [os.dup(1), os.dup(2)]
     for stream in saved_streams:
@@ -308,6 +311,7 @@ def _run_in_process(module: str, args: list[str], cwd: Path):
         sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), write_through=True)
         sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), write_through=True)
         sys.argv = [mod.__file__, *args]
+        os.environ.update(set_env)
         os.chdir(cwd)
         try:
             code = run_command(mod.main, args)
@@ -323,6 +327,8 @@ def _run_in_process(module: str, args: list[str], cwd: Path):
         sys.stderr.flush()
         sys.stdout, sys.stderr = saved_streams
         sys.argv = saved_argv
+        for k, v in saved_env.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         os.chdir(saved_cwd)
         os.dup2(saved_fds[0], 1)
         os.dup2(saved_fds[1], 2)

@@ -253,9 +253,8 @@ def test_query_flags_with_pre_encoded_queries_and_shards_under_torchrun_are_refu
                "--query-topk", "8", "--output", tmp_path / "run.trec")
     assert_one_line_error(proc, "--query-topk", "--encoded-queries")
     assert not (tmp_path / "run.trec").exists()
-    env = dict(_env(), WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
     proc = cli("encode", "--corpus", corpus, "--output", tmp_path / "idx", "--shard-id", "0", "--shard-num", "2",
-               env=env)
+               set_env=dict(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0"))
     assert_one_line_error(proc, "--shard-num", "torchrun")
     assert not (tmp_path / "idx").exists()
 
@@ -434,7 +433,7 @@ def test_bad_input_is_one_line_and_debug_shows_the_traceback(tiny_checkpoint, tm
     args = ["--corpus", folder, "--encoder", tiny_checkpoint, "--output", out, "--no-progress"]
     assert_one_line_error(cli("encode", *args), f"{folder / 'corpus.jsonl'}:2", "malformed JSON")
     assert not out.exists() and leftovers(out) == [".out.partial"]  # the resumable work folder only
-    debug = cli("encode", *args, env=_env(DUPMAE_DEBUG="1"))
+    debug = cli("encode", *args, set_env=dict(DUPMAE_DEBUG="1"))
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
 
 
