@@ -142,6 +142,87 @@ def scifact_index(scifact_dir, tmp_path_factory) -> Path:
     return out
 
 
+QUERY_TOPK = 64  # recorded in the index: the searcher must use it (not the checkpoint's default)
+
+
+def build_reference_index(docs, checkpoint: Path, out: Path, query_topk: int | None = QUERY_TOPK) -> dict:
+    """Encode ``docs`` with DupMAEEncoder and write ``out/{dense,impact,dupmae_index.json}``; returns
+    ``{docid: {token: int}}`` (the document impacts)."""
+    import json
+    import subprocess
+    import sys
+
+    import faiss
+    import numpy as np
+
+    from dupmae_ir.data import doc_text
+    from dupmae_ir.inference import DupMAEEncoder
+    from dupmae_ir.java import java_env
+
+    enc = DupMAEEncoder(str(checkpoint))
+    (out / "dense").mkdir(parents=True)
+    vectors = out.parent / f"{out.name}_vectors"
+    vectors.mkdir()
+    dense, impacts = [], {}
+    with open(vectors / "docs.jsonl", "w") as fh:
+        for start in range(0, len(docs), 50):
+            chunk = docs[start:start + 50]
+            batch = enc.encode_docs([doc_text(d) for d in chunk])
+            dense.append(batch.dense)
+            for d, imp in zip(chunk, batch.impacts):
+                impacts[d.id] = imp
+                fh.write(json.dumps({"id": d.id, "contents": "", "vector": imp}) + "\n")
+    matrix = np.concatenate(dense).astype(np.float32)  # (N, d)
+    index = faiss.IndexFlatIP(matrix.shape[1])
+    index.add(matrix)
+    faiss.write_index(index, str(out / "dense" / "index"))
+    (out / "dense" / "docid").write_text("".join(d.id + "\n" for d in docs))
+    subprocess.run([sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonVectorCollection",
+                    "--input", str(vectors), "--index", str(out / "impact"), "--generator",
+                    "DefaultLuceneDocumentGenerator", "--threads", "1", "--impact", "--pretokenized"],
+                   env=java_env(), check=True, capture_output=True)
+    c = enc.config
+    (out / "dupmae_index.json").write_text(json.dumps({
+        "encoder": str(checkpoint), "config": {"doc_scale": c.doc_scale, "query_scale": c.query_scale,
+                                               "doc_topk": c.doc_topk, "query_topk": query_topk,
+                                               "activation": c.activation}}))
+    return impacts
+
+
+@pytest.fixture(scope="session")
+def reference_slice_index(tmp_path_factory, tiny_checkpoint, scifact_dir):
+    """``(index folder, {docid: impacts}, docs)``: the first 300 SciFact documents indexed once per
+    session by :func:`build_reference_index` with the tiny checkpoint (test_search reads it, test_eval
+    copies it to where eval looks)."""
+    from dupmae_ir.data import resolve
+
+    docs = []
+    for d in resolve(scifact_dir).iter_docs():
+        docs.append(d)
+        if len(docs) == 300:
+            break
+    out = tmp_path_factory.mktemp("search") / "index"
+    return out, build_reference_index(docs, tiny_checkpoint, out), docs
+
+
+@pytest.fixture(scope="session")
+def faults_corpus(scifact_dir, tmp_path_factory) -> Path:
+    """The fault tests' collection: the first 40 SciFact documents as a BEIR folder with the first six
+    test queries and their qrels."""
+    return write_beir_slice(scifact_dir, tmp_path_factory.mktemp("faults") / "coll", 40, 6)
+
+
+@pytest.fixture(scope="session")
+def faults_index(faults_corpus, tiny_checkpoint, tmp_path_factory) -> Path:
+    """``faults_corpus`` encoded once per session by the real command (the tiny checkpoint, fp32): tests
+    that change an index work on a copy."""
+    out = tmp_path_factory.mktemp("faults_index") / "index"
+    proc = run_cli("encode", "--corpus", faults_corpus, "--encoder", tiny_checkpoint, "--output", out,
+                   "--dtype", "fp32", "--chunk-size", 16, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _keep_torch_threads():
     """Restore torch's thread count after each test: Pyserini's FaissSearcher.search calls
@@ -178,3 +259,87 @@ def lucene_impact_postings(index_dir: Path, docs: int | None = None) -> dict:
     if docs is not None:
         assert reader.stats()["documents"] == docs
     return out
+
+
+def run_cli(module: str, *args, cwd: Path = ROOT, env: dict | None = None, preexec_fn=None, timeout: float = 600,
+            process: bool = False, set_env: dict | None = None):
+    """``python -m dupmae_ir.<module> ARGS`` as a ``subprocess.CompletedProcess`` (exit status, stdout,
+    stderr). Run in this process through ``errors.run_command`` (as the module's ``__main__`` does),
+    which spares each call seconds of imports; a real child process where the test needs one: another
+    environment, a ``preexec_fn`` (resource limits), or ``process=True`` (another pid, a kill).
+    ``set_env``: variables the command reads when it runs (``DUPMAE_DEBUG``, torchrun's ``RANK``), set in
+    this process for the call only."""
+    import subprocess
+    import sys
+
+    args = [str(a) for a in args]
+    if process or env is not None or preexec_fn is not None:
+        env = env or dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                          OPENAI_API_KEY="unused", PYTHONPATH=str(ROOT))
+        return subprocess.run([sys.executable, "-m", f"dupmae_ir.{module}", *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
+    return _run_in_process(module, args, Path(cwd), set_env or {})
+
+
+def _run_in_process(module: str, args: list[str], cwd: Path, set_env: dict):
+    """``main(args)`` of ``dupmae_ir.<module>`` with what ``python -m`` gives it (``sys.argv``, ``cwd``
+    as the current folder) and both stdout and stderr captured at the file descriptors too,
+    so that what a child process (the Anserini build) prints is seen as it would be from a subprocess.
+    An uncaught exception prints its traceback and gives exit status 1, as the interpreter does."""
+    import importlib
+    import importlib.util
+    import io
+    import subprocess
+    import sys
+    import tempfile
+    import traceback
+
+    from dupmae_ir.errors import run_command
+
+    name = f"dupmae_ir.{module}"
+    spec = importlib.util.find_spec(name)
+    mod = importlib.import_module(f"{name}.__main__" if spec.submodule_search_locations else name)
+    saved_argv, saved_cwd, saved_streams = sys.argv, os.getcwd(), (sys.stdout, sys.stderr)
+    saved_env = {k: os.environ.get(k) for k in set_env}
+    files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
+    saved_fds = [os.dup(1), os.dup(2)]
+    for stream in saved_streams:
+        stream.flush()
+    try:
+        os.dup2(files[0].fileno(), 1)
+        os.dup2(files[1].fileno(), 2)
+        sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), write_through=True)
+        sys.argv = [mod.__file__, *args]
+        os.environ.update(set_env)
+        os.chdir(cwd)
+        try:
+            code = run_command(mod.main, args)
+        except SystemExit as e:  # argparse's usage errors and --help
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved_streams
+        sys.argv = saved_argv
+        for k, v in saved_env.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        os.chdir(saved_cwd)
+        os.dup2(saved_fds[0], 1)
+        os.dup2(saved_fds[1], 2)
+        for fd in saved_fds:
+            os.close(fd)
+    out, err = (_read_and_close(f) for f in files)
+    return subprocess.CompletedProcess([sys.executable, "-m", name, *args], code, out, err)
+
+
+def _read_and_close(f) -> str:
+    f.seek(0)
+    text = f.read().decode(errors="replace")
+    f.close()
+    return text

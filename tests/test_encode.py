@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings, stop_when, write_corpus_slice
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, run_cli, stop_when, write_corpus_slice
 
 SLICE = 160
 
@@ -268,7 +268,7 @@ def test_bad_options_are_clear(tiny_checkpoint, tmp_path, slice_corpus):
         encode_corpus(slice_corpus, tmp_path / "o", encoder=str(tiny_checkpoint), shard_id=2, shard_num=2)
     with pytest.raises(UserError, match="valid"):
         encode_corpus(slice_corpus, tmp_path / "o", encoder=str(tiny_checkpoint), faiss="ivf")
-    proc = _cli(["--output", str(tmp_path / "o")])
+    proc = run_cli("encode", "--output", tmp_path / "o", "--no-progress")
     assert proc.returncode == 2 and "--corpus" in proc.stderr
 
 
@@ -306,9 +306,7 @@ def test_shards_then_merge_equal_single_run(slice_corpus, slice_index, tiny_chec
                             batch_size=16, chunk_size=50, shard_id=i, shard_num=2, progress=False) for i in (1, 0)]
     with pytest.raises(UserError, match="every id"):
         merge_shards(shards[:1], tmp_path / "bad")
-    merged = subprocess.run([sys.executable, "-m", "dupmae_ir.encode", "merge", "--inputs", *map(str, shards),
-                             "--output", str(tmp_path / "merged")], env=_env(), capture_output=True, text=True,
-                            cwd=ROOT)
+    merged = run_cli("encode", "merge", "--inputs", *shards, "--output", tmp_path / "merged")
     assert merged.returncode == 0, merged.stderr[-3000:]
     _assert_same_indexes(tmp_path / "merged", slice_index)
 

@@ -10,22 +10,17 @@ import json
 import shutil
 
 import pytest
-from test_search import build_reference_index
 
 
 @pytest.fixture(scope="module")
-def eval_setup(tmp_path_factory, scifact_dir, shared_data, tiny_checkpoint):
+def eval_setup(tmp_path_factory, scifact_dir, shared_data, tiny_checkpoint, reference_slice_index):
     from dupmae_ir.data import resolve
 
     root = tmp_path_factory.mktemp("eval")
     data = root / "beir"
     (data / "scifact" / "qrels").mkdir(parents=True)
     coll = resolve(scifact_dir)
-    docs = []
-    for d in coll.iter_docs():
-        docs.append(d)
-        if len(docs) == 300:
-            break
+    index, _, docs = reference_slice_index  # the first 300 SciFact documents
     ids = {d.id for d in docs}
     with gzip.open(data / "scifact" / "corpus.jsonl.gz", "wt", encoding="utf-8") as fh:
         for d in docs:
@@ -37,8 +32,9 @@ def eval_setup(tmp_path_factory, scifact_dir, shared_data, tiny_checkpoint):
     (data / "scifact" / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qrels))
     shutil.copytree(shared_data / "beir" / "nfcorpus", data / "nfcorpus")
-    # the index `dupmae_ir.encode` would build, pre-built here where eval keys it: eval must reuse it
-    build_reference_index(docs, tiny_checkpoint, root / "indexes" / _tag(tiny_checkpoint) / "scifact")
+    # the index `dupmae_ir.encode` would build, pre-built (a copy of the session's) where eval keys it: eval must
+    # reuse it
+    shutil.copytree(index, root / "indexes" / _tag(tiny_checkpoint) / "scifact")
     return root, data, tiny_checkpoint, len(qrels)
 
 

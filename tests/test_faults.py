@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings, wait_for, write_beir_slice
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, run_cli, wait_for
 
 SLICE = 40
 
@@ -31,9 +31,7 @@ def _env(**extra) -> dict:
                 PYTHONPATH=str(ROOT), **extra)
 
 
-def cli(module: str, *args, cwd=ROOT, env=None, preexec_fn=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"dupmae_ir.{module}", *map(str, args)], cwd=cwd,
-                          env=env or _env(), capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
+cli = run_cli  # the commands in this process where no separate process is needed (conftest.run_cli)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
@@ -60,18 +58,14 @@ def leftovers(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def corpus(scifact_dir, tmp_path_factory) -> Path:
-    """The first SLICE SciFact docs as a BEIR folder with the test queries and qrels."""
-    return write_beir_slice(scifact_dir, tmp_path_factory.mktemp("faults") / "coll", SLICE, 6)
+def corpus(faults_corpus) -> Path:
+    """The first SLICE SciFact docs as a BEIR folder with the test queries and qrels (one per session)."""
+    return faults_corpus
 
 
 @pytest.fixture(scope="module")
-def index(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("faults_index") / "index"
-    proc = cli("encode", "--corpus", corpus, "--encoder", tiny_checkpoint, "--output", out, "--dtype", "fp32",
-               "--chunk-size", 16, "--no-progress")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def index(faults_index) -> Path:
+    return faults_index
 
 
 def encode_args(corpus, ckpt, out, *extra):
@@ -259,9 +253,8 @@ def test_query_flags_with_pre_encoded_queries_and_shards_under_torchrun_are_refu
                "--query-topk", "8", "--output", tmp_path / "run.trec")
     assert_one_line_error(proc, "--query-topk", "--encoded-queries")
     assert not (tmp_path / "run.trec").exists()
-    env = dict(_env(), WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
     proc = cli("encode", "--corpus", corpus, "--output", tmp_path / "idx", "--shard-id", "0", "--shard-num", "2",
-               env=env)
+               set_env=dict(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0"))
     assert_one_line_error(proc, "--shard-num", "torchrun")
     assert not (tmp_path / "idx").exists()
 
@@ -440,7 +433,7 @@ def test_bad_input_is_one_line_and_debug_shows_the_traceback(tiny_checkpoint, tm
     args = ["--corpus", folder, "--encoder", tiny_checkpoint, "--output", out, "--no-progress"]
     assert_one_line_error(cli("encode", *args), f"{folder / 'corpus.jsonl'}:2", "malformed JSON")
     assert not out.exists() and leftovers(out) == [".out.partial"]  # the resumable work folder only
-    debug = cli("encode", *args, env=_env(DUPMAE_DEBUG="1"))
+    debug = cli("encode", *args, set_env=dict(DUPMAE_DEBUG="1"))
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
 
 

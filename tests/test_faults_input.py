@@ -13,31 +13,20 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_checkpoint, write_corpus_slice
+from conftest import build_tiny_checkpoint
 from test_faults import assert_one_line_error, cli, leftovers
 
-SLICE = 30
+SLICE = 40  # conftest's faults_corpus: the first 40 SciFact documents and six test queries
 
 
 @pytest.fixture(scope="module")
-def corpus(scifact_dir, tmp_path_factory) -> Path:
-    """The first SLICE SciFact documents as a BEIR folder with six test queries."""
-    from dupmae_ir.data import resolve
-
-    folder = tmp_path_factory.mktemp("input") / "coll"
-    folder.mkdir()
-    write_corpus_slice(scifact_dir, folder / "corpus.jsonl", SLICE)
-    queries = list(resolve(scifact_dir).queries("test").items())[:6]
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries))
-    return folder
+def corpus(faults_corpus) -> Path:
+    return faults_corpus
 
 
 @pytest.fixture(scope="module")
-def index(corpus, tiny_checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("input_index") / "index"
-    proc = cli("encode", *encode_args(corpus, tiny_checkpoint, out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def index(faults_index) -> Path:
+    return faults_index
 
 
 def encode_args(corpus, ckpt, out, *extra):

@@ -98,7 +98,7 @@ def test_d3_encode_keeps_the_temporary_folder_of_another_output(corpus, tiny_che
     with claim_output_dir(tmp_path / "idx.v2", INDEX_OUTPUT) as other:  # a concurrent encode to idx.v2
         busy = other.temp_dir()
         (busy / "half-built").write_text("in progress")
-        proc = cli("encode", *encode_args(corpus, tiny_checkpoint, out))
+        proc = cli("encode", *encode_args(corpus, tiny_checkpoint, out), process=True)  # another pid than the dead run
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert (busy / "half-built").read_text() == "in progress"
     assert not dead_tmp.exists()

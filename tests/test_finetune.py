@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_checkpoint
+from conftest import build_tiny_checkpoint, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
@@ -406,8 +406,9 @@ def test_resume_gives_the_same_model(tiny, toy, tmp_path):
 
 
 def test_cli_help_has_groups():
-    out = subprocess.run([sys.executable, "-m", "dupmae_ir.finetune", "--help"], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout
+    proc = run_cli("finetune", "--help")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
     for section in ("model:", "data:", "loss:", "optimisation:", "run control:", "--stage", "--group-size",
                     "--teacher-scores", "--flops-doc"):
         assert section in out

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 from dupmae_ir.errors import OutputError
 
@@ -112,16 +113,14 @@ def test_torchrun_two_processes_gloo(tiny_checkpoint, tmp_path):
 
 
 def test_cli_help_has_argument_groups_and_clear_errors(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--help"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    proc = run_cli("pretrain", "--help")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
     for section in ("model:", "data:", "method:", "optimisation:", "run control:"):
         assert section in out
     for flag in ("--corpus", "--batch-size", "--max-seq-length", "--resume", "--method {code,paper}"):
         assert flag in out
-    bad = subprocess.run([sys.executable, "-m", "dupmae_ir.pretrain", "--resume", "--output-dir",
-                          str(tmp_path / "none")],
-                         env=env, cwd=ROOT, capture_output=True, text=True)
+    bad = run_cli("pretrain", "--resume", "--output-dir", tmp_path / "none")
     assert bad.returncode != 0 and "no checkpoint to continue from" in bad.stderr
 
 

@@ -14,6 +14,7 @@ from conftest import ROOT, build_tiny_checkpoint
 from test_finetune import make_collection
 
 
+@pytest.mark.slow  # the whole pipeline (pre-training, two stages, mining, eval): a pipeline test, not a unit
 def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     from dupmae_ir.recipe import Recipe, RecipeConfig
     from dupmae_ir.recipe.rows import find

@@ -10,66 +10,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
-
-QUERY_TOPK = 64  # recorded in the index: the searcher must use it (not the checkpoint's default)
-
-
-def build_reference_index(docs, checkpoint: Path, out: Path, query_topk: int | None = QUERY_TOPK) -> dict:
-    """Encode ``docs`` with DupMAEEncoder and write ``out/{dense,impact,dupmae_index.json}``; returns
-    ``{docid: {token: int}}`` (the document impacts)."""
-    import faiss
-
-    from dupmae_ir.data import doc_text
-    from dupmae_ir.inference import DupMAEEncoder
-    from dupmae_ir.java import java_env
-
-    enc = DupMAEEncoder(str(checkpoint))
-    (out / "dense").mkdir(parents=True)
-    vectors = out.parent / f"{out.name}_vectors"
-    vectors.mkdir()
-    dense, impacts = [], {}
-    with open(vectors / "docs.jsonl", "w") as fh:
-        for start in range(0, len(docs), 50):
-            chunk = docs[start:start + 50]
-            batch = enc.encode_docs([doc_text(d) for d in chunk])
-            dense.append(batch.dense)
-            for d, imp in zip(chunk, batch.impacts):
-                impacts[d.id] = imp
-                fh.write(json.dumps({"id": d.id, "contents": "", "vector": imp}) + "\n")
-    matrix = np.concatenate(dense).astype(np.float32)  # (N, d)
-    index = faiss.IndexFlatIP(matrix.shape[1])
-    index.add(matrix)
-    faiss.write_index(index, str(out / "dense" / "index"))
-    (out / "dense" / "docid").write_text("".join(d.id + "\n" for d in docs))
-    subprocess.run([sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonVectorCollection",
-                    "--input", str(vectors), "--index", str(out / "impact"), "--generator",
-                    "DefaultLuceneDocumentGenerator", "--threads", "1", "--impact", "--pretokenized"],
-                   env=java_env(), check=True, capture_output=True)
-    c = enc.config
-    (out / "dupmae_index.json").write_text(json.dumps({
-        "encoder": str(checkpoint), "config": {"doc_scale": c.doc_scale, "query_scale": c.query_scale,
-                                               "doc_topk": c.doc_topk, "query_topk": query_topk,
-                                               "activation": c.activation}}))
-    return impacts
+from conftest import QUERY_TOPK, build_reference_index  # noqa: F401 (test_eval and test_search_launcher use it)
 
 
 @pytest.fixture(scope="module")
-def slice_index(tmp_path_factory, tiny_checkpoint, scifact_dir):
+def slice_index(reference_slice_index, scifact_dir):
     from dupmae_ir.data import resolve
 
-    coll = resolve(scifact_dir)
-    docs = []
-    for d in coll.iter_docs():
-        docs.append(d)
-        if len(docs) == 300:
-            break
-    out = tmp_path_factory.mktemp("search") / "index"
-    impacts = build_reference_index(docs, tiny_checkpoint, out)
-    queries = dict(list(coll.queries("test").items())[:24])
+    out, impacts, _ = reference_slice_index
+    queries = dict(list(resolve(scifact_dir).queries("test").items())[:24])
     return out, impacts, queries
 
 
@@ -195,7 +146,7 @@ def test_hybrid_plus_bm25_equals_stock_pyserini_fusion(slice_index, scifact_dir,
     """``--mode hybrid+bm25``: the hybrid run fused with a BM25 run of the same slice; stock
     ``python -m pyserini.fusion --method normalize`` on the two written runs ranks the same, and the
     mode is refused without ``--bm25-index``."""
-    from conftest import write_corpus_slice
+    from conftest import run_cli, write_corpus_slice
 
     from dupmae_ir.bm25 import build_bm25_index
     from dupmae_ir.errors import UserError
@@ -213,9 +164,8 @@ def test_hybrid_plus_bm25_equals_stock_pyserini_fusion(slice_index, scifact_dir,
         main(["--index", str(index_dir), "--topics", str(topics), "--mode", "hybrid+bm25"])
     assert main(["--index", str(index_dir), "--topics", str(topics), "--mode", "hybrid", "hybrid+bm25",
                  "--bm25-index", str(bm25), "--hits", "100", "--output", "runs/s.{mode}.trec"]) == 0
-    assert subprocess.run([sys.executable, "-m", "dupmae_ir.bm25", "--corpus", str(tmp_path / "slice"), "--index",
-                           str(bm25), "--topics", str(topics), "--hits", "100", "--output", "runs/bm25.trec"],
-                          capture_output=True).returncode == 0
+    assert run_cli("bm25", "--corpus", tmp_path / "slice", "--index", bm25, "--topics", topics, "--hits", "100",
+                   "--output", "runs/bm25.trec", cwd=tmp_path).returncode == 0
     stock = subprocess.run([sys.executable, "-m", "pyserini.fusion", "--runs", "runs/s.hybrid.trec", "runs/bm25.trec",
                             "--method", "normalize", "--depth", "100", "--k", "100", "--output", "runs/stock.trec"],
                            capture_output=True, text=True)

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, run_cli, write_corpus_slice
 
 SLICE = 60
 QUERY = "vitamin D deficiency and the risk of cancer"
@@ -250,8 +250,7 @@ def test_serve_command_errors_are_one_line(server, index, tmp_path):
     port = urllib.parse.urlsplit(server.url).port
     for args, words in ((["--index", index, "--port", port], [f"127.0.0.1:{port}", "cannot listen"]),
                         (["--index", tmp_path / "none", "--port", 0], ["not a dupmae_ir index folder"])):
-        proc = subprocess.run([sys.executable, "-m", "dupmae_ir.serve", *map(str, args)], cwd=ROOT, env=_env(),
-                              capture_output=True, text=True, timeout=120)
+        proc = run_cli("serve", *args)
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert all(w in lines[0] for w in words), lines
@@ -260,9 +259,8 @@ def test_serve_command_errors_are_one_line(server, index, tmp_path):
 def test_explain_command(server, index, ref):
     _, body = get(server.url, "/search", q=QUERY, k=1, mode="hybrid")
     hit = body["hits"][0]
-    run = [sys.executable, "-m", "dupmae_ir.explain", "--index", str(index), "--query", QUERY]
-    proc = subprocess.run([*run, "--docid", hit["docid"], "--top", "5"], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+    run = ["--index", index, "--query", QUERY]
+    proc = run_cli("explain", *run, "--docid", hit["docid"], "--top", "5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = proc.stdout
     explained = get(server.url, "/explain", q=QUERY, docid=hit["docid"])[1]
@@ -275,8 +273,7 @@ def test_explain_command(server, index, ref):
     rows = [line.split() for line in table.splitlines() if line.strip()[:1].isdigit()]
     assert rows[0][:5] == ["1", top["term"], str(top["query_weight"]), str(top["doc_weight"]), str(top["impact"])]
     assert len(rows) == 5
-    proc = subprocess.run([*run, "--docid", "no-such-doc"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = run_cli("explain", *run, "--docid", "no-such-doc")
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
     assert proc.returncode == 2 and len(lines) == 1 and "'no-such-doc'" in lines[0], proc.stderr[-2000:]
 
