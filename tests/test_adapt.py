@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT, build_tiny_checkpoint, write_beir_slice
 
+pytestmark = pytest.mark.slow  # the whole route (teacher, stage 3, WiSE-FT, encode) on a toy collection
+
 UNTITLED = "Untitled finding number {i} about protein folding in yeast. A second sentence follows it here."
 
 

@@ -54,6 +54,7 @@ def test_mixed_pretraining_corpus(tmp_path):
         corpus_parts("default+")
 
 
+@pytest.mark.slow  # two recipe runs on a toy collection: a pipeline test
 def test_study_end_to_end_resumes_and_reads_no_test_split(tmp_path, monkeypatch, capsys):
     toy = make_collection(tmp_path / "beir", n_docs=24, n_queries=20)  # train qrels only: no test split to read
     extra = make_collection(tmp_path / "extra", n_docs=6, seed=2)
