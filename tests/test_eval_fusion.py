@@ -1,9 +1,9 @@
-"""``python -m dupmae_ir.eval beir --data-dir`` with ``--mode hybrid+bm25 --baseline-backbone``: on a
-SciFact slice (120 documents, the test queries judged in it) with tiny random checkpoints (the model and a
-second one as the backbone), the report holds BM25, the backbone zero-shot, BM25 + backbone and the
-model's rows with paired tests against BM25 and against BM25 + backbone; its hybrid+bm25 run is the one
-``dupmae_ir.search --mode hybrid+bm25`` writes on the same indexes; a rerun reuses the result and the
-backbone's run (seconds)."""
+"""``python -m dupmae_ir.eval beir --data-dir`` with ``--mode hybrid+bm25 --baseline-backbone`` on a local
+folder that is not a BEIR name: a SciFact slice (120 documents, the test queries judged in it), tiny random
+checkpoints (the model, and a second one as the backbone). The report holds BM25, the backbone zero-shot,
+BM25 + backbone and the model's rows with paired tests against BM25 and against BM25 + backbone; its
+hybrid+bm25 run is the one ``dupmae_ir.search --mode hybrid+bm25`` writes on the same indexes; a rerun
+reuses the result and the backbone's run."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ from conftest import build_tiny_checkpoint
 from test_eval import _tag
 
 DOCS = 120
+NAME = "scifact-slice"  # a local folder, not one of BEIR's names: eval takes any folder under --data-dir
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def setup(tmp_path_factory, scifact_dir, tiny_checkpoint):
     from dupmae_ir.data import resolve
 
     root = tmp_path_factory.mktemp("eval_fusion")
-    folder = root / "beir" / "scifact"
+    folder = root / "beir" / NAME
     (folder / "qrels").mkdir(parents=True)
     coll = resolve(scifact_dir)
     docs = []
@@ -41,7 +42,7 @@ def setup(tmp_path_factory, scifact_dir, tiny_checkpoint):
 
 
 def _args(root, ckpt, backbone, *extra):
-    return ["beir", "--datasets", "scifact", "--data-dir", str(root / "beir"), "--encoder", str(ckpt),
+    return ["beir", "--datasets", NAME, "--data-dir", str(root / "beir"), "--encoder", str(ckpt),
             "--index-root", str(root / "indexes"), "--runs", str(root / "runs"), "--output", str(root / "eval"),
             "--hits", "100", "--threads", "1", "--doc-max-length", "128", "--mode", "hybrid", "hybrid+bm25",
             "--baseline-backbone", str(backbone), *extra]
@@ -56,7 +57,7 @@ def test_eval_reports_the_fusion_beside_bm25_and_bm25_plus_backbone(setup):
     root, _, ckpt, backbone, n_queries = setup
     assert main(_args(root, ckpt, backbone)) == 0
     out = root / "eval" / "beir" / _tag(ckpt)
-    res = json.loads((out / "results" / "scifact.json").read_text())
+    res = json.loads((out / "results" / f"{NAME}.json").read_text())
     assert set(res["scores"]) == {"bm25", "backbone", "bm25+backbone", "hybrid", "hybrid+bm25"}
     # every other row against BM25; the model's rows against BM25 + backbone too
     assert set(res["paired"]) == {"backbone", "bm25+backbone", "hybrid", "hybrid+bm25"}
@@ -73,14 +74,14 @@ def test_eval_reports_the_fusion_beside_bm25_and_bm25_plus_backbone(setup):
         expected = fuse_normalize([runs["bm25"][q], runs["backbone"][q]], 100)
         assert [d for d, _ in hits] == [d for d, _ in expected]
         assert [s for _, s in hits] == pytest.approx([s for _, s in expected], abs=1e-6)
-    sidecar = json.loads((root / "runs" / "beir" / backbone_tag / "scifact.backbone.trec.json").read_text())
+    sidecar = json.loads((root / "runs" / "beir" / backbone_tag / f"{NAME}.backbone.trec.json").read_text())
     assert sidecar["pooling"] == "mean" and sidecar["depends_on"]["inputs"]["backbone"] is not None
     report = (out / "report.md").read_text()
     assert "| collection | paper BM25 | paper RetroMAE | paper DupMAE | bm25 | backbone | bm25+backbone | hybrid " \
            "| hybrid+bm25 | note |" in report
     assert "backbone zero-shot (mean pooling)" in report and "BM25 + backbone, normalised fusion" in report
     assert "Paired tests against BM25 + backbone" in report
-    assert "| scifact | nDCG@10 | hybrid+bm25 | " in report.split("Paired tests against BM25 + backbone")[1]
+    assert f"| {NAME} | nDCG@10 | hybrid+bm25 | " in report.split("Paired tests against BM25 + backbone")[1]
 
 
 def test_eval_hybrid_bm25_run_is_the_search_commands(setup, tmp_path):
@@ -88,14 +89,14 @@ def test_eval_hybrid_bm25_run_is_the_search_commands(setup, tmp_path):
     from dupmae_ir.search.__main__ import main as search
 
     root, folder, ckpt, backbone, _ = setup
-    run = root / "runs" / "beir" / _tag(ckpt) / "scifact.hybrid+bm25.trec"
+    run = root / "runs" / "beir" / _tag(ckpt) / f"{NAME}.hybrid+bm25.trec"
     if not run.is_file():
         from dupmae_ir.eval.__main__ import main
 
         assert main(_args(root, ckpt, backbone)) == 0
     out = tmp_path / "search.trec"
-    assert search(["--index", str(root / "indexes" / _tag(ckpt) / "scifact"), "--topics", str(folder),
-                   "--bm25-index", str(root / "indexes" / "bm25" / "scifact"), "--mode", "hybrid+bm25",
+    assert search(["--index", str(root / "indexes" / _tag(ckpt) / NAME), "--topics", str(folder),
+                   "--bm25-index", str(root / "indexes" / "bm25" / NAME), "--mode", "hybrid+bm25",
                    "--hits", "100", "--threads", "1", "--output", str(out)]) == 0
     ours, theirs = read_trec(run), read_trec(out)
     assert ours == theirs and len(ours) > 1 and all(len(h) == 100 for h in ours.values())
@@ -106,11 +107,11 @@ def test_rerun_reuses_the_result_and_the_backbones_run(setup):
     from dupmae_ir.eval.__main__ import main
 
     root, _, ckpt, backbone, _ = setup
-    result = root / "eval" / "beir" / _tag(ckpt) / "results" / "scifact.json"
+    result = root / "eval" / "beir" / _tag(ckpt) / "results" / f"{NAME}.json"
     if not result.is_file():
         assert main(_args(root, ckpt, backbone)) == 0
     before = result.read_text()
-    backbone_run = next((root / "runs" / "beir").glob("backbone-*/scifact.backbone.trec"))
+    backbone_run = next((root / "runs" / "beir").glob(f"backbone-*/{NAME}.backbone.trec"))
     stamp = backbone_run.stat().st_mtime_ns
     assert main(_args(root, ckpt, backbone)) == 0
     assert result.read_text() == before  # fingerprints and settings unchanged: nothing searched again

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         d = sp.add_argument_group("data")
         if suite == "beir":
             d.add_argument("--datasets", nargs="+", default=list(BEIR_DATASETS), metavar="NAME",
-                           help="BEIR collections (cqadupstack = its 12 forums; cqadupstack/<forum> also works)")
+                           help="BEIR collections (cqadupstack = its 12 forums; cqadupstack/<forum> also works); "
+                                "with --data-dir, any folder name under it in BEIR layout")
         d.add_argument("--data-dir", default=None,
                        help="local folders only: <data-dir>/<collection> in BEIR layout"
                             + (" (e.g. ../shared/data/beir)" if suite == "beir" else " (<data-dir>/msmarco-passage)")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = Evaluator(args.suite, settings)
     from ..encode.distributed import is_worker
 
-    units = beir_units(args.datasets, measures) if args.suite == "beir" else msmarco_units(measures)
+    units = beir_units(args.datasets, measures, args.data_dir) if args.suite == "beir" else msmarco_units(measures)
     results = ev.run(units)
     if is_worker():  # a torchrun worker did its share of every encode; rank 0 reports
         return 0

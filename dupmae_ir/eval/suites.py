@@ -44,16 +44,19 @@ class Unit:
     key: str  # result file stem / report row, e.g. "scifact", "cqadupstack/android", "dl19"
 
 
-def beir_units(datasets: list[str], measures: tuple[str, ...] | None) -> list[Unit]:
+def beir_units(datasets: list[str], measures: tuple[str, ...] | None, data_dir: str | None = None) -> list[Unit]:
+    """The units of BEIR collections; with ``data_dir``, any folder ``<data_dir>/<name>`` in BEIR layout too."""
     from ..data.resolve import BEIR_DATASETS, CQADUPSTACK_FORUMS
 
     units = []
     for name in datasets:
-        if name not in BEIR_DATASETS and not name.startswith("cqadupstack/"):
+        local = data_dir is not None and (Path(data_dir) / name).is_dir()
+        if name not in BEIR_DATASETS and not name.startswith("cqadupstack/") and not local:
             from ..errors import UserError
 
             raise UserError("--datasets", f"unknown BEIR collection {name!r}",
-                            f"pass some of {', '.join(BEIR_DATASETS)} (or cqadupstack/<forum>)")
+                            f"pass some of {', '.join(BEIR_DATASETS)} (or cqadupstack/<forum>), or a folder "
+                            "under --data-dir")
         split = "v2" if name == "webis-touche2020" else "test"
         names = [f"cqadupstack/{f}" for f in CQADUPSTACK_FORUMS] if name == "cqadupstack" else [name]
         for n in names:
