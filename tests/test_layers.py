@@ -23,7 +23,8 @@ LAYERS = [
      "dupmae_ir.pyserini_encoders", "dupmae_ir.explain", "dupmae_ir.explain.lucene", "dupmae_ir.api"],
     ["dupmae_ir.serve", "dupmae_ir.serve.app", "dupmae_ir.serve.documents"],
     ["dupmae_ir.train", "dupmae_ir.train.*"],
-    ["dupmae_ir.eval", "dupmae_ir.eval.suites", "dupmae_ir.eval.report", "dupmae_ir.eval.significance"],
+    ["dupmae_ir.eval", "dupmae_ir.eval.suites", "dupmae_ir.eval.report", "dupmae_ir.eval.significance",
+     "dupmae_ir.eval.baselines"],
     ["dupmae_ir.recipe", "dupmae_ir.recipe.*", "dupmae_ir.adapt", "dupmae_ir.adapt.*"],
 ]
 # command modules (`python -m dupmae_ir.X`): argument parsing and printing; nothing imports them but commands

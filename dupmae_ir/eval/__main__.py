@@ -16,8 +16,9 @@ from ..cli import (
     fusion_from_args,
 )
 from ..errors import UserError, run_command
-from ..runs import MODES
+from ..runs import MODES, SEARCH_MODES
 from . import __doc__ as package_doc
+from .baselines import BACKBONE, BM25_BACKBONE
 from .report import beir_rows, paired_lines, write_plots, write_report
 from .significance import format_p
 from .suites import (
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         d = sp.add_argument_group("data")
         if suite == "beir":
             d.add_argument("--datasets", nargs="+", default=list(BEIR_DATASETS), metavar="NAME",
-                           help="BEIR collections (cqadupstack = its 12 forums; cqadupstack/<forum> also works)")
+                           help="BEIR collections (cqadupstack = its 12 forums; cqadupstack/<forum> also works); "
+                                "with --data-dir, any folder name under it in BEIR layout")
         d.add_argument("--data-dir", default=None,
                        help="local folders only: <data-dir>/<collection> in BEIR layout"
                             + (" (e.g. ../shared/data/beir)" if suite == "beir" else " (<data-dir>/msmarco-passage)")
@@ -59,10 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
         m.add_argument("--runs", default="runs", help="runs go to <runs>/<suite>/<encoder|bm25>/")
         m.add_argument("--output", default="eval", help="reports go to <output>/<suite>/<encoder>/")
         m.add_argument("--no-bm25", action="store_true", help="skip the BM25 baseline")
+        if suite == "beir":
+            m.add_argument("--baseline-backbone", default=None, metavar="CKPT",
+                           help="also score CKPT zero-shot (mean pooling, exhaustive in memory; 'default': the "
+                                "bundled backbone) and BM25 fused with it (normalised fusion), and test each model "
+                                "row against that fusion as well as against BM25 (default: off)")
         m.add_argument("--force-search", action="store_true",
                        help="search and score again even when a collection's result file exists (indexes are reused)")
-        add_search_args(sp, modes_default=MODES).description = ("--mode with no value runs BM25 alone "
-                                                                "(nothing is encoded)")
+        add_search_args(sp, modes_default=MODES, modes=SEARCH_MODES).description = (
+            "--mode with no value runs BM25 alone (nothing is encoded); hybrid+bm25 fuses the hybrid run with "
+            "eval's own BM25 index of each collection (no --bm25-index), as `dupmae_ir.search` does")
         add_fusion_args(sp)
         add_length_args(sp, note="default: documents 512 on BEIR, queries 512 on ArguAna, else the checkpoint's")
         add_debug_flag(sp)
@@ -152,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     measures = tuple(args.measures) if args.measures else None
     if measures:
         check_measures(measures)
+    backbone = getattr(args, "baseline_backbone", None)
+    if backbone and args.no_bm25:
+        raise UserError("--no-bm25", "the BM25 + backbone baseline of --baseline-backbone needs the BM25 run",
+                        "drop --no-bm25 or --baseline-backbone")
     from ..provenance import provenance
 
     t0 = time.perf_counter()
     settings = EvalSettings(encoder=args.encoder, output=args.output, index_root=args.index_root, runs=args.runs,
                             data_dir=args.data_dir, modes=tuple(args.mode), bm25=not args.no_bm25,
+                            baseline_backbone=backbone,
                             force_search=args.force_search, hits=args.hits, batch_size=args.batch_size,
                             threads=args.threads, depth=args.depth, min_idf=args.min_idf,
                             ef_search=args.ef_search, nprobe=args.nprobe,
@@ -165,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = Evaluator(args.suite, settings)
     from ..encode.distributed import is_worker
 
-    units = beir_units(args.datasets, measures) if args.suite == "beir" else msmarco_units(measures)
+    units = beir_units(args.datasets, measures, args.data_dir) if args.suite == "beir" else msmarco_units(measures)
     results = ev.run(units)
     if is_worker():  # a torchrun worker did its share of every encode; rank 0 reports
         return 0
@@ -180,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                      coverage_warning=r.get("coverage_warning")) for r in results]
         paper = {"columns": ("BM25", "DupMAE"),
                  "values": lambda c, m: (PYSERINI_BM25_MSMARCO.get(c, {}).get(m), PAPER_MSMARCO.get(c, {}).get(m))}
-    meta = provenance(artifact="eval_report", encoder=args.encoder, data_dir=args.data_dir,
+    meta = provenance(artifact="eval_report", encoder=args.encoder, data_dir=args.data_dir, baseline_backbone=backbone,
                       seconds=round(time.perf_counter() - t0, 2))
     if args.suite == "msmarco":  # each split has its own measures: one table row per split and measure
         rows = [dict(r, collection=f"{r['collection']} {m}",
@@ -189,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         paper_vals = paper["values"]
         paper["values"] = lambda c, m: paper_vals(c.split(" ")[0], c.split(" ")[1]) if " " in c else (None, None)
         all_measures = ("score",)
-    requested = ([] if args.no_bm25 else ["bm25"]) + list(args.mode)
-    write_report(ev.out, args.suite, rows, all_measures, paper, meta, requested, paired_lines(results))
+    requested = ([] if args.no_bm25 else ["bm25"]) + ([BACKBONE, BM25_BACKBONE] if backbone else []) + list(args.mode)
+    paired = paired_lines(results) + paired_lines(results, "paired_backbone", "BM25 + backbone")
+    write_report(ev.out, args.suite, rows, all_measures, paper, meta, requested, paired)
     plots = write_plots(ev.out, rows, all_measures[0], paper)
     print(f"report: {ev.out / 'report.md'}; plots: {len(plots)}; {meta['seconds']} s", file=sys.stderr)
     return 0

@@ -98,3 +98,14 @@ def compare_runs(run_a, run_b, qrels: dict[str, dict[str, int]], measure: str = 
     queries = [q for q in qrels if q in run_a or q in run_b]
     return compare_per_query(per_query(run_a, qrels, measure, queries), per_query(run_b, qrels, measure, queries),
                              **kw)
+
+
+def paired_against(runs: dict, qrels: dict, measure: str, reference: str = "bm25",
+                   systems: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Each run of ``systems`` (default: every other run) tested against the run ``reference`` on
+    ``measure`` (:func:`compare_runs`); empty without a ``reference`` run."""
+    if reference not in runs:
+        return {}
+    return {system: {"measure": measure, **compare_runs(runs[reference], run, qrels, measure).as_dict()}
+            for system, run in runs.items()
+            if system != reference and (systems is None or system in systems) and any(q in qrels for q in run)}

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data.resolve import DROP_QUERY_ID_DATASETS
-from ..runs import MODES, FusionConfig, score_run, write_trec
+from ..runs import HYBRID_BM25, MODES, FusionConfig, score_run, write_trec
+from .baselines import BACKBONE, BM25_BACKBONE
+from .significance import paired_against
 
 BEIR_MEASURES = ("nDCG@10", "R@100", "R@1000")
 MSMARCO_SPLITS = ("dev-small", "dl19", "dl20")
@@ -28,7 +30,7 @@ PAPER_BEIR_AVERAGE = (0.423, 0.452, 0.477)
 PAPER_MSMARCO = {"dev-small": {"RR@10": 0.426, "R@1000": 0.989}, "dl19": {"nDCG@10": 0.751}, "dl20": {}}
 PYSERINI_BM25_MSMARCO = {"dev-small": {"RR@10": 0.184, "R@1000": 0.853}, "dl19": {"nDCG@10": 0.506},
                          "dl20": {"nDCG@10": 0.480}}
-SYSTEMS = ("bm25", *MODES)
+SYSTEMS = ("bm25", BACKBONE, BM25_BACKBONE, *MODES, HYBRID_BM25)  # the report's order
 
 
 @dataclass(frozen=True)
@@ -42,16 +44,19 @@ class Unit:
     key: str  # result file stem / report row, e.g. "scifact", "cqadupstack/android", "dl19"
 
 
-def beir_units(datasets: list[str], measures: tuple[str, ...] | None) -> list[Unit]:
+def beir_units(datasets: list[str], measures: tuple[str, ...] | None, data_dir: str | None = None) -> list[Unit]:
+    """The units of BEIR collections; with ``data_dir``, any folder ``<data_dir>/<name>`` in BEIR layout too."""
     from ..data.resolve import BEIR_DATASETS, CQADUPSTACK_FORUMS
 
     units = []
     for name in datasets:
-        if name not in BEIR_DATASETS and not name.startswith("cqadupstack/"):
+        local = data_dir is not None and (Path(data_dir) / name).is_dir()
+        if name not in BEIR_DATASETS and not name.startswith("cqadupstack/") and not local:
             from ..errors import UserError
 
             raise UserError("--datasets", f"unknown BEIR collection {name!r}",
-                            f"pass some of {', '.join(BEIR_DATASETS)} (or cqadupstack/<forum>)")
+                            f"pass some of {', '.join(BEIR_DATASETS)} (or cqadupstack/<forum>), or a folder "
+                            "under --data-dir")
         split = "v2" if name == "webis-touche2020" else "test"
         names = [f"cqadupstack/{f}" for f in CQADUPSTACK_FORUMS] if name == "cqadupstack" else [name]
         for n in names:
@@ -110,8 +115,9 @@ class EvalSettings:
     index_root: str = "indexes"  # indexes: <index_root>/<encoder>-<fingerprint>/<collection>
     runs: str = "runs"  # runs: <runs>/<suite>/<encoder|bm25>/
     data_dir: str | None = None
-    modes: tuple[str, ...] = MODES  # DupMAE systems; empty: BM25 only (nothing is encoded)
+    modes: tuple[str, ...] = MODES  # DupMAE systems (and hybrid+bm25); empty: BM25 only (nothing is encoded)
     bm25: bool = True
+    baseline_backbone: str | None = None  # a checkpoint: its zero-shot run and BM25 + it (.baselines)
     force_search: bool = False
     hits: int = 1000
     batch_size: int = 64
@@ -123,16 +129,6 @@ class EvalSettings:
     doc_max_length: int | None = None  # None: BEIR_DOC_MAX_LENGTH on BEIR, the checkpoint's on MS MARCO
     query_max_length: int | None = None  # None: LONG_QUERY_MAX_LENGTH, else the checkpoint's
     fusion: FusionConfig = field(default_factory=FusionConfig)
-
-
-def paired_against_bm25(runs: dict, qrels: dict, measure: str) -> dict[str, dict]:
-    """Each DupMAE run tested against BM25 on ``measure`` (:func:`.significance.compare_runs`)."""
-    from .significance import compare_runs
-
-    if "bm25" not in runs:
-        return {}
-    return {system: {"measure": measure, **compare_runs(runs["bm25"], run, qrels, measure).as_dict()}
-            for system, run in runs.items() if system != "bm25" and any(q in qrels for q in run)}
 
 
 def encoder_tag(encoder: str, fingerprint: dict | None = None) -> str:
@@ -164,6 +160,11 @@ class Evaluator:
         self.runs_root = Path(settings.runs) / suite
         self.fusion = settings.fusion
         self._corpus_fps: dict = {}
+        self.backbone = None
+        if settings.baseline_backbone:
+            from .baselines import BackboneBaseline
+
+            self.backbone = BackboneBaseline.load(settings.baseline_backbone)
 
     def corpus_fingerprint(self, coll) -> dict:
         """The corpus fingerprint of a collection, hashed once per run (MS MARCO's splits share one)."""
@@ -178,10 +179,15 @@ class Evaluator:
         """What a unit's result depends on: checkpoint and corpus fingerprints, and the settings that
         change its numbers (a result file recording anything else is computed again)."""
         doc_len, query_len = self.lengths(unit)
-        return {"inputs": {"encoder": self.encoder_fp, "corpus": self.corpus_fingerprint(coll)},
-                "modes": list(self.args.modes), "bm25": self.args.bm25, "hits": self.args.hits,
-                "depth": self.args.depth, "min_idf": self.args.min_idf, "fusion": asdict(self.fusion),
-                "lengths": [doc_len, query_len], "split": _split_for(coll, unit)}
+        corpus, split = self.corpus_fingerprint(coll), _split_for(coll, unit)
+        depends = {"inputs": {"encoder": self.encoder_fp, "corpus": corpus},
+                   "modes": list(self.args.modes), "bm25": self.args.bm25, "hits": self.args.hits,
+                   "depth": self.args.depth, "min_idf": self.args.min_idf, "fusion": asdict(self.fusion),
+                   "lengths": [doc_len, query_len], "split": split}
+        if self.backbone is not None:  # only then: results of runs without it stay reusable
+            depends["baseline_backbone"] = self.backbone.depends_on(
+                corpus, (doc_len, query_len), split, self.args.hits, unit.name in DROP_QUERY_ID_DATASETS)
+        return depends
 
     def lengths(self, unit: Unit) -> tuple[int | None, int | None]:
         """(document, query) pieces for a unit: the settings', else the suite's defaults (None: the checkpoint's)."""
@@ -249,16 +255,24 @@ class Evaluator:
         split = _split_for(coll, unit)
         queries, qrels = coll.queries(split), coll.qrels(split)
         drop = unit.name in DROP_QUERY_ID_DATASETS
-        runs, dense_search = {}, None
+        runs, dense_search, bm25_index = {}, None, None
+        if self.args.bm25 or HYBRID_BM25 in self.args.modes:  # hybrid+bm25 fuses a BM25 run of its own
+            from ..bm25 import build_bm25_index
+
+            t = time.perf_counter()
+            bm25_index = build_bm25_index(coll, self.index_root / "bm25" / unit.name, threads=self.args.threads)
+            timings["bm25_index"] = time.perf_counter() - t
         t = time.perf_counter()
         if self.args.modes:
             cache_key = (unit.name, "searcher")
             from ..search import DupMAESearcher
 
-            # the query encoder is the one recorded in the index (dupmae_index.json)
+            # the query encoder is the one recorded in the index (dupmae_index.json); hybrid+bm25 is the
+            # searcher's own mode, the run `dupmae_ir.search --mode hybrid+bm25 --bm25-index` writes
             searcher = queries_cache.get(cache_key) or DupMAESearcher(
                 index, threads=self.args.threads, min_idf=self.args.min_idf, query_max_length=query_len,
-                ef_search=self.args.ef_search, nprobe=self.args.nprobe)
+                ef_search=self.args.ef_search, nprobe=self.args.nprobe,
+                bm25_index=bm25_index if HYBRID_BM25 in self.args.modes else None)
             queries_cache.clear()
             queries_cache[cache_key] = searcher  # msmarco: one searcher for its three splits
             dense_search = searcher.dense_search
@@ -266,29 +280,36 @@ class Evaluator:
                                             self.fusion, self.args.batch_size, drop_query_id=drop))
         timings["search"] = time.perf_counter() - t
         if self.args.bm25:
-            from ..bm25 import bm25_search, build_bm25_index
+            from ..bm25 import bm25_search
 
-            t = time.perf_counter()
-            bm25_index = build_bm25_index(coll, self.index_root / "bm25" / unit.name, threads=self.args.threads)
-            timings["bm25_index"] = time.perf_counter() - t
             t = time.perf_counter()
             runs["bm25"] = bm25_search(bm25_index, queries, self.args.hits, threads=self.args.threads,
                                        drop_query_id=drop)
             timings["bm25_search"] = time.perf_counter() - t
-        scores, run_files, coverage = {}, {}, None
+        run_files = {}
+        if self.backbone is not None:
+            from .baselines import fuse_with_bm25
+
+            t = time.perf_counter()
+            folder = self.runs_root / encoder_tag(self.backbone.checkpoint, self.backbone.fingerprint)
+            runs[BACKBONE] = self.backbone.run(coll, queries, folder / f"{unit.key}.{BACKBONE}.trec",
+                                               depends_on["baseline_backbone"])
+            runs[BM25_BACKBONE] = fuse_with_bm25(runs["bm25"], runs[BACKBONE], self.args.hits)
+            run_files[BACKBONE] = str(folder / f"{unit.key}.{BACKBONE}.trec")
+            timings["backbone"] = time.perf_counter() - t
+        scores, coverage = {}, None
         for system, run in runs.items():
-            run_path = self.runs_root / (self.tag if system != "bm25" else "bm25") / f"{unit.key}.{system}.trec"
-            write_trec(run_path, run, f"{self.tag}-{system}" if system != "bm25" else "bm25",
-                       dict(collection=unit.name, split=split, system=system,
-                            index=str(index) if system != "bm25" else str(self.index_root / "bm25" / unit.name),
-                            drop_query_id=drop, hits=self.args.hits,
-                            dense_search=dense_search if system in ("dense", "hybrid") else None),
-                      overwrite=True)  # eval's own runs
-            run_files[system] = str(run_path)
+            if system not in run_files:
+                run_files[system] = str(self._write_run(unit, system, run, dict(
+                    collection=unit.name, split=split, system=system, drop_query_id=drop, hits=self.args.hits,
+                    index=str(self.index_root / "bm25" / unit.name) if system == "bm25" else str(index),
+                    dense_search=dense_search if system in ("dense", "hybrid", HYBRID_BM25) else None)))
             scored = score_run(run, qrels, unit.measures)
             scores[system] = scored.values
             coverage = scored
-        paired = paired_against_bm25(runs, qrels, unit.measures[0])
+        model_rows = tuple(s for s in runs if s in (*MODES, HYBRID_BM25))
+        paired = paired_against(runs, qrels, unit.measures[0])
+        paired_backbone = paired_against(runs, qrels, unit.measures[0], BM25_BACKBONE, model_rows)
         warning = coverage.warning() if coverage else None
         if warning:
             from tqdm import tqdm
@@ -297,13 +318,23 @@ class Evaluator:
         result = provenance(unit=unit.key, collection=unit.name, split=split, status="ok", scores=scores,
                             queries=len(queries), judged_queries=len(qrels),
                             **(coverage.coverage() if coverage else {}), coverage_warning=warning,
-                            drop_query_id=drop, paired=paired,
+                            drop_query_id=drop, paired=paired, paired_backbone=paired_backbone,
                             lengths={"doc_max_length": doc_len, "query_max_length": query_len},
                             encoder=self.args.encoder, index=str(index) if self.args.modes else None, runs=run_files,
+                            baseline_backbone=self.args.baseline_backbone,
                             fusion=asdict(self.fusion), dense_search=dense_search, depends_on=depends_on,
                             seconds={k: round(v, 2) for k, v in timings.items()})
         write_json(path, result)
         return result
+
+    def _write_run(self, unit: Unit, system: str, run, info: dict) -> Path:
+        """A run as a TREC file under ``<runs>/<suite>/<encoder|bm25|backbone>/`` with its provenance."""
+        folder, tag = ("bm25", "bm25") if system == "bm25" else (self.tag, f"{self.tag}-{system}")
+        if system == BM25_BACKBONE:
+            folder = tag = encoder_tag(self.backbone.checkpoint, self.backbone.fingerprint)
+            info = dict(info, index=None, fusion="bm25 + backbone (mean pooling), pyserini.fusion --method normalize")
+        path = self.runs_root / folder / f"{unit.key}.{system}.trec"
+        return write_trec(path, run, tag, info, overwrite=True)  # eval's own runs
 
     @staticmethod
     def _reusable(path: Path, unit: Unit, depends_on: dict) -> dict | None:

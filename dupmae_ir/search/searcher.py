@@ -249,9 +249,10 @@ class DupMAESearcher:
         """One query's top ``k`` in ``mode``, each hit with the scores of both sides: ``dense`` (inner
         product) and ``sparse`` (de-quantised impact score, Lucene's integer score ``impact`` times
         ``alpha``) when the document is in that side's top ``depth``, else None (hybrid fusion then
-        gives it that side's minimum, as Pyserini does). ``encoded``: as in :meth:`search_batch`."""
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; valid: {MODES}")
+        gives it that side's minimum, as Pyserini does). ``hybrid+bm25``: the score is the fusion's, the
+        sides are the model's. ``encoded``: as in :meth:`search_batch`."""
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"mode={mode!r}; valid: {SEARCH_MODES}")
         depth = max(k, depth)
         sides = tuple(m for m in ("dense", "impact") if (self.faiss_index if m == "dense" else self.impact_searcher))
         modes = tuple(dict.fromkeys((*sides, mode)))

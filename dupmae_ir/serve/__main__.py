@@ -5,9 +5,11 @@ import argparse
 import re
 import socket
 import sys
+from pathlib import Path
 
 from ..cli import CommandParser, add_debug_flag, add_dense_knob_args, default_threads, port_number, positive_int
 from ..errors import UserError, run_command
+from ..runs import HYBRID_BM25, SEARCH_MODES
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -35,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--access-log", action="store_true", help="log every request")
     q = p.add_argument_group("search")
     q.add_argument("--encoder", default=None, help="query encoder (default: the one recorded in the index)")
+    q.add_argument("--mode", choices=SEARCH_MODES, default=None,
+                   help="what /search and the page search with when a request names no mode (default: the mode the "
+                        "index's provenance records under 'serving', e.g. hybrid+bm25 from `dupmae_ir.adapt`, when "
+                        "its BM25 index exists; else hybrid). --mode hybrid serves the model's own hybrid without "
+                        "loading BM25")
     q.add_argument("--device", default="cpu", help="query encoder device")
     q.add_argument("--threads", type=positive_int, default=default_threads(), help="FAISS and Lucene search threads")
     q.add_argument("--depth", type=positive_int, default=1000,
@@ -76,6 +83,30 @@ def allowed_hosts(host: str, extra: list[str]) -> list[str]:
     return list(dict.fromkeys(host_name(h) for h in [*LOOPBACK_HOSTS, *named, *extra]))
 
 
+def served_mode(meta: dict, asked: str | None) -> tuple[str, str | None, str]:
+    """``(mode, bm25_index, why)``: the mode served by default and the BM25 index it needs (None: none
+    loaded). The index's provenance (``dupmae_index.json``) may record ``serving = {mode: hybrid+bm25,
+    bm25_index}`` (written by ``dupmae_ir.adapt``); that fusion is served unless ``asked`` names another
+    mode or its BM25 index is gone (then the model's own hybrid, and ``why`` says so)."""
+    serving = meta.get("serving") if isinstance(meta.get("serving"), dict) else {}
+    bm25 = serving.get("bm25_index") if serving.get("mode") == HYBRID_BM25 else None
+    present = isinstance(bm25, str) and Path(bm25).is_dir()
+    if asked not in (None, HYBRID_BM25):
+        return asked, None, "--mode"
+    if bm25 is None:
+        if asked == HYBRID_BM25:
+            raise UserError("--mode hybrid+bm25", "the index's provenance records no BM25 index to fuse with",
+                            "serve an index from `dupmae_ir.adapt`, or search with `dupmae_ir.search --mode "
+                            "hybrid+bm25 --bm25-index DIR`")
+        return "hybrid", None, "the model's own"
+    if not present:
+        if asked == HYBRID_BM25:
+            raise UserError(bm25, "the BM25 index recorded in the index's provenance is not there",
+                            "build it again (`python -m dupmae_ir.adapt` with the same folders) or drop --mode")
+        return "hybrid", None, f"the model's own: the recorded BM25 index {bm25} is missing"
+    return HYBRID_BM25, bm25, f"the model's hybrid fused with BM25 ({bm25}), as the index's provenance records"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..index import load_index
@@ -87,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     hosts = allowed_hosts(args.host, args.allow_host)
     sock = bind(args.host, args.port)
     info = load_index(args.index)  # checked before the model and the JVM start
+    mode, bm25_index, why = served_mode(info.meta, args.mode)
     corpus = args.corpus or info.meta.get("corpus")
     if not corpus:
         raise UserError(info.root, "records no corpus", "pass --corpus with the collection the index was built from")
@@ -108,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if info.impact is not None:
         start_jvm([f"-Xmx{args.jvm_heap}"])
     searcher = DupMAESearcher(args.index, encoder=args.encoder, threads=args.threads, device=args.device,
-                              ef_search=args.ef_search, nprobe=args.nprobe)
-    service = Service(searcher, docs, Limits(depth=args.depth), corpus=str(corpus))
+                              ef_search=args.ef_search, nprobe=args.nprobe, bm25_index=bm25_index)
+    service = Service(searcher, docs, Limits(depth=args.depth), corpus=str(corpus), mode=mode)
     app = create_app(service, hosts)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
@@ -122,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         async def startup(self, sockets=None):
             await super().startup(sockets)
             if self.started:  # the one line a caller waits for
-                print(f"serving {url} (index {info.root}, {len(docs)} documents)", flush=True)
+                print(f"serving {url} (index {info.root}, {len(docs)} documents; mode {mode}: {why})", flush=True)
 
     # a request line long enough for any docid an index may hold (Lucene's 32,766 bytes, %-encoded)
     config = uvicorn.Config(app, access_log=args.access_log, log_level="info", timeout_graceful_shutdown=5,

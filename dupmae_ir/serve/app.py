@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import UserError
-from ..runs import MODES
+from ..runs import HYBRID_BM25, SEARCH_MODES
 from .documents import Capped, capped, snippet, word_spans
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ class Service:
     """The searcher, the corpus text, the searcher's worker thread and the text threads behind the routes."""
 
     def __init__(self, searcher, docs: dict[str, tuple[str, str]] | None, limits: Limits = Limits(),
-                 corpus: str | None = None, text_workers: int = 2):
+                 corpus: str | None = None, text_workers: int = 2, mode: str = "hybrid"):
+        """``mode``: what ``/search`` and the page search with when a request names none (the served mode)."""
         import copy
 
         from ..explain import explainer_for
@@ -81,7 +82,9 @@ class Service:
         self.explainer = explainer_for(searcher)
         has = {"dense": searcher.faiss_index is not None, "impact": searcher.impact_searcher is not None}
         has["hybrid"] = has["dense"] and has["impact"]
-        self.modes = [m for m in MODES if has[m]]
+        has[HYBRID_BM25] = has["hybrid"] and searcher.bm25 is not None  # the searcher holds a BM25 index
+        self.modes = [m for m in SEARCH_MODES if has[m]]
+        self.mode = mode
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dupmae-searcher")
         self.text_pool = ThreadPoolExecutor(max_workers=text_workers, thread_name_prefix="dupmae-text")
         # one tokenizer per text thread: the searcher's own switches truncation on and off per call
@@ -186,7 +189,7 @@ class Service:
     def status(self) -> dict:
         info = self.searcher.info
         return {"index": public_name(info.root), "encoder": public_name(self.searcher.encoder_name),
-                "docs": info.docs, "alpha": self.searcher.alpha, "modes": self.modes,
+                "docs": info.docs, "alpha": self.searcher.alpha, "mode": self.mode, "modes": self.modes,
                 "corpus": public_name(self.corpus), "documents_loaded": len(self.docs), "limits": asdict(self.limits)}
 
 
@@ -315,16 +318,20 @@ def create_app(service: Service, allowed_hosts: Iterable[str] = LOOPBACK_HOSTS):
         return service.status()
 
     @app.get("/search")
-    async def search(q: str | None = None, k: int = 10, mode: str = "hybrid", terms: int = 0):
-        """Top ``k`` hits in ``mode``, each with its dense, sparse and impact scores; ``terms`` > 0
-        adds each hit's top contributing terms (and highlights matched words in its snippet)."""
+    async def search(q: str | None = None, k: int = 10, mode: str | None = None, terms: int = 0):
+        """Top ``k`` hits in ``mode`` (default: the served mode, ``/status``), each with its dense, sparse
+        and impact scores; ``terms`` > 0 adds each hit's top contributing terms (and highlights matched
+        words in its snippet)."""
         q = _query(q, limits)
+        mode = service.mode if mode is None else mode
         if not 1 <= k <= limits.max_k:
             raise RequestError(422, f"k: {k}; must be in [1, {limits.max_k}]")
-        if mode not in MODES:
-            raise RequestError(422, f"mode: {mode!r}; valid: {', '.join(MODES)}")
+        if mode not in SEARCH_MODES:
+            raise RequestError(422, f"mode: {mode!r}; valid: {', '.join(SEARCH_MODES)}")
         if mode not in service.modes:
-            raise RequestError(422, f"mode: {mode!r} needs a part this index lacks; valid: {', '.join(service.modes)}")
+            lacks = "a BM25 index (served when the index's provenance records one)" if mode == HYBRID_BM25 else \
+                "a part this index lacks"
+            raise RequestError(422, f"mode: {mode!r} needs {lacks}; valid: {', '.join(service.modes)}")
         if not 0 <= terms <= limits.max_terms:
             raise RequestError(422, f"terms: {terms}; must be in [0, {limits.max_terms}]")
         if terms and k > limits.max_k_with_terms:

@@ -61,16 +61,21 @@ function showError(message) {
   box.hidden = !message;
 }
 
-async function loadStatus() {
+// asked: the mode in the page's address, else the served one (the server's default, /status)
+async function loadStatus(asked) {
   try {
     const s = await getJSON("/status");
     const name = s.index.split("/").filter(Boolean).pop();
     $("#status").replaceChildren(
       el("b", { text: name }), ` · ${s.documents_loaded.toLocaleString()} documents · encoder `,
-      el("b", { text: String(s.encoder).split("/").filter(Boolean).slice(-2).join("/") }), ` · α = ${s.alpha}`);
+      el("b", { text: String(s.encoder).split("/").filter(Boolean).slice(-2).join("/") }), ` · α = ${s.alpha}`,
+      " · serving ", el("b", { text: s.mode }));
     for (const input of document.querySelectorAll("input[name=mode]")) {
       input.disabled = !s.modes.includes(input.value);
+      if (input.value === "hybrid+bm25") input.closest("label").hidden = input.disabled;  // only where served
     }
+    const pick = document.querySelector(`input[name=mode][value="${CSS.escape(asked || s.mode)}"]`);
+    if (pick && !pick.disabled) pick.checked = true;
   } catch (e) {
     $("#status").textContent = "status unavailable: " + e.message;
   }
@@ -195,12 +200,11 @@ async function search(ev) {
 }
 
 $("#search").addEventListener("submit", search);
-loadStatus();
 const start = new URLSearchParams(location.search);
-if (start.get("q")) {
-  $("#q").value = start.get("q");
-  const mode = document.querySelector(`input[name=mode][value="${CSS.escape(start.get("mode") || "hybrid")}"]`);
-  if (mode) mode.checked = true;
-  if (start.get("k")) $("#k").value = start.get("k");
-  search();
-}
+loadStatus(start.get("mode")).then(() => {
+  if (start.get("q")) {
+    $("#q").value = start.get("q");
+    if (start.get("k")) $("#k").value = start.get("k");
+    search();
+  }
+});
