@@ -12,11 +12,22 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import math
 import os
 import types
 
 from .errors import UserError, add_debug_flag
+from .numbers import (  # noqa: F401 - the argparse number types, re-exported for the commands
+    finite_float,
+    fraction,
+    max_length,
+    nonnegative_float,
+    nonnegative_int,
+    number,
+    port_number,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 from .precision import DTYPES  # torch-free: --help stays cheap
 from .runs import FUSIONS, HYBRID_BM25, MODES, FusionConfig
 
@@ -41,39 +52,6 @@ class CommandParser(argparse.ArgumentParser):
                         f"see `{self.prog} --help`")
 
 
-def number(kind=int, low=None, high=None, low_open: bool = False, what: str | None = None):
-    """An argparse ``type``: ``kind`` (int or float), finite, within ``[low, high]`` (``(low, high]`` with
-    ``low_open``); the error names the allowed range."""
-    bounds = [f"> {low}" if low_open else f">= {low}"] if low is not None else []
-    bounds += [f"<= {high}"] if high is not None else []
-    rule = what or f"{'an integer' if kind is int else 'a finite number'}{' ' if bounds else ''}{' and '.join(bounds)}"
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {rule}") from None
-        if (not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low))
-                or (high is not None and value > high)):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {rule}")
-        return value
-
-    parse.__name__ = rule
-    return parse
-
-
-positive_int = number(int, 1)
-nonnegative_int = number(int, 0)
-port_number = number(int, 0, 65535)
-finite_float = number(float)
-nonnegative_float = number(float, 0.0)
-positive_float = number(float, 0.0, low_open=True)
-unit_float = number(float, 0.0, 1.0)
-fraction = number(float, 0.0, 1.0, low_open=True, what="a fraction in (0, 1)")
-# [CLS] and [SEP] take two pieces; the model's position limit is checked when its config is read
-max_length = number(int, 2, what="a length >= 2 (word pieces, [CLS] and [SEP] included)")
-
-
 def _hf_parser():
     from transformers import HfArgumentParser
 
@@ -96,6 +74,10 @@ def _hf_parser():
                 f.type = hints[f.name]
                 f.metadata = types.MappingProxyType({k: v for k, v in f.metadata.items() if k != "group"})
                 self._parse_dataclass_field(group, f)
+                rule = getattr(dtype, "number_rules", {}).get(f.name)
+                for action in self._actions if rule else ():
+                    if action.dest == f.name and action.type in (int, float):
+                        action.type = rule  # a number out of range: one line naming the flag and the range
             add_debug_flag(self)
 
     return ArgumentParser

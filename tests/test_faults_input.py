@@ -229,3 +229,26 @@ def test_d19_topics_flag_decides_that_a_jsonl_file_holds_queries(corpus, index, 
     proc = cli("search", "--index", index, "--topics", topics, "--output", run, "--mode", "dense", "--hits", 5)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len({line.split()[0] for line in run.read_text().splitlines()}) == 6
+
+
+@pytest.mark.parametrize("module, flag, value", [
+    ("pretrain", "--batch-size", "0"), ("pretrain", "--learning-rate", "nan"),
+    ("pretrain", "--encoder-mlm-probability", "1.5"), ("pretrain", "--max-seq-length", "1"),
+    ("finetune", "--group-size", "0"), ("finetune", "--temperature", "-1"), ("finetune", "--warmup-ratio", "2"),
+    ("finetune", "--holdout-fraction", "1"), ("finetune", "--doc-max-length", "inf"),
+])
+def test_training_numbers_out_of_range_are_one_line_before_any_work(tmp_path, module, flag, value):
+    out = tmp_path / "out"
+    r = cli(module, flag, value, "--output-dir", out)
+    assert_one_line_error(r, flag, repr(value))
+    assert not out.exists()
+
+
+def test_training_arguments_built_in_python_check_their_numbers_too():
+    from dupmae_ir.train.arguments import FinetuneArguments, PretrainArguments
+
+    FinetuneArguments(group_size=4, holdout_fraction=0.2)  # in range: accepted
+    for cls, field, value in ((FinetuneArguments, "learning_rate", -1e-5), (FinetuneArguments, "mine_skip", -1),
+                              (PretrainArguments, "decoder_mlm_probability", 0.0)):
+        with pytest.raises(ValueError, match=f"^{field}="):
+            cls(**{field: value})

@@ -11,8 +11,8 @@ from conftest import ROOT
 PACKAGE = ROOT / "dupmae_ir"
 # lowest first; a module may import its own layer and the layers below
 LAYERS = [
-    ["dupmae_ir", "dupmae_ir.errors", "dupmae_ir.outputs", "dupmae_ir.provenance", "dupmae_ir.fingerprint",
-     "dupmae_ir.java", "dupmae_ir._child"],
+    ["dupmae_ir", "dupmae_ir.numbers", "dupmae_ir.errors", "dupmae_ir.outputs", "dupmae_ir.provenance",
+     "dupmae_ir.fingerprint", "dupmae_ir.java", "dupmae_ir._child"],
     ["dupmae_ir.data", "dupmae_ir.data.*"],
     ["dupmae_ir.runs", "dupmae_ir.precision", "dupmae_ir.modeling", "dupmae_ir.modeling.*"],
     ["dupmae_ir.inference", "dupmae_ir.index", "dupmae_ir.dense_index"],

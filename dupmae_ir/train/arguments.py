@@ -8,13 +8,52 @@
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from .. import numbers as cli
 from ..precision import TRAINING_DTYPES as PRECISIONS
 
 STAGES = (1, 2, 3)
 MINE_SOURCES = ("auto", "bm25", "model", "none")
 GROUPS = ("model", "data", "method", "loss", "optimisation", "run control")
+
+
+# Every number field's range: the flag's argparse type (one-line error) and __post_init__'s check (library use).
+NUMBER_RULES = {
+    "max_steps": cli.number(int), "num_train_epochs": cli.positive_float, "batch_size": cli.positive_int,
+    "gradient_accumulation_steps": cli.positive_int, "learning_rate": cli.nonnegative_float,
+    "head_learning_rate": cli.nonnegative_float, "warmup_ratio": cli.unit_float, "weight_decay": cli.nonnegative_float,
+    "max_grad_norm": cli.positive_float, "seed": cli.nonnegative_int, "logging_steps": cli.positive_int,
+    "save_steps": cli.positive_int, "save_total_limit": cli.positive_int,
+    # pre-training
+    "max_seq_length": cli.max_length, "max_docs": cli.positive_int, "encoder_mlm_probability": cli.fraction,
+    "decoder_mlm_probability": cli.fraction, "bow_loss_weight": cli.nonnegative_float,
+    "dataloader_num_workers": cli.nonnegative_int,
+    # fine-tuning
+    "dense_dim": cli.positive_int, "sparse_calibration": cli.fraction, "max_queries": cli.positive_int,
+    "holdout_fraction": cli.number(float, 0.0, 0.9, what="a fraction in [0, 0.9]"),
+    "holdout_seed": cli.nonnegative_int, "mine_depth": cli.positive_int, "mine_skip": cli.nonnegative_int,
+    "encode_batch_size": cli.positive_int, "query_max_length": cli.max_length, "doc_max_length": cli.max_length,
+    "group_size": cli.positive_int, "temperature": cli.positive_float, "teacher_temperature": cli.positive_float,
+    "dense_weight": cli.nonnegative_float, "sparse_weight": cli.nonnegative_float,
+    "part_loss_weight": cli.nonnegative_float, "flops_query": cli.nonnegative_float,
+    "flops_doc": cli.nonnegative_float, "dropout": cli.number(float, 0.0, 0.99, what="a rate in [0, 0.99]"),
+}
+
+
+def check_numbers(args) -> None:
+    """Every set number field of ``args`` within its :data:`NUMBER_RULES` range, else ``ValueError``
+    naming the field, its value and the range."""
+    for name, rule in NUMBER_RULES.items():
+        value = getattr(args, name, None)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            rule(repr(value))
+        except argparse.ArgumentTypeError:
+            raise ValueError(f"{name}={value!r}: must be {rule.__name__}") from None
 
 
 def arg(default, help: str, group: str, **metadata):
@@ -26,6 +65,8 @@ def arg(default, help: str, group: str, **metadata):
 @dataclass
 class TrainArguments:
     """What pre-training and fine-tuning share. Defaults run on a CPU."""
+
+    number_rules: ClassVar[dict] = NUMBER_RULES  # read by the command-line parser (dupmae_ir.cli)
 
     model_name_or_path: str = arg("default", "Start checkpoint: 'default' (offline MiniLM-L6), a local Hugging Face / "
                                              "DupMAE checkpoint folder, or a cached hub id.", "model")
@@ -59,6 +100,7 @@ class TrainArguments:
     disable_tqdm: bool = arg(False, "No progress bars.", "run control")
 
     def __post_init__(self):
+        check_numbers(self)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}; valid: {PRECISIONS}")
         if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
