@@ -10,9 +10,11 @@ from ..cli import (
     CommandParser,
     HelpFormatter,
     add_debug_flag,
+    add_dense_index_args,
     add_fusion_args,
     add_length_args,
     add_search_args,
+    dense_index_spec,
     fusion_from_args,
 )
 from ..errors import UserError, run_command
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="search and score again even when a collection's result file exists (indexes are reused)")
         add_search_args(sp, modes_default=MODES).description = ("--mode with no value runs BM25 alone "
                                                                 "(nothing is encoded)")
+        add_dense_index_args(sp.add_argument_group(
+            "dense index (built when a collection has no index yet; a non-flat type gets its own folders)"))
         add_fusion_args(sp)
         add_length_args(sp, note="default: documents 512 on BEIR, queries 512 on ArguAna, else the checkpoint's")
         add_debug_flag(sp)
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                             data_dir=args.data_dir, modes=tuple(args.mode), bm25=not args.no_bm25,
                             force_search=args.force_search, hits=args.hits, batch_size=args.batch_size,
                             threads=args.threads, depth=args.depth, min_idf=args.min_idf,
-                            ef_search=args.ef_search, nprobe=args.nprobe,
+                            ef_search=args.ef_search, nprobe=args.nprobe, dense_index=dense_index_spec(args),
                             doc_max_length=args.doc_max_length, query_max_length=args.query_max_length,
                             fusion=fusion_from_args(args))
     ev = Evaluator(args.suite, settings)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data.resolve import DROP_QUERY_ID_DATASETS
+from ..dense_index import DenseIndexSpec
 from ..runs import MODES, FusionConfig, score_run, write_trec
 
 BEIR_MEASURES = ("nDCG@10", "R@100", "R@1000")
@@ -120,6 +121,7 @@ class EvalSettings:
     min_idf: float = -1
     ef_search: int | None = None  # FAISS knobs of HNSW / IVF indexes (dupmae_ir.dense_index defaults)
     nprobe: int | None = None
+    dense_index: DenseIndexSpec = field(default_factory=DenseIndexSpec)  # the FAISS type encode builds (--faiss)
     doc_max_length: int | None = None  # None: BEIR_DOC_MAX_LENGTH on BEIR, the checkpoint's on MS MARCO
     query_max_length: int | None = None  # None: LONG_QUERY_MAX_LENGTH, else the checkpoint's
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -159,6 +161,10 @@ class Evaluator:
 
             self.encoder_fp = checkpoint_fingerprint(resolve_model_path(settings.encoder))
         self.tag = encoder_tag(settings.encoder, self.encoder_fp)
+        self.dense_search = None
+        if settings.modes:  # checked before anything is encoded; a non-flat type gets folders of its own
+            self.dense_search = settings.dense_index.search_knobs(settings.ef_search, settings.nprobe)
+            self.tag += "" if settings.dense_index.kind == "flat" else f"-{settings.dense_index.label()}"
         self.out = Path(settings.output) / suite / self.tag
         self.index_root = Path(settings.index_root)
         self.runs_root = Path(settings.runs) / suite
@@ -181,7 +187,9 @@ class Evaluator:
         return {"inputs": {"encoder": self.encoder_fp, "corpus": self.corpus_fingerprint(coll)},
                 "modes": list(self.args.modes), "bm25": self.args.bm25, "hits": self.args.hits,
                 "depth": self.args.depth, "min_idf": self.args.min_idf, "fusion": asdict(self.fusion),
-                "lengths": [doc_len, query_len], "split": _split_for(coll, unit)}
+                "lengths": [doc_len, query_len], "split": _split_for(coll, unit),
+                "dense_index": {"faiss": self.args.dense_index.kind, "params": self.args.dense_index.build_params()},
+                "dense_search": self.dense_search}
 
     def lengths(self, unit: Unit) -> tuple[int | None, int | None]:
         """(document, query) pieces for a unit: the settings', else the suite's defaults (None: the checkpoint's)."""
@@ -205,6 +213,11 @@ class Evaluator:
         if recorded.get("encoder") is not None and differ:
             raise UserError(index, "was built from other inputs than this eval's: " + "; ".join(differ),
                             "pass another --index-root, or remove this index folder to build it again")
+        dense = meta.get("dense")
+        differ = self.args.dense_index.differs_from(dense) if isinstance(dense, dict) else []
+        if differ:
+            raise UserError(index, "holds a FAISS index of " + "; ".join(differ),
+                            "pass the --faiss flags it was built with, or remove this index folder to build it again")
         built = meta.get("retriever", {}).get("doc_max_length")
         if doc_len is not None and built is not None and built != doc_len:  # no recorded length: taken as is
             raise UserError(index, f"was encoded with documents of {built} pieces, {doc_len} asked",
@@ -236,11 +249,13 @@ class Evaluator:
             if world():  # under torchrun every process encodes a share; rank 0 alone searches and scores
                 from ..encode.distributed import encode_corpus_distributed
 
-                encode_corpus_distributed(coll, index, encoder=self.args.encoder, doc_max_length=doc_len)
+                encode_corpus_distributed(coll, index, encoder=self.args.encoder, doc_max_length=doc_len,
+                                          faiss=self.args.dense_index)
             else:
                 from ..encode import encode_corpus
 
-                encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len, device="auto")
+                encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len, device="auto",
+                              faiss=self.args.dense_index)
         elif self.args.modes:
             self._check_index(index, coll, doc_len)
         if is_worker():
@@ -249,7 +264,7 @@ class Evaluator:
         split = _split_for(coll, unit)
         queries, qrels = coll.queries(split), coll.qrels(split)
         drop = unit.name in DROP_QUERY_ID_DATASETS
-        runs, dense_search = {}, None
+        runs, dense_search, dense_index = {}, None, None
         t = time.perf_counter()
         if self.args.modes:
             cache_key = (unit.name, "searcher")
@@ -262,6 +277,7 @@ class Evaluator:
             queries_cache.clear()
             queries_cache[cache_key] = searcher  # msmarco: one searcher for its three splits
             dense_search = searcher.dense_search
+            dense_index = searcher.info.meta.get("dense")  # type and build parameters, as the index records them
             runs.update(searcher.search_all(queries, self.args.modes, self.args.hits, self.args.depth,
                                             self.fusion, self.args.batch_size, drop_query_id=drop))
         timings["search"] = time.perf_counter() - t
@@ -300,7 +316,8 @@ class Evaluator:
                             drop_query_id=drop, paired=paired,
                             lengths={"doc_max_length": doc_len, "query_max_length": query_len},
                             encoder=self.args.encoder, index=str(index) if self.args.modes else None, runs=run_files,
-                            fusion=asdict(self.fusion), dense_search=dense_search, depends_on=depends_on,
+                            fusion=asdict(self.fusion), dense_search=dense_search, dense_index=dense_index,
+                            depends_on=depends_on,
                             seconds={k: round(v, 2) for k, v in timings.items()})
         write_json(path, result)
         return result
