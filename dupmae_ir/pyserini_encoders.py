@@ -73,7 +73,9 @@ class DupMAEQueryEncoder(QueryEncoder):
         return np.asarray(self.embedding[query.strip()], dtype=np.float32)
 
     def encode_batch(self, queries: list[str], batch_size: int = 64) -> np.ndarray:
-        """(Q, d) dense vectors, length-sorted batches."""
+        """(Q, d) dense vectors, length-sorted batches (pre-encoded queries: looked up by text)."""
+        if self.encoder is None:  # FaissSearcher.batch_search calls this on pre-encoded queries too
+            return np.stack([self.encode(q) for q in queries])  # (Q, d)
         return self.encoder.encode_queries(list(queries), batch_size=batch_size).dense
 
 
