@@ -5,7 +5,8 @@
   ``metadata["group"]``; used by ``pretrain`` and ``finetune``.
 - Argument groups for the retrieval commands, named as Pyserini names them: :func:`add_encoder_args`
   (``--encoder --batch-size --dtype --device``), :func:`add_search_args` (``--mode --hits --batch-size
-  --threads --min-idf``), :func:`add_fusion_args` (``--fusion --alpha --weight-on-dense --depth --rrf-k``).
+  --threads --min-idf``), :func:`add_fusion_args` (``--fusion --alpha --weight-on-dense --depth --rrf-k``),
+  :func:`add_dense_index_args` (``--faiss`` and its build parameters: ``encode`` and ``eval``).
 """
 from __future__ import annotations
 
@@ -147,6 +148,31 @@ def add_dense_knob_args(group) -> None:
                             "flat (default 128; FAISS's own 16 loses a fifth of the flat top-100)")
     group.add_argument("--nprobe", type=positive_int, default=None,
                        help="IVF indexes (ivfpq): lists searched per query, of nlist (default 32)")
+
+
+def add_dense_index_args(group) -> None:
+    """``--faiss --hnsw-m --ef-construction --pq-m --nlist``: the FAISS index type and its build parameters
+    (``encode``, ``encode merge``, ``eval``; docs/encoding.md has the table of types by corpus size)."""
+    from .dense_index import FAISS_KINDS
+
+    group.add_argument("--faiss", default="flat", choices=FAISS_KINDS,
+                       help="FAISS index type, inner product: flat (exact), flat-int8 (8-bit scalar quantised, a "
+                            "quarter of the memory), hnsw / hnsw-int8 (graph: fast at 1M+), ivfpq (compressed, for "
+                            "corpora whose vectors do not fit in memory), pq")
+    group.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree (hnsw, hnsw-int8)")
+    group.add_argument("--ef-construction", type=positive_int, default=200, help="HNSW build beam (hnsw, hnsw-int8)")
+    group.add_argument("--pq-m", type=positive_int, default=None,
+                       help="PQ sub-quantisers of 8 bits (ivfpq, pq; default dim/4; must divide dim)")
+    group.add_argument("--nlist", type=positive_int, default=None,
+                       help="IVF lists (ivfpq; default 4*sqrt(docs), <= docs/39)")
+
+
+def dense_index_spec(args):
+    """The :class:`~dupmae_ir.dense_index.DenseIndexSpec` given by :func:`add_dense_index_args`'s flags."""
+    from .dense_index import DenseIndexSpec
+
+    return DenseIndexSpec(args.faiss, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, pq_m=args.pq_m,
+                          nlist=args.nlist)
 
 
 def add_fusion_args(parser: argparse.ArgumentParser) -> None:

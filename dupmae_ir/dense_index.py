@@ -26,6 +26,8 @@ from pathlib import Path
 from .errors import UserError
 
 FAISS_KINDS = ("flat", "flat-int8", "hnsw", "hnsw-int8", "ivfpq", "pq")
+HNSW_KINDS = ("hnsw", "hnsw-int8")  # the types --ef-search applies to
+IVF_KINDS = ("ivfpq",)  # the types --nprobe applies to
 DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE = 32
 PQ_MIN_TRAIN = 256  # 8-bit codebooks: 256 centroids per sub-quantiser
@@ -64,6 +66,32 @@ class DenseIndexSpec:
                 "hnsw-int8": ("hnsw_m", "ef_construction", "ef_search"), "ivfpq": ("pq_m", "nlist", "nprobe"),
                 "pq": ("pq_m",)}[self.kind]
         return {k: v for k, v in asdict(self).items() if k in keep}
+
+    def label(self) -> str:
+        """A folder-name form of the type and its build parameters, e.g. ``hnsw-m32-efc200`` (``eval``
+        keys a non-flat type's indexes, runs and reports by it)."""
+        auto = lambda v: "auto" if v is None else v  # noqa: E731 - resolved from the corpus at build time
+        if self.kind in HNSW_KINDS:
+            return f"{self.kind}-m{self.hnsw_m}-efc{self.ef_construction}"
+        if self.kind == "ivfpq":
+            return f"ivfpq-pq{auto(self.pq_m)}-nlist{auto(self.nlist)}"
+        return f"pq-pq{auto(self.pq_m)}" if self.kind == "pq" else self.kind
+
+    def differs_from(self, recorded: dict) -> list[str]:
+        """How an index's recorded ``dense`` provenance differs from this spec (``["type 'flat'"]``...); a
+        parameter this spec leaves to its default-from-the-corpus (None) matches any recorded value."""
+        if recorded.get("faiss", self.kind) != self.kind:
+            return [f"type {recorded['faiss']!r}, not {self.kind!r}"]
+        params = recorded.get("params") or {}
+        return [f"{k} {params[k]}, not {v}" for k, v in self.build_params().items()
+                if v is not None and k in params and params[k] != v and k not in ("ef_search", "nprobe")]
+
+    def search_knobs(self, ef_search: int | None = None, nprobe: int | None = None, where: str = "--faiss") -> dict:
+        """The knobs a search of an index of this type runs with (:func:`apply_search_knobs`'s record,
+        ``nprobe`` not yet capped by the list count), checked before any index exists."""
+        hnsw, ivf = self.kind in HNSW_KINDS, self.kind in IVF_KINDS
+        _check_knobs(ef_search, nprobe, hnsw, ivf, self.kind, where)
+        return _knobs_record(self.kind, ef_search, nprobe, hnsw, ivf)
 
 
 def dense_spec(faiss: str | DenseIndexSpec = "flat", hnsw_m: int = 32, pq_m: int | None = None) -> DenseIndexSpec:
@@ -191,17 +219,31 @@ def apply_search_knobs(index, ef_search: int | None = None, nprobe: int | None =
     kind = kind or index_kind(index)
     hnsw = hasattr(faiss.downcast_index(index), "hnsw")
     ivf = faiss.try_extract_index_ivf(index)
+    _check_knobs(ef_search, nprobe, hnsw, ivf is not None, kind, where)
+    applied = _knobs_record(kind, ef_search, nprobe, hnsw, ivf is not None)
+    space = faiss.ParameterSpace()
+    if hnsw:
+        space.set_index_parameter(index, "efSearch", applied["ef_search"])
+    if ivf is not None:
+        applied["nprobe"] = min(applied["nprobe"], int(ivf.nlist))
+        space.set_index_parameter(index, "nprobe", applied["nprobe"])
+    return applied
+
+
+def _check_knobs(ef_search, nprobe, hnsw: bool, ivf: bool, kind: str, where) -> None:
+    """A knob the index type lacks, or below 1, is a :class:`UserError`."""
     for flag, value, has, what in (("--ef-search", ef_search, hnsw, "HNSW"), ("--nprobe", nprobe, ivf, "IVF")):
         if value is not None and not has:
             raise UserError(flag, f"applies to {what} indexes; {where} is a {kind!r} index", f"drop {flag}")
         if value is not None and value < 1:
             raise UserError(flag, f"is {value}", "pass an integer >= 1")
-    applied: dict = {"faiss": kind}
-    space = faiss.ParameterSpace()
+
+
+def _knobs_record(kind: str, ef_search, nprobe, hnsw: bool, ivf: bool) -> dict:
+    """``{"faiss": kind, "ef_search"|"nprobe": value}``: the knobs in force, None taking the defaults."""
+    record: dict = {"faiss": kind}
     if hnsw:
-        applied["ef_search"] = int(ef_search or DEFAULT_EF_SEARCH)
-        space.set_index_parameter(index, "efSearch", applied["ef_search"])
-    if ivf is not None:
-        applied["nprobe"] = int(min(nprobe or DEFAULT_NPROBE, ivf.nlist))
-        space.set_index_parameter(index, "nprobe", applied["nprobe"])
-    return applied
+        record["ef_search"] = int(ef_search or DEFAULT_EF_SEARCH)
+    if ivf:
+        record["nprobe"] = int(nprobe or DEFAULT_NPROBE)
+    return record

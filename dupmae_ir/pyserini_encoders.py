@@ -10,6 +10,9 @@
 - :class:`DupMAEDocumentEncoder`: a ``pyserini.encode.DocumentEncoder``: ``encode(texts, titles=None)
   -> np.ndarray (B, d)`` (title and text joined like Pyserini's ``AutoDocumentEncoder``);
   ``encode_impacts`` gives the impact dicts of the same forward pass.
+- :func:`tune_faiss_searcher`: ``efSearch`` / ``nprobe`` on a ``FaissSearcher``'s index (HNSW, IVF),
+  as ``dupmae_ir.search`` sets them (Pyserini's searchers call ``index.search`` with whatever the
+  index holds).
 
 Importing this module starts the JVM (:func:`dupmae_ir.java.start_jvm`) because ``pyserini.encode``
 may load Anserini classes; import it only where Pyserini is used.
@@ -70,7 +73,9 @@ class DupMAEQueryEncoder(QueryEncoder):
         return np.asarray(self.embedding[query.strip()], dtype=np.float32)
 
     def encode_batch(self, queries: list[str], batch_size: int = 64) -> np.ndarray:
-        """(Q, d) dense vectors, length-sorted batches."""
+        """(Q, d) dense vectors, length-sorted batches (pre-encoded queries: looked up by text)."""
+        if self.encoder is None:  # FaissSearcher.batch_search calls this on pre-encoded queries too
+            return np.stack([self.encode(q) for q in queries])  # (Q, d)
         return self.encoder.encode_queries(list(queries), batch_size=batch_size).dense
 
 
@@ -111,3 +116,14 @@ class DupMAEDocumentEncoder(DocumentEncoder):
     def encode_impacts(self, texts, titles=None, batch_size: int | None = None) -> list[dict[str, int]]:
         """One ``{token: int}`` per document (top ``doc_topk``, scale ``doc_scale``)."""
         return self.encoder.encode_docs(self._texts(texts, titles), batch_size=batch_size).impacts
+
+
+def tune_faiss_searcher(searcher, ef_search: int | None = None, nprobe: int | None = None) -> dict:
+    """Set the search-time knobs of a Pyserini ``FaissSearcher`` (or any object with a FAISS ``.index``)
+    through :func:`dupmae_ir.dense_index.apply_search_knobs`, the setter ``dupmae_ir.search`` and
+    ``serve`` use: ``efSearch`` on HNSW indexes, ``nprobe`` on IVF ones, None taking the defaults (128,
+    32). Returns the knobs in force, e.g. ``{"faiss": "hnsw", "ef_search": 128}``; a knob the index
+    type lacks is a one-line :class:`~dupmae_ir.errors.UserError`."""
+    from .dense_index import apply_search_knobs
+
+    return apply_search_knobs(searcher.index, ef_search, nprobe, where="the FaissSearcher's index")

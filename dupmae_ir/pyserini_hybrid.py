@@ -14,13 +14,18 @@ The arguments are exactly those of ``python -m pyserini.search.hybrid`` (sub-com
      keeps Pyserini's own meaning;
 3. lifts Lucene's query limit (``LUCENE_MAX_CLAUSES`` terms) in this JVM (a DupMAE query keeps every positive
    vocabulary weight unless ``query_topk`` is set);
-4. runs Pyserini's module with ``runpy.run_module("pyserini.search.hybrid", run_name="__main__")``.
+4. takes ``--ef-search N`` / ``--nprobe N`` out of the ``dense`` section (Pyserini's hybrid CLI parses
+   ``--ef-search`` but never applies it, and has no ``--nprobe``) and sets them on the FAISS index of
+   every ``FaissSearcher`` it opens (:func:`dupmae_ir.dense_index.apply_search_knobs`, as
+   ``dupmae_ir.search`` does; HNSW and IVF indexes only, else a one-line error); without them the
+   values stored in the index file apply (``encode`` writes 128 and 32);
+5. runs Pyserini's module with ``runpy.run_module("pyserini.search.hybrid", run_name="__main__")``.
 
 DupMAE's score (dense + de-quantised sparse) is ``fusion --alpha 1/(s_q*s_d)`` without
 ``--normalization``; with the default scales 100/100 that is ``--alpha 0.0001``. Example::
 
     python -m dupmae_ir.pyserini_hybrid \\
-      dense  --index IDX/dense --encoder CKPT --encoder-class dupmae \\
+      dense  --index IDX/dense --encoder CKPT --encoder-class dupmae [--ef-search 256] \\
       sparse --index IDX/impact --impact --encoder dupmae:CKPT --min-idf -1 \\
       fusion --alpha 0.0001 --hits 1000 \\
       run    --topics queries.tsv --output runs/hybrid.trec --hits 1000 --batch-size 64 --threads 2
@@ -32,6 +37,7 @@ import sys
 from pathlib import Path
 
 ENCODER_CLASS = "dupmae"
+SECTIONS = ("dense", "sparse", "fusion", "run")  # the sub-commands of pyserini.search.hybrid
 IMPACT_PREFIX = "dupmae:"
 # register() replaces Pyserini's private functions, whose shape can change in any release: only the
 # versions the tests ran on are accepted (pyproject.toml pins the same range)
@@ -122,12 +128,56 @@ def register() -> None:
         LuceneImpactSearcher._init_query_encoder_from_str = staticmethod(init_query_encoder_from_str)
 
 
+def split_dense_knobs(argv: list[str]) -> tuple[list[str], int | None, int | None]:
+    """``(argv without them, ef_search, nprobe)``: ``--ef-search`` / ``--nprobe`` taken out of the ``dense``
+    section of a ``pyserini.search.hybrid`` command line (split into sections as Pyserini splits it)."""
+    import argparse
+
+    from .cli import CommandParser, add_dense_knob_args
+
+    parser = CommandParser(prog="python -m dupmae_ir.pyserini_hybrid dense", add_help=False, allow_abbrev=False)
+    add_dense_knob_args(parser)
+    knobs, out, section = argparse.Namespace(ef_search=None, nprobe=None), [], []
+    for token in [*argv, SECTIONS[0]]:  # a sentinel section closes the last one
+        if token in SECTIONS:
+            if section[:1] == ["dense"]:
+                knobs, rest = parser.parse_known_args(section[1:], namespace=knobs)
+                section = ["dense", *rest]
+            out += section
+            section = []
+        section.append(token)
+    return out, knobs.ef_search, knobs.nprobe
+
+
+def set_dense_knobs(ef_search: int | None, nprobe: int | None) -> None:
+    """Every ``FaissSearcher`` this process opens from now on searches with these knobs (its index
+    gets them on load); ``None, None`` restores Pyserini's loader (the values stored in the file)."""
+    from pyserini.search.faiss import FaissSearcher
+
+    original = getattr(FaissSearcher.load_index, "_dupmae_original", FaissSearcher.load_index)
+    if ef_search is None and nprobe is None:
+        FaissSearcher.load_index = original
+        return
+
+    def load_index(self, index_dir: str):
+        from .dense_index import apply_search_knobs
+
+        index, docids = original(self, index_dir)
+        self.dense_search = apply_search_knobs(index, ef_search, nprobe, Path(index_dir) / "index")
+        return index, docids
+
+    load_index._dupmae_original = original
+    FaissSearcher.load_index = load_index
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") and len(argv) == 1:
         print(__doc__)
         print("Pyserini's own help follows.\n")
+    argv, ef_search, nprobe = split_dense_knobs(argv)
     register()
+    set_dense_knobs(ef_search, nprobe)
     sys.argv = ["pyserini.search.hybrid", *argv]
     runpy.run_module("pyserini.search.hybrid", run_name="__main__", alter_sys=True)
 

@@ -11,13 +11,14 @@ from ..cli import (
     CommandParser,
     HelpFormatter,
     add_debug_flag,
+    add_dense_index_args,
     add_encoder_args,
     add_length_args,
+    dense_index_spec,
     nonnegative_int,
     positive_int,
 )
 from ..data.readers import MAX_LINE_BYTES
-from ..dense_index import FAISS_KINDS, DenseIndexSpec
 from ..errors import UserError, run_command
 from ..index import INDEX_OUTPUT, QUERIES_OUTPUT, SHARD_OUTPUT
 from .corpus import encode_corpus, merge_shards
@@ -66,26 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_debug_flag(parser)
     return parser
-
-
-def add_dense_index_args(group) -> None:
-    """``--faiss`` and its build parameters (docs/encoding.md has the table of types by corpus size)."""
-    group.add_argument("--faiss", default="flat", choices=FAISS_KINDS,
-                       help="FAISS index type, inner product: flat (exact), flat-int8 (8-bit scalar quantised, a "
-                            "quarter of the memory), hnsw / hnsw-int8 (graph: fast at 1M+), ivfpq (compressed, for "
-                            "corpora whose vectors do not fit in memory), pq")
-    group.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW graph degree (hnsw, hnsw-int8)")
-    group.add_argument("--ef-construction", type=positive_int, default=200, help="HNSW build beam (hnsw, hnsw-int8)")
-    group.add_argument("--pq-m", type=positive_int, default=None,
-                       help="PQ sub-quantisers of 8 bits (ivfpq, pq; default dim/4; must divide dim)")
-    group.add_argument("--nlist", type=positive_int, default=None,
-                       help="IVF lists (ivfpq; default 4*sqrt(docs), <= docs/39)")
-
-
-def dense_index_spec(args) -> DenseIndexSpec:
-    """The FAISS index type and parameters given on the command line."""
-    return DenseIndexSpec(args.faiss, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, pq_m=args.pq_m,
-                          nlist=args.nlist)
 
 
 def build_merge_parser() -> argparse.ArgumentParser:

@@ -10,9 +10,11 @@ from ..cli import (
     CommandParser,
     HelpFormatter,
     add_debug_flag,
+    add_dense_index_args,
     add_fusion_args,
     add_length_args,
     add_search_args,
+    dense_index_spec,
     fusion_from_args,
 )
 from ..errors import UserError, run_command
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_search_args(sp, modes_default=MODES, modes=SEARCH_MODES).description = (
             "--mode with no value runs BM25 alone (nothing is encoded); hybrid+bm25 fuses the hybrid run with "
             "eval's own BM25 index of each collection (no --bm25-index), as `dupmae_ir.search` does")
+        add_dense_index_args(sp.add_argument_group(
+            "dense index (built when a collection has no index yet; a non-flat type gets its own folders)"))
         add_fusion_args(sp)
         add_length_args(sp, note="default: documents 512 on BEIR, queries 512 on ArguAna, else the checkpoint's")
         add_debug_flag(sp)
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                             baseline_backbone=backbone,
                             force_search=args.force_search, hits=args.hits, batch_size=args.batch_size,
                             threads=args.threads, depth=args.depth, min_idf=args.min_idf,
-                            ef_search=args.ef_search, nprobe=args.nprobe,
+                            ef_search=args.ef_search, nprobe=args.nprobe, dense_index=dense_index_spec(args),
                             doc_max_length=args.doc_max_length, query_max_length=args.query_max_length,
                             fusion=fusion_from_args(args))
     ev = Evaluator(args.suite, settings)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data.resolve import DROP_QUERY_ID_DATASETS
+from ..dense_index import DenseIndexSpec
 from ..runs import HYBRID_BM25, MODES, FusionConfig, score_run, write_trec
 from .baselines import BACKBONE, BM25_BACKBONE
 from .significance import paired_against
@@ -126,6 +127,7 @@ class EvalSettings:
     min_idf: float = -1
     ef_search: int | None = None  # FAISS knobs of HNSW / IVF indexes (dupmae_ir.dense_index defaults)
     nprobe: int | None = None
+    dense_index: DenseIndexSpec = field(default_factory=DenseIndexSpec)  # the FAISS type encode builds (--faiss)
     doc_max_length: int | None = None  # None: BEIR_DOC_MAX_LENGTH on BEIR, the checkpoint's on MS MARCO
     query_max_length: int | None = None  # None: LONG_QUERY_MAX_LENGTH, else the checkpoint's
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -155,6 +157,10 @@ class Evaluator:
 
             self.encoder_fp = checkpoint_fingerprint(resolve_model_path(settings.encoder))
         self.tag = encoder_tag(settings.encoder, self.encoder_fp)
+        self.dense_search = None
+        if settings.modes:  # checked before anything is encoded; a non-flat type gets folders of its own
+            self.dense_search = settings.dense_index.search_knobs(settings.ef_search, settings.nprobe)
+            self.tag += "" if settings.dense_index.kind == "flat" else f"-{settings.dense_index.label()}"
         self.out = Path(settings.output) / suite / self.tag
         self.index_root = Path(settings.index_root)
         self.runs_root = Path(settings.runs) / suite
@@ -180,10 +186,12 @@ class Evaluator:
         change its numbers (a result file recording anything else is computed again)."""
         doc_len, query_len = self.lengths(unit)
         corpus, split = self.corpus_fingerprint(coll), _split_for(coll, unit)
-        depends = {"inputs": {"encoder": self.encoder_fp, "corpus": corpus},
-                   "modes": list(self.args.modes), "bm25": self.args.bm25, "hits": self.args.hits,
-                   "depth": self.args.depth, "min_idf": self.args.min_idf, "fusion": asdict(self.fusion),
-                   "lengths": [doc_len, query_len], "split": split}
+        spec = self.args.dense_index
+        depends = {"inputs": {"encoder": self.encoder_fp, "corpus": corpus}, "modes": list(self.args.modes),
+                   "bm25": self.args.bm25, "hits": self.args.hits, "depth": self.args.depth,
+                   "min_idf": self.args.min_idf, "fusion": asdict(self.fusion), "lengths": [doc_len, query_len],
+                   "split": split, "dense_index": {"faiss": spec.kind, "params": spec.build_params()},
+                   "dense_search": self.dense_search}
         if self.backbone is not None:  # only then: results of runs without it stay reusable
             depends["baseline_backbone"] = self.backbone.depends_on(
                 corpus, (doc_len, query_len), split, self.args.hits, unit.name in DROP_QUERY_ID_DATASETS)
@@ -211,6 +219,11 @@ class Evaluator:
         if recorded.get("encoder") is not None and differ:
             raise UserError(index, "was built from other inputs than this eval's: " + "; ".join(differ),
                             "pass another --index-root, or remove this index folder to build it again")
+        dense = meta.get("dense")
+        differ = self.args.dense_index.differs_from(dense) if isinstance(dense, dict) else []
+        if differ:
+            raise UserError(index, "holds a FAISS index of " + "; ".join(differ),
+                            "pass the --faiss flags it was built with, or remove this index folder to build it again")
         built = meta.get("retriever", {}).get("doc_max_length")
         if doc_len is not None and built is not None and built != doc_len:  # no recorded length: taken as is
             raise UserError(index, f"was encoded with documents of {built} pieces, {doc_len} asked",
@@ -242,11 +255,13 @@ class Evaluator:
             if world():  # under torchrun every process encodes a share; rank 0 alone searches and scores
                 from ..encode.distributed import encode_corpus_distributed
 
-                encode_corpus_distributed(coll, index, encoder=self.args.encoder, doc_max_length=doc_len)
+                encode_corpus_distributed(coll, index, encoder=self.args.encoder, doc_max_length=doc_len,
+                                          faiss=self.args.dense_index)
             else:
                 from ..encode import encode_corpus
 
-                encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len, device="auto")
+                encode_corpus(coll, index, encoder=self.args.encoder, doc_max_length=doc_len, device="auto",
+                              faiss=self.args.dense_index)
         elif self.args.modes:
             self._check_index(index, coll, doc_len)
         if is_worker():
@@ -255,7 +270,7 @@ class Evaluator:
         split = _split_for(coll, unit)
         queries, qrels = coll.queries(split), coll.qrels(split)
         drop = unit.name in DROP_QUERY_ID_DATASETS
-        runs, dense_search, bm25_index = {}, None, None
+        runs, dense_search, dense_index, bm25_index = {}, None, None, None
         if self.args.bm25 or HYBRID_BM25 in self.args.modes:  # hybrid+bm25 fuses a BM25 run of its own
             from ..bm25 import build_bm25_index
 
@@ -267,8 +282,7 @@ class Evaluator:
             cache_key = (unit.name, "searcher")
             from ..search import DupMAESearcher
 
-            # the query encoder is the one recorded in the index (dupmae_index.json); hybrid+bm25 is the
-            # searcher's own mode, the run `dupmae_ir.search --mode hybrid+bm25 --bm25-index` writes
+            # the index's own query encoder; hybrid+bm25 is the run `dupmae_ir.search --mode hybrid+bm25` writes
             searcher = queries_cache.get(cache_key) or DupMAESearcher(
                 index, threads=self.args.threads, min_idf=self.args.min_idf, query_max_length=query_len,
                 ef_search=self.args.ef_search, nprobe=self.args.nprobe,
@@ -276,6 +290,7 @@ class Evaluator:
             queries_cache.clear()
             queries_cache[cache_key] = searcher  # msmarco: one searcher for its three splits
             dense_search = searcher.dense_search
+            dense_index = searcher.info.meta.get("dense")  # type and build parameters, as the index records them
             runs.update(searcher.search_all(queries, self.args.modes, self.args.hits, self.args.depth,
                                             self.fusion, self.args.batch_size, drop_query_id=drop))
         timings["search"] = time.perf_counter() - t
@@ -322,7 +337,8 @@ class Evaluator:
                             lengths={"doc_max_length": doc_len, "query_max_length": query_len},
                             encoder=self.args.encoder, index=str(index) if self.args.modes else None, runs=run_files,
                             baseline_backbone=self.args.baseline_backbone,
-                            fusion=asdict(self.fusion), dense_search=dense_search, depends_on=depends_on,
+                            fusion=asdict(self.fusion), dense_search=dense_search, dense_index=dense_index,
+                            depends_on=depends_on,
                             seconds={k: round(v, 2) for k, v in timings.items()})
         write_json(path, result)
         return result
