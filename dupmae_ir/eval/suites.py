@@ -273,7 +273,6 @@ class Evaluator:
         runs, dense_search, dense_index, bm25_index = {}, None, None, None
         if self.args.bm25 or HYBRID_BM25 in self.args.modes:  # hybrid+bm25 fuses a BM25 run of its own
             from ..bm25 import build_bm25_index
-
             t = time.perf_counter()
             bm25_index = build_bm25_index(coll, self.index_root / "bm25" / unit.name, threads=self.args.threads)
             timings["bm25_index"] = time.perf_counter() - t
