@@ -31,6 +31,7 @@ def main() -> int:
     p.add_argument("--index", action="append", default=[], metavar="NAME=DIR",
                    help="a toolkit index of the collection (e.g. the one `dupmae_ir.adapt` leaves): its dense, impact "
                         "and hybrid runs come from `dupmae_ir.search`'s searcher (the product path), no re-encoding")
+    p.add_argument("--about", default="", help="what the models and indexes are (how each was made), for the report")
     p.add_argument("--no-cls-backbone", action="store_true", help="skip the backbone's [CLS] row (one encode less)")
     p.add_argument("--backbone", default="default")
     p.add_argument("--collection", default=str(ROOT.parent / "shared/data/nfcorpus-orig-preprocessed"))
@@ -118,11 +119,12 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.report:
-        what = (f"SciFact-trained models applied unchanged to `{portable(args.collection)}` ({args.split} split, "
-                f"{len(queries)} queries, {len(docs):,} documents), documents {args.doc_max_length} pieces, "
-                f"queries {args.query_max_length}; exhaustive in-memory scoring, {str(dtype).replace('torch.', '')} "
-                "encoders (`bench/transfer.py`). The collection has no training split: it serves as the transfer "
-                "dev collection, read once per row.")
+        what = (f"Models on `{portable(args.collection)}` ({args.split} split, {len(queries)} queries, "
+                f"{len(docs):,} documents), documents {args.doc_max_length} pieces, queries {args.query_max_length}; "
+                f"`--model` rows: exhaustive in-memory scoring, {str(dtype).replace('torch.', '')} encoders; "
+                "`--index` rows: the toolkit index searched by `dupmae_ir.search`'s searcher (`bench/transfer.py`). "
+                "The collection has no training split: each number is read once and reported as it is. "
+                + args.about)
         write_report(args.report, header("Transfer: SciFact-trained models on another collection", what) + "\n" + text)
     return 0
 
