@@ -41,6 +41,7 @@ def _result(root, tag) -> dict:
     return json.loads((root / "eval" / "beir" / tag / "results" / "scifact.json").read_text())
 
 
+@pytest.mark.slow  # eval end to end three times (flat, then HNSW built and searched twice): a pipeline test
 def test_eval_builds_records_and_never_reuses_another_type(setup, capsys):
     root, ckpt = setup
     flat_tag, hnsw_tag = _tag(ckpt), f"{_tag(ckpt)}-hnsw-m8-efc16"
