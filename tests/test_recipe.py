@@ -203,6 +203,7 @@ def test_every_setting_is_a_flag():
     assert training_arguments((plain.training, plain.pretrain), output_dir="o").head_learning_rate == 0.5
 
 
+@pytest.mark.slow  # a whole selection run of the recipe (pre-training, stage 1, dev scoring) on a toy collection
 def test_selection_run_reads_no_test_split(tmp_path):
     """``test=False`` (what bench/recipe_study.py runs): dev rows only, nothing indexed, and the test
     split is never read (its qrels file is removed here)."""
