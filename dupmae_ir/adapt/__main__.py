@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ..cli import CommandParser, HelpFormatter, max_length, positive_float, positive_int, unit_float
+from ..cli import CommandParser, HelpFormatter, max_length, nonnegative_int, positive_float, positive_int, unit_float
 from ..errors import add_debug_flag, run_command
 from ..recipe.config import RECIPE_PRECISIONS
 from .config import AdaptConfig
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--overwrite", action="store_true", help="redo the steps whose settings changed since an "
                                                              "earlier run of OUTPUT (never others' files)")
     s = p.add_argument_group("steps")
-    s.add_argument("--pretrain-steps", type=int, default=D.pretrain_steps, metavar="N",
+    s.add_argument("--pretrain-steps", type=nonnegative_int, default=D.pretrain_steps, metavar="N",
                    help="DupMAE pre-training steps on the target corpus (0: skip)")
     s.add_argument("--pretrain-lr", type=positive_float, metavar="X", default=D.pretrain_lr,
                    help="pre-training learning rate")
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="document pieces in the teacher and the index")
     s.add_argument("--query-max-length", type=max_length, metavar="N", default=D.query_max_length,
                    help="query pieces in the teacher, training and search")
-    s.add_argument("--seed", type=int, metavar="N", default=D.seed,
+    s.add_argument("--seed", type=nonnegative_int, metavar="N", default=D.seed,
                    help="seed of sampling, pre-training and fine-tuning")
     s.add_argument("--precision", default=D.precision, choices=RECIPE_PRECISIONS,
                    help="training and encoding precision (auto: bf16 on CPUs with native bf16, else fp32)")
