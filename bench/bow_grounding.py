@@ -1,14 +1,18 @@
 """How lexical a DupMAE model's bag-of-words is, beside BM25 on the same queries.
 
     python bench/bow_grounding.py --model CKPT [--corpus default] [--split test] [--report eval/bow-grounding.md]
+    # on the dev split a fine-tuning with --holdout-fraction 0.2 left out, both query-term settings
+    python bench/bow_grounding.py --model CKPT --split train --holdout-fraction 0.2 --query-terms all own
 
 For one checkpoint on one collection: the impact run alone (the bag-of-words, exhaustive float scoring
 in memory, :class:`dupmae_ir.search.exact.ExactSearcher`), the dense and hybrid runs, and BM25 (Pyserini,
 flat index), each scored with nDCG@10 and R@100, the impact and hybrid runs tested against BM25 (paired
 t and randomisation tests over the queries); and the grounded share: per query, how many of its ten
 heaviest impact terms are word pieces of its own text (the model's tokenizer,
-:meth:`dupmae_ir.inference.DupMAEEncoder.grounded_shares`), averaged, with examples. Writes a Markdown
-report (command, date, machine, commit).
+:meth:`dupmae_ir.inference.DupMAEEncoder.grounded_shares`), averaged, with examples. With several
+``--query-terms`` (``all``: the model's expansion; ``own``: the query's own pieces only) each setting gets
+its impact and hybrid runs and shares over the same document encoding, each tested against the first.
+Writes a Markdown report (command, date, machine, commit).
 """
 from __future__ import annotations
 
@@ -39,6 +43,11 @@ def main() -> int:
     p.add_argument("--model", required=True, help="DupMAE checkpoint (a fine-tuned one; 'default' = the backbone)")
     p.add_argument("--corpus", default="default", help="collection (default: the bundled SciFact)")
     p.add_argument("--split", default="test")
+    p.add_argument("--holdout-fraction", type=float, default=0.0,
+                   help="score only the dev part of --split that fine-tuning with this holdout left out")
+    p.add_argument("--holdout-seed", type=int, default=13)
+    p.add_argument("--query-terms", nargs="+", choices=("all", "own"), default=None,
+                   help="query-term settings to compare (default: the checkpoint's)")
     p.add_argument("--doc-max-length", type=int, default=128)
     p.add_argument("--terms", type=int, default=10, help="heaviest impact terms per query (default 10)")
     p.add_argument("--examples", type=int, default=5, help="queries shown with their terms (the first N)")
@@ -60,7 +69,12 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     coll = resolve(args.corpus)
-    queries, qrels = coll.queries(args.split), coll.qrels(args.split)
+    if args.holdout_fraction:
+        from dupmae_ir.data.splits import dev_split
+
+        queries, qrels = dev_split(coll, args.split, args.holdout_fraction, args.holdout_seed)
+    else:
+        queries, qrels = coll.queries(args.split), coll.qrels(args.split)
     queries = {q: t for q, t in queries.items() if q in qrels}  # the judged queries
     docs = {d.id: doc_text(d) for d in coll.iter_docs()}
     start = time.time()
@@ -70,29 +84,40 @@ def main() -> int:
     dtype = resolve_dtype("auto", "cpu")
     retriever = ExactSearcher(model, tok, doc_max_length=args.doc_max_length, dtype=dtype)
     retriever.index(list(docs), list(docs.values()))
-    runs = {"BM25 (Pyserini, flat)": bm25,
-            **{f"{mode} (in memory)": run for mode, run in retriever.search(queries, k=1000).items()}}
+    settings = args.query_terms or [model.config.query_terms]
+    runs, shares, examples = {"BM25 (Pyserini, flat)": bm25}, {}, {}
     texts = list(queries.values())
-    shares = retriever.encoder.grounded_shares(texts, k=args.terms)
-    counted = [s for s in shares if s is not None]
-    examples = top_terms(retriever.encoder, texts[:args.examples], args.terms)
+    for terms in settings:
+        retriever.query_terms = terms
+        found = retriever.search(queries, k=1000)
+        runs |= {f"{mode} (in memory, query terms {terms})": found[mode]
+                 for mode in found if mode != "dense" or terms == settings[0]}
+        encoder = retriever.encoder.with_config(query_terms=terms)
+        shares[terms] = [s for s in encoder.grounded_shares(texts, k=args.terms) if s is not None]
+        examples[terms] = top_terms(encoder, texts[:args.examples], args.terms)
     seconds = time.time() - start
 
-    body = ["| system | nDCG@10 | R@100 | against BM25: B - A (95% CI), t-test p / randomisation p |",
-            "|---|---|---|---|"]
+    first = settings[0]
+    body = ["| system | nDCG@10 | R@100 | against BM25: B - A (95% CI), t-test p / randomisation p | "
+            f"against query terms {first} (same mode) |", "|---|---|---|---|---|"]
     for name, run in runs.items():
         s = score_run(run, qrels, ("nDCG@10", "R@100")).values
         vs = "" if name.startswith("BM25") else compare_runs(bm25, run, qrels).summary()
-        body.append(f"| {name} | {s['nDCG@10']:.4f} | {s['R@100']:.4f} | {vs} |")
-    mean = statistics.mean(counted) if counted else float("nan")
-    body += ["", f"Grounded share: **{mean:.1%}** of a query's {args.terms} heaviest impact terms are word pieces of "
-                 f"its own text (mean over {len(counted)} of {len(texts)} {args.split} queries with a positive term; "
-                 f"{sum(s >= 0.6 for s in counted)} queries at 60% or more). Query terms as the checkpoint prunes them "
-                 f"(query top-k {retriever.encoder.config.query_topk}), before quantisation.", "",
-             "Examples (the first queries; pieces of the query's own text in bold):", ""]
-    body += [f"- \"{text}\": " + ", ".join(f"**{t}**" if own else t for t, _, own in terms)
-             for text, terms in zip(texts, examples)]
-    body += ["", f"Model `{args.model}`; collection `{args.corpus}` ({args.split}, {len(queries)} judged queries, "
+        base = name.replace(name[name.index("query terms"):-1], f"query terms {first}") if "terms" in name else name
+        vs_first = compare_runs(runs[base], run, qrels).summary() if base != name else ""
+        body.append(f"| {name} | {s['nDCG@10']:.4f} | {s['R@100']:.4f} | {vs} | {vs_first} |")
+    split = f"{args.split} ({args.holdout_fraction:.0%} dev part)" if args.holdout_fraction else args.split
+    for terms in settings:
+        counted = shares[terms]
+        mean = statistics.mean(counted) if counted else float("nan")
+        body += ["", f"Grounded share, query terms {terms}: **{mean:.1%}** of a query's {args.terms} heaviest impact "
+                     f"terms are word pieces of its own text (mean over {len(counted)} of {len(texts)} {split} queries "
+                     f"with a positive term; {sum(s >= 0.6 for s in counted)} queries at 60% or more). Query terms as "
+                     f"the checkpoint prunes them (query top-k {retriever.encoder.config.query_topk}), before "
+                     "quantisation.", "", "Examples (the first queries; pieces of the query's own text in bold):", ""]
+        body += [f"- \"{text}\": " + ", ".join(f"**{t}**" if own else t for t, _, own in found)
+                 for text, found in zip(texts, examples[terms])]
+    body += ["", f"Model `{args.model}`; collection `{args.corpus}` ({split}, {len(queries)} judged queries, "
                  f"{len(docs)} documents at {args.doc_max_length} pieces); encoding {dtype}; "
                  f"{seconds:.0f} s."]
     text = report_header("The bag-of-words: grounded share and impact-only retrieval",

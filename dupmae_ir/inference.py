@@ -19,7 +19,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .modeling.bow import grounded_share, packed_pool_pays, quantize, sparsify, to_impact_dicts, topk_entries
+from .modeling.bow import (
+    grounded_share,
+    keep_own_pieces,
+    packed_pool_pays,
+    quantize,
+    sparsify,
+    to_impact_dicts,
+    topk_entries,
+)
 from .modeling.model import DupMAEModel, PoolingPlan, RepresentationConfig
 from .precision import DTYPES, INT8, INT8_HEAD, autocast_dtype, default_device, resolve_dtype
 
@@ -91,11 +99,15 @@ class DupMAEEncoder:
         """This encoder (same model, shared) with other maximum lengths; ``None`` keeps the current one."""
         if query_max_length is None and doc_max_length is None:
             return self
+        return self.with_config(**{k: v for k, v in (("query_max_length", query_max_length),
+                                                     ("doc_max_length", doc_max_length)) if v is not None})
+
+    def with_config(self, **changes) -> DupMAEEncoder:
+        """This encoder (same model, shared) with these :class:`RepresentationConfig` fields changed."""
         import copy
 
         other = copy.copy(self)
-        other.config = replace(self.config, **{k: v for k, v in (("query_max_length", query_max_length),
-                                                               ("doc_max_length", doc_max_length)) if v is not None})
+        other.config = replace(self.config, **changes)
         self._check_lengths(other.config)
         return other
 
@@ -167,23 +179,27 @@ class DupMAEEncoder:
 
     def batches(self, texts: Sequence[str], max_length: int, batch_size: int | None, need_sparse: bool = True,
                 pooling: str = "cls", lengths: Sequence[int] | None = None, progress: str | None = None,
-                prepared: list | None = None):
+                prepared: list | None = None, own_pieces: bool = False):
         """Yield ``(rows, dense (b, d), bow (b, V) or None)`` over ``texts`` in batches of ``batch_size``,
         longest first (by token count, or by ``lengths`` when given); ``rows`` index into ``texts``.
-        ``prepared``: the batches of :meth:`prepare`, made ahead."""
+        ``prepared``: the batches of :meth:`prepare`, made ahead. ``own_pieces``: each bag-of-words keeps
+        only the word pieces of its own text (queries under ``query_terms="own"``)."""
         from tqdm import tqdm
 
         prepared = prepared if prepared is not None else self.prepare(texts, max_length, batch_size, lengths)
         for rows, input_ids, mask in tqdm(prepared, desc=progress, disable=progress is None, unit="batch"):
             dense, bow = self.forward_arrays(input_ids, mask, need_sparse, pooling)
+            if own_pieces and bow is not None:
+                bow = keep_own_pieces(bow, *(torch.from_numpy(a).to(bow.device) for a in (input_ids, mask)))
             yield rows, dense, bow
 
     def _encode(self, texts: list[str], max_length: int, topk: int | None, scale: float,
-                keep_weights: bool, batch_size: int | None, min_weight: float = 0.0) -> EncodedBatch:
+                keep_weights: bool, batch_size: int | None, min_weight: float = 0.0,
+                own_pieces: bool = False) -> EncodedBatch:
         dense = np.zeros((len(texts), self.model.dense_dim), dtype=np.float32)  # (N, d)
         impacts: list[dict[str, int] | None] = [None] * len(texts)
         weights_all = torch.zeros(len(texts), len(self.vocab)) if keep_weights else None  # (N, V)
-        for rows, d, bow in self.batches(texts, max_length, batch_size):
+        for rows, d, bow in self.batches(texts, max_length, batch_size, own_pieces=own_pieces):
             weights = sparsify(bow, topk, min_weight)  # (b, V)
             dense[rows] = d.cpu().numpy()
             for i, row in zip(rows, to_impact_dicts(quantize(weights, scale).cpu(), self.vocab)):
@@ -221,11 +237,11 @@ class DupMAEEncoder:
 
     def encode_queries(self, texts: list[str], keep_weights: bool = False,
                        batch_size: int | None = None) -> EncodedBatch:
-        """Queries: ``query_max_length``, ``query_topk`` (None keeps all), weights below
-        ``query_min_weight`` dropped, scale ``query_scale``."""
+        """Queries: ``query_max_length``, ``query_terms`` (``own``: only the query's own word pieces),
+        ``query_topk`` (None keeps all), weights below ``query_min_weight`` dropped, scale ``query_scale``."""
         c = self.config
         return self._encode(texts, c.query_max_length, c.query_topk, c.query_scale, keep_weights, batch_size,
-                            c.query_min_weight)
+                            c.query_min_weight, own_pieces=c.query_terms == "own")
 
     def grounded_shares(self, texts: list[str], k: int = 10, batch_size: int | None = 64) -> list[float | None]:
         """Per query, the share of its ``k`` heaviest impact terms (as :meth:`encode_queries` weights them)

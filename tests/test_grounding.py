@@ -40,3 +40,48 @@ def test_encoder_grounded_shares_use_the_query_pieces(tmp_path):
         top = [encoder.tokenizer.convert_ids_to_tokens(int(i)) for i in row.topk(10).indices if row[i] > 0]
         assert share == pytest.approx(sum(t in own for t in top) / len(top))
         assert "[CLS]" not in own
+
+
+def test_keep_own_pieces_zeroes_every_entry_outside_the_row_text():
+    from dupmae_ir.modeling.bow import keep_own_pieces
+
+    w = torch.arange(1.0, 21.0).repeat(2, 1)  # (2, 20): every entry positive
+    ids = torch.tensor([[1, 5, 7, 2, 0], [1, 9, 2, 0, 0]])  # [CLS]=1 ... [SEP]=2, padding id 0
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    kept = keep_own_pieces(w, ids, mask)
+    assert kept[0].nonzero().flatten().tolist() == [1, 2, 5, 7]
+    assert kept[1].nonzero().flatten().tolist() == [1, 2, 9]  # padding (id 0) is not a piece of the text
+    assert kept[0, 5] == w[0, 5] and kept[1, 9] == w[1, 9]  # kept entries keep their weight
+
+
+def test_query_terms_own_weights_only_the_query_pieces_and_leaves_dense_and_documents_alone(tmp_path):
+    """query_terms="own": every impact term of a query is one of its word pieces (share 1.0, where "all"
+    expands), the dense vector and the document side are unchanged; the exhaustive searcher agrees."""
+    from dupmae_ir.inference import DupMAEEncoder
+    from dupmae_ir.modeling.model import DupMAEModel
+    from dupmae_ir.search.exact import ExactSearcher
+
+    path = str(build_tiny_checkpoint(tmp_path / "tiny", seed=2))
+    expand = DupMAEEncoder(path)
+    own = expand.with_config(query_terms="own")
+    texts = ["vitamin d deficiency and bone density", "inductive biomaterials"]
+    a, b = expand.encode_queries(texts), own.encode_queries(texts)
+    assert (a.dense == b.dense).all()
+    for text, full, kept in zip(texts, a.impacts, b.impacts):
+        pieces = set(expand.tokenizer.tokenize(text))
+        assert kept and set(kept) <= pieces and not set(full) <= pieces  # the tiny model expands; own does not
+        assert all(full[t] == kept[t] for t in kept if t in full)  # same weights on the pieces both keep
+    assert own.grounded_shares(texts) == [1.0, 1.0]
+    assert expand.encode_docs(texts).impacts == own.encode_docs(texts).impacts
+    with pytest.raises(ValueError, match="query_terms"):
+        expand.with_config(query_terms="some")
+
+    model, tok = DupMAEModel.from_pretrained(path)
+    docs = ["bone density falls with vitamin d deficiency", "biomaterials can be inductive", "an unrelated text"]
+    runs = {terms: ExactSearcher(model, tok, query_terms=terms).index(["d1", "d2", "d3"], docs, progress=False)
+            .search({"q": texts[0]}, k=3, modes=("impact",))["impact"]["q"] for terms in ("all", "own")}
+    impacts = dict(zip(["d1", "d2", "d3"], own.encode_docs(docs).impacts))
+    expected = {d: sum(w * imp.get(t, 0) for t, w in b.impacts[0].items()) / 100 / 100 for d, imp in impacts.items()}
+    for docid, score in runs["own"]:
+        assert score == pytest.approx(expected[docid], rel=0.02, abs=0.02)
+    assert runs["own"] != runs["all"]

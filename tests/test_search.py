@@ -121,6 +121,34 @@ def test_cli_writes_runs_and_provenance(slice_index, tmp_path, monkeypatch):
     assert sum(fp32[q][0][0] == bf16[q][0][0] for q in queries) >= 0.8 * len(queries)
 
 
+def test_query_terms_own_searches_only_the_query_pieces_and_is_recorded(slice_index, tmp_path, monkeypatch):
+    """``--query-terms own``: the impact run is the exact dot product of the query's own pieces with the
+    documents, the setting is in the run's provenance, and pre-encoded queries refuse it."""
+    from dupmae_ir.runs import read_trec
+    from dupmae_ir.search import DupMAESearcher
+    from dupmae_ir.search.__main__ import main
+
+    index_dir, doc_impacts, queries = slice_index
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("".join(f"{q}\t{t}\n" for q, t in queries.items()))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--index", str(index_dir), "--topics", str(topics), "--mode", "impact", "--hits", "300",
+                 "--query-terms", "own", "--output", "own.trec"]) == 0
+    assert json.loads((tmp_path / "own.trec.json").read_text())["query_config"]["query_terms"] == "own"
+    run = read_trec(tmp_path / "own.trec")
+    encoder = DupMAESearcher(index_dir, query_terms="own").encoder
+    for q, text in queries.items():
+        qimp = encoder.encode_queries([text]).impacts[0]
+        assert set(qimp) <= set(encoder.tokenizer.tokenize(text))
+        for docid, score in run.get(q, []):  # a query none of whose pieces a document holds finds nothing
+            assert score == sum(w * doc_impacts[docid].get(t, 0) for t, w in qimp.items())
+    assert sum(map(len, run.values())) > 100
+    from dupmae_ir.errors import UserError
+
+    with pytest.raises(UserError, match="--query-terms: invalid choice"):
+        main(["--index", str(index_dir), "--topics", str(topics), "--query-terms", "some"])
+
+
 def test_pre_encoded_queries_are_used_as_given(slice_index, tiny_checkpoint, tmp_path):
     """``encoded_queries``: the folder of ``dupmae_ir.encode.encode_queries`` replaces live encoding
     (what stock Pyserini reads), and the impact scores are exact dot products with those weights."""

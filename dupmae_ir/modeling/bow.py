@@ -317,6 +317,14 @@ def sparsify(weights: torch.Tensor, k: int | None, min_weight: float = 0.0) -> t
     return weights
 
 
+def keep_own_pieces(weights: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``weights`` (B, V) with every entry zeroed that is not a word piece of its row's own text
+    (``input_ids`` (B, L) where ``attention_mask`` (B, L) is 1): a query without expansion."""
+    own = torch.zeros_like(weights, dtype=torch.bool)  # (B, V)
+    own.scatter_(1, input_ids.long() * attention_mask.long(), attention_mask.bool())  # padding -> id 0, False
+    return weights * own
+
+
 def topk_entries(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest entries of each row (B, V) as ``(values (B, k), indices (B, k))``: what
     :func:`topk_sparsify` keeps, without the dense (B, V) copy."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..index import QUERY_TERMS
 from ..java import LUCENE_MAX_CLAUSES
 from .backbone import load_masked_lm, load_tokenizer, resolve_model_path
 from .bow import (
@@ -61,6 +62,8 @@ class RepresentationConfig:
     # searches DupMAE queries unpatched (an untrimmed query holds ~30k positive entries). None: keep all.
     query_topk: int | None = LUCENE_MAX_CLAUSES
     query_min_weight: float = 0.0  # query weights below this are dropped before quantisation (0: keep all)
+    # "own": a query weights only the word pieces of its own text (no expansion; documents still expand)
+    query_terms: str = "all"
     doc_scale: float = 100.0  # integer impact = round(weight * scale)
     query_scale: float = 100.0
     query_max_length: int = 32
@@ -70,6 +73,8 @@ class RepresentationConfig:
 
     def __post_init__(self):
         self.activation = canonical_activation(self.activation)  # old configs: "relu"
+        if self.query_terms not in QUERY_TERMS:
+            raise ValueError(f"query_terms={self.query_terms!r}; valid: {QUERY_TERMS}")
 
     @classmethod
     def load(cls, folder: str | Path) -> RepresentationConfig:

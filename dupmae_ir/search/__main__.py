@@ -21,6 +21,7 @@ from ..cli import (
     unit_float,
 )
 from ..errors import UserError, run_command
+from ..index import QUERY_TERMS
 from ..precision import TRAINING_DTYPES
 from ..runs import HYBRID_BM25, SEARCH_MODES, claim_run_file, write_trec
 from .searcher import DupMAESearcher
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep each query's N largest impact weights (default: the index's query_topk)")
     q.add_argument("--query-min-weight", type=nonnegative_float, default=None,
                    help="drop query impact weights below this, before quantisation (default: the index's)")
+    q.add_argument("--query-terms", choices=QUERY_TERMS, default=None,
+                   help="own: a query weights only its own word pieces, no expansion (default: the index's)")
     add_length_args(p, doc=False)
     add_fusion_args(p)
     b = p.add_argument_group("BM25 (mode hybrid+bm25)")
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--bm25-index", "is needed by --mode hybrid+bm25 and only by it",
                         "pass both or neither (a BM25 index: `python -m dupmae_ir.bm25 --corpus C --index DIR`)")
     given = [flag for flag, value in (("--query-topk", args.query_topk), ("--query-min-weight", args.query_min_weight),
-                                      ("--query-max-length", args.query_max_length)) if value is not None]
+                                      ("--query-max-length", args.query_max_length),
+                                      ("--query-terms", args.query_terms)) if value is not None]
     if args.encoded_queries and given:  # pre-encoded queries carry the settings they were encoded with
         raise UserError(given[0], "has no effect with --encoded-queries",
                         f"drop it, or encode the topics again with it (`dupmae_ir.encode --topics ... {given[0]} ...`)")
@@ -121,7 +125,8 @@ def _search(args, queries: dict, claims: dict) -> int:
                               query_max_length=args.query_max_length, query_topk=args.query_topk,
                               query_min_weight=args.query_min_weight, bm25_index=args.bm25_index,
                               bm25_k1=args.bm25_k1, bm25_b=args.bm25_b, ef_search=args.ef_search,
-                              nprobe=args.nprobe, allow_other_encoder=args.allow_other_encoder)
+                              nprobe=args.nprobe, allow_other_encoder=args.allow_other_encoder,
+                              query_terms=args.query_terms)
     fusion = fusion_from_args(args)
     t1 = time.perf_counter()
     args.hits = min(args.hits, searcher.size)  # the run and its provenance hold what an index can give
@@ -143,7 +148,8 @@ def _search(args, queries: dict, claims: dict) -> int:
             dense_search=searcher.dense_search if mode != "impact" else None,
             query_config=None if args.encoded_queries else {  # pre-encoded: see their own provenance
                 k: getattr(searcher.encoder.config, k)
-                for k in ("query_max_length", "query_topk", "query_min_weight", "query_scale")} | {"dtype": args.dtype},
+                for k in ("query_max_length", "query_topk", "query_min_weight", "query_scale", "query_terms")}
+            | {"dtype": args.dtype},
             index_meta=searcher.info.meta))
         print(f"{mode}: {len(run)} queries -> {out}", file=sys.stderr)
     print(f"searched {len(queries)} queries in {t2 - t1:.1f} s ({len(queries) / max(t2 - t1, 1e-9):.1f} q/s; "

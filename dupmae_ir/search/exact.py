@@ -32,7 +32,7 @@ class ExactSearcher:
     def __init__(self, model, tokenizer, doc_max_length: int | None = None, query_max_length: int | None = None,
                  doc_topk: int | None = None, query_topk: int | None = None, batch_size: int = 32,
                  need_sparse: bool = True, pooling: str = "cls", device: str | torch.device | None = None,
-                 dtype: str = "fp32"):
+                 dtype: str = "fp32", query_terms: str | None = None):
         if dtype not in FLOAT_DTYPES:
             raise ValueError(f"dtype={dtype!r}; valid: {FLOAT_DTYPES}")
         if pooling != "cls" and need_sparse:
@@ -46,6 +46,7 @@ class ExactSearcher:
         self.doc_topk = cfg.doc_topk if doc_topk is None else doc_topk
         self.query_topk = cfg.query_topk if query_topk is None else query_topk
         self.query_min_weight = cfg.query_min_weight
+        self.query_terms = query_terms or cfg.query_terms  # "own": queries weight only their own pieces
         self.batch_size = batch_size
         self.need_sparse = need_sparse
         self.pooling = pooling
@@ -54,12 +55,13 @@ class ExactSearcher:
         self.sparse: torch.Tensor | None = None  # (N, V) sparse CSR
 
     def _encode(self, texts: Sequence[str], max_length: int, topk: int | None, progress: str | None = None,
-                min_weight: float = 0.0):
+                min_weight: float = 0.0, own_pieces: bool = False):
         """-> (order, dense (n, d), sparse CSR (n, V) or None), rows in ``order`` (longest first)."""
         order, dense_parts, sparse_parts = [], [], []
         # character lengths order the batches: the batches, and so the bf16 results, of earlier versions
         for rows, dense, bow in self.encoder.batches(texts, max_length, self.batch_size, self.need_sparse,
-                                                     self.pooling, [len(t) for t in texts], progress):
+                                                     self.pooling, [len(t) for t in texts], progress,
+                                                     own_pieces=own_pieces):
             order += rows
             dense_parts.append(dense)
             if bow is not None:
@@ -90,7 +92,8 @@ class ExactSearcher:
         for start in range(0, len(qids), batch_size):
             chunk = qids[start:start + batch_size]
             order, q_dense, q_sparse = self._encode([queries[q] for q in chunk], self.query_max_length,
-                                                    self.query_topk, min_weight=self.query_min_weight)
+                                                    self.query_topk, min_weight=self.query_min_weight,
+                                                    own_pieces=self.query_terms == "own")
             chunk = [chunk[i] for i in order]
             dense = q_dense @ self.dense.T  # (b, N)
             sparse = (self.sparse @ q_sparse.to_dense().T).T if self.need_sparse else None  # (b, N)

@@ -25,7 +25,7 @@ class PartHit:
 
 def query_encoder(info, encoder: str | None = None, device: str = "cpu", dtype: str = "fp32",
                   query_max_length: int | None = None, query_topk: int | None = None,
-                  query_min_weight: float | None = None):
+                  query_min_weight: float | None = None, query_terms: str | None = None):
     """The :class:`~dupmae_ir.inference.DupMAEEncoder` that encodes queries for the index ``info``
     (:class:`~dupmae_ir.index.IndexInfo`): the checkpoint ``encoder`` (default: the index's), with the
     index's scales, top-k and activation, and these query-side overrides."""
@@ -37,7 +37,8 @@ def query_encoder(info, encoder: str | None = None, device: str = "cpu", dtype: 
     path = resolve_model_path(name)
     config = RepresentationConfig.load(path) if Path(path).is_dir() else RepresentationConfig()
     config = replace(config, **info.retriever)  # the index's scales/top-k/activation win
-    overrides = {"query_max_length": query_max_length, "query_topk": query_topk, "query_min_weight": query_min_weight}
+    overrides = {"query_max_length": query_max_length, "query_topk": query_topk, "query_min_weight": query_min_weight,
+                 "query_terms": query_terms}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     return DupMAEEncoder(name, device=device, dtype=dtype, config=config)
 
@@ -59,9 +60,10 @@ class DupMAESearcher:
                  encoded_queries: str | os.PathLike | None = None, query_max_length: int | None = None,
                  query_topk: int | None = None, query_min_weight: float | None = None,
                  bm25_index: str | os.PathLike | None = None, bm25_k1: float = 0.9, bm25_b: float = 0.4,
-                 ef_search: int | None = None, nprobe: int | None = None, allow_other_encoder: bool = False):
-        """``query_max_length``, ``query_topk``, ``query_min_weight``: query-side settings for this
-        searcher (default: the checkpoint's length, the index's top-k and minimum weight).
+                 ef_search: int | None = None, nprobe: int | None = None, allow_other_encoder: bool = False,
+                 query_terms: str | None = None):
+        """``query_max_length``, ``query_topk``, ``query_min_weight``, ``query_terms``: query-side settings
+        for this searcher (default: the checkpoint's length, the index's top-k, minimum weight and terms).
         ``ef_search`` (HNSW indexes) and ``nprobe`` (IVF indexes): FAISS search-time knobs (default 128
         and 32, :func:`~dupmae_ir.dense_index.apply_search_knobs`); the values in force are
         :attr:`dense_search` (recorded in run provenance).
@@ -112,7 +114,7 @@ class DupMAESearcher:
             self.bm25 = BM25Searcher(bm25_index, bm25_k1, bm25_b, threads)
         self.encoder_name = encoder or self.info.encoder
         self.encoder = query_encoder(self.info, self.encoder_name, device, dtype, query_max_length, query_topk,
-                                     query_min_weight)
+                                     query_min_weight, query_terms)
         dim = self.encoder.model.dense_dim
         if self.faiss_index is not None and self.encoded is None and dim != self.faiss_index.d:
             from ..errors import UserError
