@@ -30,7 +30,6 @@ QUERIES_META = "dupmae_queries.json"
 INDEX_OUTPUT = OutputKind("dupmae_ir index", INDEX_META, ("dupmae_index",))
 SHARD_OUTPUT = OutputKind("dupmae_ir index shard", INDEX_META, ("dupmae_shard",))
 QUERIES_OUTPUT = OutputKind("folder of encoded queries", QUERIES_META, ("dupmae_queries",))
-QUERY_TERMS = ("all", "own")  # a query's bag-of-words: the model's expansion, or its own word pieces only
 RETRIEVER_FIELDS = ("doc_scale", "query_scale", "doc_topk", "query_topk", "query_min_weight", "activation",
                     "query_terms")
 # encoded queries: dense vectors as .npy rows aligned with the lines of a JSONL file (safe to read)

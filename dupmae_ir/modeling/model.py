@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..index import QUERY_TERMS
 from ..java import LUCENE_MAX_CLAUSES
+from . import QUERY_TERMS
 from .backbone import load_masked_lm, load_tokenizer, resolve_model_path
 from .bow import (
     activate,

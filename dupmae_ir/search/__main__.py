@@ -21,7 +21,7 @@ from ..cli import (
     unit_float,
 )
 from ..errors import UserError, run_command
-from ..index import QUERY_TERMS
+from ..modeling import QUERY_TERMS
 from ..precision import TRAINING_DTYPES
 from ..runs import HYBRID_BM25, SEARCH_MODES, claim_run_file, write_trec
 from .searcher import DupMAESearcher
