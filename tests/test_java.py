@@ -54,7 +54,26 @@ def test_find_java_home_gives_java_21_or_newer():
     assert env["PATH"].startswith(str(Path(home) / "bin"))
 
 
+def test_lucene_bm25_search_after_start_jvm_in_this_process(scifact_slice):
+    """start_jvm is idempotent, and stock Pyserini's LuceneSearcher then searches in this process."""
+    from dupmae_ir.java import start_jvm
+
+    start_jvm()
+    start_jvm()
+    from pyserini.search.lucene import LuceneSearcher  # after the JVM: pyserini would start its own
+    searcher = LuceneSearcher(str(scifact_slice["index"]))
+    searcher.set_bm25(0.9, 0.4)
+    assert searcher.num_docs == N_DOCS
+    for line in open(scifact_slice["topics"]):
+        qid, text = line.rstrip("\n").split("\t")
+        scores = [h.score for h in searcher.search(text, k=10)]
+        assert searcher.search(text, k=1)[0].docid == scifact_slice["expected"][qid]
+        assert len(scores) == 10 and scores == sorted(scores, reverse=True) and scores[0] > 0
+
+
+@pytest.mark.slow
 def test_lucene_bm25_search_in_process_after_start_jvm(scifact_slice):
+    """The same from a fresh interpreter with JAVA_HOME empty: start_jvm finds the bundled JDK itself."""
     code = f"""
 import json, sys
 from dupmae_ir.java import start_jvm
