@@ -54,6 +54,8 @@ def main() -> int:
     p.add_argument("--work", default="encoders/bow-grounding", help="where the BM25 index is built (reused)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--report", default="eval/bow-grounding.md")
+    p.add_argument("--runs", default=None,
+                   help="also write each run here as TREC (for `python -m dupmae_ir.eval compare` across models)")
     args = p.parse_args()
 
     import torch
@@ -63,7 +65,7 @@ def main() -> int:
     from dupmae_ir.eval.significance import compare_runs
     from dupmae_ir.modeling.model import DupMAEModel
     from dupmae_ir.precision import resolve_dtype
-    from dupmae_ir.provenance import command_line, report_header
+    from dupmae_ir.provenance import command_line, portable_path, report_header
     from dupmae_ir.runs import score_run
     from dupmae_ir.search.exact import ExactSearcher
 
@@ -96,6 +98,14 @@ def main() -> int:
         shares[terms] = [s for s in encoder.grounded_shares(texts, k=args.terms) if s is not None]
         examples[terms] = top_terms(encoder, texts[:args.examples], args.terms)
     seconds = time.time() - start
+    if args.runs:
+        from dupmae_ir.runs import write_trec
+
+        for name, run in runs.items():
+            slug = "".join(c if c.isalnum() else "-" for c in name.split(" (")[0] + "-" + name).strip("-")
+            write_trec(Path(args.runs) / f"{slug}.trec", run, tag=slug[:40], overwrite=True,
+                       provenance_info={"model": args.model, "system": name, "split": args.split,
+                                        "holdout_fraction": args.holdout_fraction})
 
     first = settings[0]
     body = ["| system | nDCG@10 | R@100 | against BM25: B - A (95% CI), t-test p / randomisation p | "
@@ -117,7 +127,8 @@ def main() -> int:
                      "quantisation.", "", "Examples (the first queries; pieces of the query's own text in bold):", ""]
         body += [f"- \"{text}\": " + ", ".join(f"**{t}**" if own else t for t, _, own in found)
                  for text, found in zip(texts, examples[terms])]
-    body += ["", f"Model `{args.model}`; collection `{args.corpus}` ({split}, {len(queries)} judged queries, "
+    body += ["", f"Model `{portable_path(args.model)}`; collection `{portable_path(args.corpus)}` ({split}, "
+                 f"{len(queries)} judged queries, "
                  f"{len(docs)} documents at {args.doc_max_length} pieces); encoding {dtype}; "
                  f"{seconds:.0f} s."]
     text = report_header("The bag-of-words: grounded share and impact-only retrieval",

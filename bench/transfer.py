@@ -31,6 +31,9 @@ def main() -> int:
     p.add_argument("--index", action="append", default=[], metavar="NAME=DIR",
                    help="a toolkit index of the collection (e.g. the one `dupmae_ir.adapt` leaves): its dense, impact "
                         "and hybrid runs come from `dupmae_ir.search`'s searcher (the product path), no re-encoding")
+    p.add_argument("--own", action="append", default=[], metavar="NAME",
+                   help="search this --model/--index row with query_terms own (queries weight only their own "
+                        "word pieces; name the row apart, e.g. --index route-own=DIR --own route-own)")
     p.add_argument("--about", default="", help="what the models and indexes are (how each was made), for the report")
     p.add_argument("--no-cls-backbone", action="store_true", help="skip the backbone's [CLS] row (one encode less)")
     p.add_argument("--backbone", default="default")
@@ -62,11 +65,12 @@ def main() -> int:
             path.write_text(json.dumps(make()))
         return {q: [tuple(h) for h in hits] for q, hits in json.loads(path.read_text()).items()}
 
-    def exact(path: str, pooling: str, modes: tuple[str, ...]):
+    def exact(path: str, pooling: str, modes: tuple[str, ...], query_terms: str | None = None):
         def make():
             model, tok = DupMAEModel.from_pretrained(path)
             r = ExactSearcher(model, tok, args.doc_max_length, args.query_max_length, need_sparse=pooling == "cls",
-                              pooling=pooling, dtype=dtype).index(list(docs), list(docs.values()))
+                              pooling=pooling, dtype=dtype, query_terms=query_terms)
+            r.index(list(docs), list(docs.values()))
             return r.search(queries, k=1000, modes=modes)
         return make
 
@@ -88,7 +92,8 @@ def main() -> int:
         runs = {}
         for mode in ("dense", "impact", "hybrid"):
             if not (work / f"{name}-{mode}.json").is_file():
-                for m, run in exact(path, "cls", ("dense", "impact", "hybrid"))().items():
+                terms = "own" if name in args.own else None
+                for m, run in exact(path, "cls", ("dense", "impact", "hybrid"), terms)().items():
                     (work / f"{name}-{m}.json").write_text(json.dumps(run))
             runs[mode] = cached(f"{name}-{mode}", None)
         runs["mean"] = cached(f"{name}-mean", lambda p=path: exact(p, "mean", ("dense",))()["dense"])
@@ -103,7 +108,8 @@ def main() -> int:
 
         if not all((work / f"{name}-index-{m}.json").is_file() for m in ("dense", "impact", "hybrid")):
             from dupmae_ir.search import DupMAESearcher
-            found = DupMAESearcher(path, threads=2).search_all(queries, ("dense", "impact", "hybrid"), hits=1000)
+            found = DupMAESearcher(path, threads=2, query_terms="own" if name in args.own else None).search_all(
+                queries, ("dense", "impact", "hybrid"), hits=1000)
             for m, run in found.items():
                 (work / f"{name}-index-{m}.json").write_text(json.dumps(run))
         runs = {m: cached(f"{name}-index-{m}", None) for m in ("dense", "impact", "hybrid")}

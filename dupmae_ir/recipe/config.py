@@ -16,6 +16,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..modeling import QUERY_TERMS
 from ..precision import TRAINING_DTYPES
 from ..train.arguments import FinetuneArguments, PretrainArguments, TrainArguments
 
@@ -208,6 +209,9 @@ class StageSettings:
                                          "Lucene accepts).", parse="positive_int")
     query_min_weight: float = setting(0.0, "Drop query impact weights below this (written into each fine-tuned "
                                            "checkpoint).", parse="nonnegative_float")
+    query_terms: str = setting("all", "Query bag-of-words written into each fine-tuned checkpoint: 'all' (the "
+                                      "model's expansion) or 'own' (only the query's own word pieces).",
+                               choices=QUERY_TERMS)
 
 
 @dataclass

@@ -101,9 +101,10 @@ def finetune_arm(ctx: Context, arm: str, start: str, stages: tuple[int, ...]) ->
             model_path = str(run_finetuning(args))
         config = RepresentationConfig.load(model_path)
         plan = cfg.plan
-        if plan.query_topk is not None or plan.query_min_weight:  # query pruning, recorded in the checkpoint
+        if plan.query_topk is not None or plan.query_min_weight or plan.query_terms != config.query_terms:
+            # the query side (pruning, own pieces), recorded in the checkpoint
             config = replace(config, query_topk=plan.query_topk or config.query_topk,
-                             query_min_weight=plan.query_min_weight)
+                             query_min_weight=plan.query_min_weight, query_terms=plan.query_terms)
             config.save(model_path)
         if config.finetuning.get("sparse_scale_calibration") is not None:
             print(f"[recipe]   sparse scale calibration: x{config.finetuning['sparse_scale_calibration']:.4g}",
