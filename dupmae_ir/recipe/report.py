@@ -31,6 +31,9 @@ CHOSEN_ON = [
      ("flops_query", "flops_doc")),
     ("query pruning (top-k, minimum weight)", "the SciFact dev split carved from train (eval/query-pruning.md)",
      ("query_topk", "query_min_weight")),
+    ("query terms: the model's expansion (all)",
+     "kept: own pieces held the stage-1 dev hybrid but lost impact-only, stages 1+2 not studied (eval/stage1-dev.md)",
+     ("query_terms",)),
 ]
 
 
