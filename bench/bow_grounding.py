@@ -102,7 +102,7 @@ def main() -> int:
         from dupmae_ir.runs import write_trec
 
         for name, run in runs.items():
-            slug = "".join(c if c.isalnum() else "-" for c in name.split(" (")[0] + "-" + name).strip("-")
+            slug = "-".join("".join(c if c.isalnum() else " " for c in name).lower().split())
             write_trec(Path(args.runs) / f"{slug}.trec", run, tag=slug[:40], overwrite=True,
                        provenance_info={"model": args.model, "system": name, "split": args.split,
                                         "holdout_fraction": args.holdout_fraction})
