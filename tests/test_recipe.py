@@ -183,7 +183,8 @@ def test_every_setting_is_a_flag():
             "--mine-depth", "9", "--mine-skip", "1", "--dropout", "0.1", "--doc-max-length", "64",
             "--query-max-length", "16", "--holdout-fraction", "0.5", "--holdout-seed", "1", "--stages", "2",
             "--stage2-epochs", "3", "--no-ablation", "--pretrained", "p", "--stage1", "s1", "--query-topk", "8",
-            "--query-min-weight", "0.1", "--query-terms", "own", "--eval-doc-max-length", "64", "--eval-precision", "bf16", "--threads", "2",
+            "--query-min-weight", "0.1", "--query-terms", "own", "--eval-doc-max-length", "64",
+            "--eval-precision", "bf16", "--threads", "2",
             "--output", "o/x", "--index-root", "i", "--runs-root", "r", "--report-root", "e"]
     cfg = config_from_args(parser.parse_args(argv))
     given, default = cfg.flat(), RecipeConfig().flat()
