@@ -298,6 +298,7 @@ def test_resume_after_kill_gives_identical_indexes(slice_corpus, slice_index, ti
     _assert_same_indexes(out, slice_index)
 
 
+@pytest.mark.slow  # three encodes, each with its Anserini build (~12 s)
 def test_shards_then_merge_equal_single_run(slice_corpus, slice_index, tiny_checkpoint, tmp_path):
     from dupmae_ir.encode import encode_corpus, merge_shards
     from dupmae_ir.errors import UserError

@@ -12,6 +12,8 @@ import pytest
 from conftest import build_tiny_checkpoint
 from test_eval import _tag
 
+pytestmark = pytest.mark.slow  # whole eval runs over four indexes and two checkpoints (~10 s on a 2-core CPU)
+
 DOCS = 120
 NAME = "scifact-slice"  # a local folder, not one of BEIR's names: eval takes any folder under --data-dir
 

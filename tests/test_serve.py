@@ -308,6 +308,7 @@ def _keep_screenshot(png: Path, target: str) -> None:
     Image.open(png).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
 
 
+@pytest.mark.slow  # a headless Chromium start and page run (~6-8 s)
 def test_page_in_a_real_browser(browser, server, ref, tmp_path, monkeypatch):
     browser, driver_path = browser
     from selenium import webdriver
