@@ -294,6 +294,7 @@ def test_judged_query_without_text_is_not_averaged_in():
 # ------------------------------------------------------------------------------------------------
 # 5. concurrency and leftovers
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a whole encode in a second process, held and resumed (~10-13 s)
 def test_second_writer_fails_at_once_and_the_first_finishes(corpus, tiny_checkpoint, tmp_path):
     out = tmp_path / "shared"
     first = subprocess.Popen([sys.executable, "-m", "dupmae_ir.encode",
@@ -408,6 +409,7 @@ def test_corrupt_index_files_are_named_before_search(corpus, index, tmp_path, ca
     assert not run.exists()
 
 
+@pytest.mark.slow  # a whole encode in a child process under a file-size limit (~7-9 s)
 def test_disk_full_keeps_the_earlier_index(corpus, tiny_checkpoint, index, tmp_path):
     """A write that fails (RLIMIT_FSIZE stands in for a full disk) is one line, and the index being
     replaced stays whole."""

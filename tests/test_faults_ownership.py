@@ -86,6 +86,7 @@ def test_d2_a_users_sidecar_is_never_replaced(corpus, index, tmp_path):
     assert not (tmp_path / "link.trec").exists()
 
 
+@pytest.mark.slow  # two whole encodes, one in a child process (~10-13 s)
 def test_d3_encode_keeps_the_temporary_folder_of_another_output(corpus, tiny_checkpoint, tmp_path):
     """An encode to ``idx`` while ``idx.v2`` is being written keeps ``.idx.v2.tmp-<pid>``; a dead run's
     own temporary folder of ``idx`` is still removed."""
@@ -105,6 +106,7 @@ def test_d3_encode_keeps_the_temporary_folder_of_another_output(corpus, tiny_che
     assert (out / "dupmae_index.json").is_file()
 
 
+@pytest.mark.slow  # two whole encodes with their Anserini builds (~7-10 s)
 def test_d15_encode_never_touches_a_users_old_backup(corpus, tiny_checkpoint, index, tmp_path):
     """A user's ``.idx.old-backup`` is neither moved into place nor deleted by ``--overwrite``; an
     output a dead run had moved aside (in its marked folder) is still put back."""
