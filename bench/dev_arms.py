@@ -27,6 +27,7 @@ def main() -> int:
                    help="the arm's bow_grounding report (its grounded shares are quoted)")
     p.add_argument("--reference", default=None, help="the arm the others are tested against (default: the first)")
     p.add_argument("--about", default="", help="how the arms were made, for the report")
+    p.add_argument("--title", default="Arms on a dev split", help="the report's title")
     add_report_args(p)
     args = p.parse_args()
 
@@ -75,7 +76,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.report:
-        write_report(args.report, header("Arms on a dev split", args.about) + "\n" + text)
+        write_report(args.report, header(args.title, args.about) + "\n" + text)
     return 0
 
 
