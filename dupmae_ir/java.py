@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -117,6 +118,11 @@ def java_env(base: dict[str, str] | None = None) -> dict[str, str]:
 _started = False
 
 
+# The JVM lives inside Python: SIGTERM/SIGINT stay Python's (-Xrs; the JVM's own shutdown on a signal crashed
+# in torch's clean-up and left hs_err_pid*.log in the user's folder), and a crash report goes to the temp folder.
+EMBEDDED_JVM_OPTIONS = ("-Xrs", f"-XX:ErrorFile={os.path.join(tempfile.gettempdir(), 'dupmae-jvm-hs_err_pid%p.log')}")
+
+
 def start_jvm(options: Sequence[str] = ()) -> None:
     """Start the JVM with Anserini on the classpath. Idempotent; call before importing ``pyserini.*``.
     ``options`` (e.g. ``["-Xmx1g"]``) apply when this call starts the JVM; a running JVM keeps its own."""
@@ -130,8 +136,7 @@ def start_jvm(options: Sequence[str] = ()) -> None:
 
     if not jnius_config.vm_running:
         jnius_config.add_classpath(anserini_jar())
-        if options:
-            jnius_config.add_options(*options)
+        jnius_config.add_options(*EMBEDDED_JVM_OPTIONS, *options)
         if "jnius" in sys.modules:  # pragma: no cover - someone imported jnius before us
             raise RuntimeError("jnius was imported before dupmae_ir.java.start_jvm(); start the JVM first.")
     import jnius  # noqa: F401  (importing starts the JVM)

