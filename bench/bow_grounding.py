@@ -39,6 +39,8 @@ def top_terms(encoder, texts: list[str], k: int) -> list[list[tuple[str, float, 
 
 
 def main() -> int:
+    from dupmae_ir.modeling import QUERY_TERMS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="DupMAE checkpoint (a fine-tuned one; 'default' = the backbone)")
     p.add_argument("--corpus", default="default", help="collection (default: the bundled SciFact)")
@@ -46,7 +48,7 @@ def main() -> int:
     p.add_argument("--holdout-fraction", type=float, default=0.0,
                    help="score only the dev part of --split that fine-tuning with this holdout left out")
     p.add_argument("--holdout-seed", type=int, default=13)
-    p.add_argument("--query-terms", nargs="+", choices=("all", "own"), default=None,
+    p.add_argument("--query-terms", nargs="+", choices=QUERY_TERMS, default=None,
                    help="query-term settings to compare (default: the checkpoint's)")
     p.add_argument("--doc-max-length", type=int, default=128)
     p.add_argument("--terms", type=int, default=10, help="heaviest impact terms per query (default 10)")
@@ -87,13 +89,17 @@ def main() -> int:
     retriever = ExactSearcher(model, tok, doc_max_length=args.doc_max_length, dtype=dtype)
     retriever.index(list(docs), list(docs.values()))
     settings = args.query_terms or [model.config.query_terms]
+    first = settings[0]
     runs, shares, examples = {"BM25 (Pyserini, flat)": bm25}, {}, {}
+    labels = {}  # (mode, query terms) -> the run's name
     texts = list(queries.values())
     for terms in settings:
         retriever.query_terms = terms
         found = retriever.search(queries, k=1000)
-        runs |= {f"{mode} (in memory, query terms {terms})": found[mode]
-                 for mode in found if mode != "dense" or terms == settings[0]}
+        for mode in found:
+            if mode != "dense" or terms == first:  # dense does not depend on the query terms
+                labels[mode, terms] = name = f"{mode} (in memory, query terms {terms})"
+                runs[name] = found[mode]
         encoder = retriever.encoder.with_config(query_terms=terms)
         shares[terms] = [s for s in encoder.grounded_shares(texts, k=args.terms) if s is not None]
         examples[terms] = top_terms(encoder, texts[:args.examples], args.terms)
@@ -107,14 +113,14 @@ def main() -> int:
                        provenance_info={"model": args.model, "system": name, "split": args.split,
                                         "holdout_fraction": args.holdout_fraction})
 
-    first = settings[0]
+    of = {name: key for key, name in labels.items()}
     body = ["| system | nDCG@10 | R@100 | against BM25: B - A (95% CI), t-test p / randomisation p | "
             f"against query terms {first} (same mode) |", "|---|---|---|---|---|"]
     for name, run in runs.items():
         s = score_run(run, qrels, ("nDCG@10", "R@100")).values
         vs = "" if name.startswith("BM25") else compare_runs(bm25, run, qrels).summary()
-        base = name.replace(name[name.index("query terms"):-1], f"query terms {first}") if "terms" in name else name
-        vs_first = compare_runs(runs[base], run, qrels).summary() if base != name else ""
+        mode, terms = of.get(name, (None, first))
+        vs_first = compare_runs(runs[labels[mode, first]], run, qrels).summary() if terms != first else ""
         body.append(f"| {name} | {s['nDCG@10']:.4f} | {s['R@100']:.4f} | {vs} | {vs_first} |")
     split = f"{args.split} ({args.holdout_fraction:.0%} dev part)" if args.holdout_fraction else args.split
     for terms in settings:
