@@ -120,7 +120,9 @@ _started = False
 
 # The JVM lives inside Python: SIGTERM/SIGINT stay Python's (-Xrs; the JVM's own shutdown on a signal crashed
 # in torch's clean-up and left hs_err_pid*.log in the user's folder), and a crash report goes to the temp folder.
-EMBEDDED_JVM_OPTIONS = ("-Xrs", f"-XX:ErrorFile={os.path.join(tempfile.gettempdir(), 'dupmae-jvm-hs_err_pid%p.log')}")
+def embedded_jvm_options() -> tuple[str, ...]:
+    """The options every in-process JVM starts with (the temp folder looked up when the JVM starts)."""
+    return "-Xrs", f"-XX:ErrorFile={os.path.join(tempfile.gettempdir(), 'dupmae-jvm-hs_err_pid%p.log')}"
 
 
 def start_jvm(options: Sequence[str] = ()) -> None:
@@ -136,7 +138,7 @@ def start_jvm(options: Sequence[str] = ()) -> None:
 
     if not jnius_config.vm_running:
         jnius_config.add_classpath(anserini_jar())
-        jnius_config.add_options(*EMBEDDED_JVM_OPTIONS, *options)
+        jnius_config.add_options(*embedded_jvm_options(), *options)
         if "jnius" in sys.modules:  # pragma: no cover - someone imported jnius before us
             raise RuntimeError("jnius was imported before dupmae_ir.java.start_jvm(); start the JVM first.")
     import jnius  # noqa: F401  (importing starts the JVM)
