@@ -1,7 +1,7 @@
 """One report over several arms' saved dev runs: each arm's scores and paired tests against a reference arm.
 
     python bench/dev_arms.py --qrels DEV_QRELS --arm none=RUNS --arm pretrained=RUNS [--reference none]
-        [--about TEXT] --report eval/stage1-dev.md
+        [--pair pretrained=none ...] [--about TEXT] --report eval/stage1-dev.md
 
 Each ``RUNS`` folder holds the TREC runs one ``bench/bow_grounding.py --runs RUNS`` wrote (file name = system)
 and the grounding report beside it (``--grounding NAME=FILE``, optional: its grounded shares are quoted).
@@ -26,6 +26,8 @@ def main() -> int:
     p.add_argument("--grounding", action="append", default=[], metavar="NAME=FILE",
                    help="the arm's bow_grounding report (its grounded shares are quoted)")
     p.add_argument("--reference", default=None, help="the arm the others are tested against (default: the first)")
+    p.add_argument("--pair", action="append", default=[], metavar="B=A",
+                   help="test arm B against arm A (repeatable; instead of every arm against --reference)")
     p.add_argument("--about", default="", help="how the arms were made, for the report")
     p.add_argument("--title", default="Arms on a dev split", help="the report's title")
     add_report_args(p)
@@ -66,10 +68,9 @@ def main() -> int:
         return (f"| {b} | {a} | {what} | {t.delta:+.4f} ({t.ci_low:+.4f}, {t.ci_high:+.4f}) | {format_p(t.p_t)} | "
                 f"{format_p(t.p_rand)} | {t.n} |")
 
-    for name, runs in arms.items():
-        if name != reference:
-            lines += [row(name, reference, s, s) for s in systems if s in runs and s in arms[reference]
-                      and not s.startswith("bm25")]
+    pairs = [tuple(spec.split("=", 1)) for spec in args.pair] or [(n, reference) for n in arms if n != reference]
+    for b, a in pairs:
+        lines += [row(b, a, s, s) for s in systems if s in arms[b] and s in arms[a] and not s.startswith("bm25")]
     for name, runs in arms.items():
         lines += [row(name, name, s, s.replace("-own", "-all")) for s in systems
                   if s.endswith("-own") and s in runs and s.replace("-own", "-all") in runs]
