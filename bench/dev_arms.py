@@ -30,6 +30,8 @@ def main() -> int:
                    help="test arm B against arm A (repeatable; instead of every arm against --reference)")
     p.add_argument("--about", default="", help="how the arms were made, for the report")
     p.add_argument("--title", default="Arms on a dev split", help="the report's title")
+    p.add_argument("--versus-bm25", action="store_true",
+                   help="also test each arm's hybrid and impact runs against the reference arm's BM25 run")
     add_report_args(p)
     args = p.parse_args()
 
@@ -71,6 +73,12 @@ def main() -> int:
     pairs = [tuple(spec.split("=", 1)) for spec in args.pair] or [(n, reference) for n in arms if n != reference]
     for b, a in pairs:
         lines += [row(b, a, s, s) for s in systems if s in arms[b] and s in arms[a] and not s.startswith("bm25")]
+    bm25 = next((s for s in arms[reference] if s.startswith("bm25")), None)
+    if args.versus_bm25 and bm25:
+        arms["BM25"] = {bm25: arms[reference][bm25]}
+        lines += [row(name, "BM25", s, bm25) for name, runs in arms.items() if name != "BM25"
+                  for s in systems if s.startswith(("hybrid", "impact")) and s in runs]
+        del arms["BM25"]
     for name, runs in arms.items():
         lines += [row(name, name, s, s.replace("-own", "-all")) for s in systems
                   if s.endswith("-own") and s in runs and s.replace("-own", "-all") in runs]
