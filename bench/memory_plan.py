@@ -254,6 +254,7 @@ def main() -> int:
     p.add_argument("--ef-search", type=int, default=None)
     p.add_argument("--nprobe", type=int, default=None)
     p.add_argument("--ks", default="100,1000")
+    p.add_argument("--about", default="", help="what --index is (how it was made), for the report")
     p.add_argument("--budget-gib", type=float, default=16.0, help="the search process's memory budget")
     p.add_argument("--work", default="encoders/memory-plan", help="working folder (indexes are written here)")
     p.add_argument("--child", choices=("queries", "truth", "build", "search"), help=argparse.SUPPRESS)
@@ -319,7 +320,7 @@ def report(args, rest: dict, rows: list[dict]) -> None:
             f"queries: the first {rest['queries']} of `{_harness.portable(args.queries)}` by id, encoded by that "
             f"index's query encoder. A whole searcher on that index (`DupMAESearcher`: model, JVM, Lucene, a "
             f"{rest['searcher_faiss_mib']:.1f} MiB FAISS index) holds {rest['searcher_rss_mib']:,.0f} MiB after "
-            f"searching them: {other:,.0f} MiB besides FAISS, added in the seventh column.", "",
+            f"searching them: {other:,.0f} MiB besides FAISS, added in the seventh column. {args.about}", "",
             *_harness.markdown_table(cols, table)]
     text = _harness.header(f"Memory plan: dense indexes at {args.count:,} vectors",
                            "For each FAISS index type of `dupmae_ir.dense_index`, at MS MARCO passage's 8.8M "

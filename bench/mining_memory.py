@@ -154,6 +154,7 @@ def main() -> int:
     p.add_argument("--queries", required=True, help="BEIR queries.jsonl: the queries mined")
     p.add_argument("--count", type=int, default=2_000_000, help="vectors in the synthetic dense index")
     p.add_argument("--procs", default="1,2")
+    p.add_argument("--about", default="", help="what --index is (how it was made), for the report")
     p.add_argument("--depth", type=int, default=50)
     p.add_argument("--work", default="encoders/mining-memory")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -175,7 +176,8 @@ def main() -> int:
           f"{r['seconds']:.0f}", f"{r['wall_s']:.0f}"] for r in rows])
     body = [f"Index: {args.count:,} flat vectors ({faiss_mib:,.0f} MiB of FAISS) sampled from the document vectors "
             f"of `{_harness.portable(args.index)}`, dense only; queries: `{_harness.portable(args.queries)}`, "
-            f"top {args.depth} each, `mode=dense`. Host threads split evenly between processes (OMP_NUM_THREADS).",
+            f"top {args.depth} each, `mode=dense`. Host threads split evenly between processes (OMP_NUM_THREADS). "
+            f"{args.about}",
             "", *table]
     text = _harness.header("Mining under torchrun: host memory against one process",
                            "Peak host memory of `dupmae_ir.train.mining.mine_under_torchrun` (one searcher per "
