@@ -250,7 +250,7 @@ def test_report_says_which_settings_were_given_instead_of_chosen():
     default = dict(chosen_on(RecipeConfig()))
     assert not any(on.startswith("not used here") for on in default.values())
     given = dict(chosen_on(RecipeConfig.of(pretrain_steps=320, learning_rate=5e-5)))
-    assert given["pre-training: 80 steps at lr 2e-5, MLM-head lr 1e-3"].startswith("not used here: pretrain_steps=320")
+    assert given["pre-training: 240 steps at lr 1e-4, MLM-head lr 1e-3"].startswith("not used here: pretrain_steps=320")
     assert "learning_rate=5e-05" in given["fine-tuning lr and sparse scale calibration"]
     assert given["query pruning (top-k, minimum weight)"] == default["query pruning (top-k, minimum weight)"]
 

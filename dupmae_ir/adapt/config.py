@@ -30,7 +30,7 @@ class AdaptConfig:
     data_dir: str | None = None
     # 0: no pre-training (DupMAE pre-training on nfcorpus gave +0.003 to the fusion, eval/transfer-nfcorpus-dapt.md)
     pretrain_steps: int = 0
-    pretrain_lr: float = 2e-5  # the recipe's gentle pre-training lr
+    pretrain_lr: float = 2e-5  # gentle: the target's documents adapt the start, they do not retrain it
     pseudo_queries: int = 1000  # ~60 steps at batch 16: minutes on a CPU
     query_words: int = 16  # a title or a first sentence cut to this many words (queries are short)
     teacher_backbone: str = "default"  # the untouched backbone fused with BM25 (mean pooling)
