@@ -257,6 +257,8 @@ def main() -> int:
     p.add_argument("--about", default="", help="what --index is (how it was made), for the report")
     p.add_argument("--budget-gib", type=float, default=16.0, help="the search process's memory budget")
     p.add_argument("--work", default="encoders/memory-plan", help="working folder (indexes are written here)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report again from --work's results.json (the measuring run's header kept)")
     p.add_argument("--child", choices=("queries", "truth", "build", "search"), help=argparse.SUPPRESS)
     p.add_argument("--dim", type=int, help=argparse.SUPPRESS)
     p.add_argument("--kind", help=argparse.SUPPRESS)
@@ -267,6 +269,11 @@ def main() -> int:
     if args.child:
         return child(args)
     work = Path(args.work)
+    if args.report_only:
+        saved = json.loads((work / "results.json").read_text(encoding="utf-8"))
+        report(args, saved["rest"], saved["rows"], saved["header"])
+        return 0
+    head = title_and_header(args)
     work.mkdir(parents=True, exist_ok=True)
     fit_distribution(Path(args.index), work)
     rest = run_child(args, "queries", "--index", args.index, "--queries", args.queries,
@@ -288,12 +295,20 @@ def main() -> int:
             measured = run_child(args, "search", "--dim", str(dim), "--kind", kind, *knobs)
             (work / f"{kind}-{dim}.faiss").unlink()
             rows.append({"dim": dim, "kind": kind, "truth_s": truth["seconds"], **built, **measured})
-            (work / "results.json").write_text(json.dumps({"rest": rest, "rows": rows}, indent=1))
-    report(args, rest, rows)
+            (work / "results.json").write_text(json.dumps({"rest": rest, "rows": rows, "header": head}, indent=1))
+    report(args, rest, rows, head)
     return 0
 
 
-def report(args, rest: dict, rows: list[dict]) -> None:
+def title_and_header(args) -> str:
+    """The report's head (this command, date, machine, commit), taken when the measurement starts."""
+    return _harness.header(f"Memory plan: dense indexes at {args.count:,} vectors",
+                           "For each FAISS index type of `dupmae_ir.dense_index`, at MS MARCO passage's 8.8M "
+                           "vectors, the resident memory of a search process, build time, speed and recall "
+                           "against exact search, measured with FAISS alone (`bench/memory_plan.py`).")
+
+
+def report(args, rest: dict, rows: list[dict], head: str) -> None:
     import numpy as np
 
     d = np.load(Path(args.work) / "dist.npz")
@@ -305,9 +320,10 @@ def report(args, rest: dict, rows: list[dict]) -> None:
     table = []
     for r in rows:
         if r.get("skipped"):
-            need = args.count * r["dim"] * 4 / MIB
-            table.append([r["dim"], r["kind"], "", "not built", f"{need:,.0f} (4 bytes x d x N)", "", "",
-                          "no" if need + other > budget else "yes", "", ""] + [""] * len(args.ks))
+            need = args.count * r["dim"] * 4 / MIB if r["kind"] == "flat" else None  # only flat's size is known
+            size = "" if need is None else f"{need:,.0f} (4 bytes x d x N)"
+            fits = "" if need is None else "no" if need + other > budget else "yes"
+            table.append([r["dim"], r["kind"], "", "not built", size, "", "", fits, "", ""] + [""] * len(args.ks))
             continue
         total = r["rss_loaded_mib"] + other
         table.append([r["dim"], r["kind"], json.dumps({**r["params"], **{k: v for k, v in r["knobs"].items()
@@ -322,11 +338,7 @@ def report(args, rest: dict, rows: list[dict]) -> None:
             f"{rest['searcher_faiss_mib']:.1f} MiB FAISS index) holds {rest['searcher_rss_mib']:,.0f} MiB after "
             f"searching them: {other:,.0f} MiB besides FAISS, added in the seventh column. {args.about}", "",
             *_harness.markdown_table(cols, table)]
-    text = _harness.header(f"Memory plan: dense indexes at {args.count:,} vectors",
-                           "For each FAISS index type of `dupmae_ir.dense_index`, at MS MARCO passage's 8.8M "
-                           "vectors, the resident memory of a search process, build time, speed and recall "
-                           "against exact search, measured with FAISS alone (`bench/memory_plan.py`).")
-    _harness.write_report(args.report, text + "\n" + "\n".join(body) + "\n")
+    _harness.write_report(args.report, head + "\n" + "\n".join(body) + "\n")
 
 
 if __name__ == "__main__":
