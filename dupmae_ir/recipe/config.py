@@ -254,8 +254,8 @@ class LayoutSettings:
 
 @dataclass
 class RecipeConfig:
-    """Defaults are the documented CPU recipe (stages 1+2 with and without pre-training, about 70 minutes on a 2-core
-    AVX512-BF16 machine); what each was chosen on is ``report.CHOSEN_ON``. Pre-training runs 240 steps at 1e-4 (on
+    """Defaults are the documented CPU recipe (stages 1+2 with and without pre-training, an estimated 55-80 min on 2
+    AVX512-BF16 cores); what each was chosen on is ``report.CHOSEN_ON``. Pre-training runs 240 steps at 1e-4 (on
     the dev split it beat no pre-training at stages 1 and 1+2, where the earlier 80 steps at 2e-5 only
     tied it at stage 1); the fresh MLM head has its own lr (1e-3); each part of the score is also trained alone (part
     loss 1); fine-tuning uses 7 BM25 (stage 1) or mined (stage 2) negatives per query (group 8), one
