@@ -85,6 +85,23 @@ def add_table_row(path: str | Path, row: str, table_head: Sequence[str]) -> None
     write_report(path, "\n".join(lines[:last + 1] + [row] + lines[last + 1:]))
 
 
+def claim_work_dir(path: str | Path, script: str) -> Path:
+    """A benchmark's working folder, through the toolkit's ownership check: new, or one this script made
+    before (its marker inside); a folder the toolkit did not write is refused, never written into."""
+    from dupmae_ir.errors import UserError
+    from dupmae_ir.outputs import OutputKind, check_output_dir
+    from dupmae_ir.provenance import provenance, write_json
+
+    kind = OutputKind(f"{script} working folder", "dupmae_bench.json", (f"bench.{script}",))
+    try:
+        path = check_output_dir(path, kind, overwrite=True)
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / kind.marker, provenance(kind=f"bench.{script}"))
+    return path
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile, ``q`` in [0, 100]: the smallest value with at least q% of the values at
     or below it (nan for no values)."""

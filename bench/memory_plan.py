@@ -274,7 +274,7 @@ def main() -> int:
         report(args, saved["rest"], saved["rows"], saved["header"])
         return 0
     head = title_and_header(args)
-    work.mkdir(parents=True, exist_ok=True)
+    work = _harness.claim_work_dir(work, "memory_plan")
     fit_distribution(Path(args.index), work)
     rest = run_child(args, "queries", "--index", args.index, "--queries", args.queries,
                      "--num-queries", str(args.num_queries))

@@ -162,8 +162,7 @@ def main() -> int:
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    work = _harness.claim_work_dir(args.work, "mining_memory")
     args.index_dir = build_index(Path(args.index), work, args.count)
     faiss_mib = (args.index_dir / "dense" / "index").stat().st_size / MIB
     rows = [measure(args, int(n)) for n in args.procs.split(",")]

@@ -48,3 +48,20 @@ def test_timer_measures_the_block():
     with _harness.Timer() as t:
         time.sleep(0.01)
     assert 0.01 <= t.seconds < 5
+
+
+def test_a_benchmark_work_folder_is_claimed_like_any_output(tmp_path):
+    """A benchmark writes only into a new folder or one it made itself; a user's folder is refused untouched."""
+    import pytest
+
+    work = _harness.claim_work_dir(tmp_path / "work", "memory_plan")
+    (work / "index.faiss").write_text("scratch")
+    assert _harness.claim_work_dir(work, "memory_plan") == work  # its own folder, claimed again
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="did not write"):
+        _harness.claim_work_dir(user, "memory_plan")
+    assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "keep"
+    with pytest.raises(SystemExit):
+        _harness.claim_work_dir(work, "mining_memory")  # another script's folder
