@@ -47,13 +47,7 @@ def build_index(source: Path, work: Path, count: int) -> Path:
     meta = json.loads((source / "dupmae_index.json").read_text(encoding="utf-8"))
     d = faiss.read_index(str(source / "dense" / "index")).d
     index = faiss.IndexFlatIP(d)
-    index.codes.resize(count * index.code_size)
-    codes = faiss.rev_swig_ptr(index.codes.data(), count * index.code_size)
-    at = 0
-    for x in memory_plan.chunks(dist, d, count):
-        codes[at * index.code_size:(at + len(x)) * index.code_size] = x.view("uint8").ravel()
-        at += len(x)
-    index.ntotal = count
+    memory_plan.fill_codes(index, memory_plan.chunks(dist, d, count), count)
     faiss.write_index(index, str(tmp / "dense" / "index"))
     with open(tmp / "dense" / "docid", "w", encoding="utf-8") as fh:
         fh.writelines(f"synthetic-{i}\n" for i in range(count))
