@@ -72,7 +72,7 @@ def build_corpus(work: Path, size: int, tokenizer) -> tuple[Path, Path, Path]:
     lengths = [len(x) - 2 for x in tokenizer(sentences)["input_ids"]]
     rng = random.Random(size)
     folder.mkdir(parents=True, exist_ok=True)
-    query_docs = set(rng.sample(range(size), 1000))
+    query_docs = set(rng.sample(range(size), min(1000, size)))
     with open(docs, "w", encoding="utf-8") as fd, open(topics, "w") as ft, open(qrels, "w") as fq:
         for i in range(size):
             parts, n = [], 0

@@ -1,0 +1,56 @@
+"""bench/scale_search.py's replication: an index built by `encode merge` from replicated shards holds every
+base document R times under new ids, with the same impact postings and nearby (replicas) or equal (copy 0)
+vectors, and the BM25 texts carry the same ids."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, faiss_vectors, lucene_impact_postings, write_corpus_slice
+
+sys.path.insert(0, str(ROOT / "bench"))
+import scale_search  # noqa: E402
+
+
+@pytest.mark.slow
+def test_replicated_shards_merge_into_an_index_of_copies(tmp_path, tiny_checkpoint):
+    from dupmae_ir.encode import encode_corpus, merge_shards
+
+    corpus = write_corpus_slice("default", tmp_path / "corpus.jsonl", 40)
+    shards = [encode_corpus(corpus, tmp_path / f"base-{i}", encoder=tiny_checkpoint, chunk_size=16, shard_id=i,
+                            shard_num=2, dtype="fp32", progress=False) for i in (0, 1)]
+    base = merge_shards(shards, tmp_path / "base-index")
+    folders = scale_search.replicate(shards, tmp_path / "rep", copies=3, noise=0.1)
+    index = merge_shards(folders, tmp_path / "rep-index")
+
+    meta = json.loads((index / "dupmae_index.json").read_text())
+    assert meta["docs"] == 120 and "x3 (bench/scale_search.py replication)" in meta["corpus"]
+    base_vectors, base_ids = faiss_vectors(base)
+    vectors, ids = faiss_vectors(index)
+    assert ids == base_ids + [f"{d}-r1" for d in base_ids] + [f"{d}-r2" for d in base_ids]
+    assert np.array_equal(vectors[:40], base_vectors)  # copy 0 is the base itself
+    for r in (1, 2):
+        copy = vectors[40 * r:40 * (r + 1)]
+        assert not np.allclose(copy, base_vectors)  # noise: no exact ties between copies
+        cosine = (copy * base_vectors).sum(1) / np.linalg.norm(copy, axis=1) / np.linalg.norm(base_vectors, axis=1)
+        assert cosine.min() > 0.95
+    assert not np.allclose(vectors[40:80], vectors[80:120])  # each copy draws its own noise
+
+    base_postings = lucene_impact_postings(base / "impact", docs=40)
+    postings = lucene_impact_postings(index / "impact", docs=120)
+    assert postings.keys() == base_postings.keys()
+    for term, plist in base_postings.items():
+        expected = sorted(plist + [(f"{d}-r{r}", w) for r in (1, 2) for d, w in plist])
+        assert postings[term] == expected, term
+
+    dense = scale_search.dense_only(folders, tmp_path / "dense-view")
+    flat8 = merge_shards(dense, tmp_path / "int8-index", faiss="flat-int8")
+    assert not (flat8 / "impact").exists() and faiss_vectors(flat8)[1] == ids
+
+    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
+    texts = scale_search.replicated_docs(corpus, tmp_path / "texts.jsonl", 3)
+    rows = [json.loads(line) for line in texts.read_text().splitlines()]
+    assert [r["_id"] for r in rows] == ids
+    assert rows[45]["text"] == docs[5]["text"]
