@@ -148,7 +148,7 @@ def test_recipe_defaults_and_training_flags():
     from dupmae_ir.recipe.__main__ import build_parser, config_from_args
 
     d = config_from_args(build_parser().parse_args([])).flat()
-    assert (d["group_size"], d["epochs"], d["stage2_epochs"], d["learning_rate"]) == (8, 1.0, 2.0, 1.5e-4)
+    assert (d["group_size"], d["epochs"], d["stage2_epochs"], d["learning_rate"]) == (8, 2.0, 2.0, 1.5e-4)
     assert ((d["precision"], d["eval_precision"], d["dropout"], d["sparse_scale_calibration"])
             == ("auto", "auto", 0.0, True))
     assert d["stages"] == (1, 2) and d["ablation"]
@@ -177,7 +177,7 @@ def test_every_setting_is_a_flag():
             "--pretrain-batch-size", "5", "--pretrain-max-seq-length", "64", "--pretrain-lr", "1e-5",
             "--pretrain-corpus", "pc", "--pretrain-head-lr", "0.1", "--pretrain-encoder-mask", "0.4",
             "--pretrain-decoder-mask", "0.6", "--pretrain-bow-weight", "1", "--activation", "log1p_relu",
-            "--epochs", "2", "--batch-size", "3", "--group-size", "4",
+            "--epochs", "3", "--batch-size", "3", "--group-size", "4",
             "--learning-rate", "1e-5", "--temperature", "0.5", "--sparse-weight", "0.5", "--part-loss-weight", "0.5",
             "--flops-query", "1", "--flops-doc", "1", "--sparse-calibration", "0.1", "--no-sparse-scale-calibration",
             "--mine-depth", "9", "--mine-skip", "1", "--dropout", "0.1", "--doc-max-length", "64",
@@ -191,7 +191,7 @@ def test_every_setting_is_a_flag():
     assert given.keys() == default.keys() and all(given[k] != default[k] for k in given)
     # a training part fills its training dataclass field by field (stage 2: no stage-1 calibration)
     args = training_arguments((cfg.training, cfg.finetune), stage=2, output_dir="o")
-    assert (args.stage, args.num_train_epochs, args.mine_depth, args.seed) == (2, 2.0, 9, 7)
+    assert (args.stage, args.num_train_epochs, args.mine_depth, args.seed) == (2, 3.0, 9, 7)
     assert args.sparse_calibration is None
     assert (args.head_learning_rate, args.holdout_fraction, args.learning_rate) == (0.5, 0.5, 1e-5)
     assert args.activation is None  # stage 2 keeps the stage-1 checkpoint's activation
@@ -260,6 +260,7 @@ def test_report_settings_name_each_stage_epochs():
     from dupmae_ir.recipe import RecipeConfig
     from dupmae_ir.recipe.report import _epochs
 
-    assert _epochs(RecipeConfig()) == "1 epoch(s) in stage 1, 2 in stage 2"
-    assert _epochs(RecipeConfig.of(stage2_epochs=None)) == "1 epoch(s) per stage"
-    assert _epochs(RecipeConfig.of(stages=(1,))) == "1 epoch(s) per stage"
+    assert _epochs(RecipeConfig()) == "2 epoch(s) per stage"
+    assert _epochs(RecipeConfig.of(epochs=1.0)) == "1 epoch(s) in stage 1, 2 in stage 2"
+    assert _epochs(RecipeConfig.of(epochs=1.0, stage2_epochs=None)) == "1 epoch(s) per stage"
+    assert _epochs(RecipeConfig.of(epochs=1.0, stages=(1,))) == "1 epoch(s) per stage"

@@ -138,7 +138,8 @@ class PretrainSettings:
 class FinetuneSettings:
     """fine-tuning"""
 
-    epochs: float = setting(1.0, "Epochs of stage 1.", "num_train_epochs", parse="positive_float")
+    epochs: float = setting(2.0, "Epochs of stage 1 (chosen on the dev split, eval/finetune-dev.md).",
+                            "num_train_epochs", parse="positive_float")
     batch_size: int = setting(16, parse="positive_int")
     group_size: int = setting(8, "1 positive + negatives per query.", parse="positive_int")
     learning_rate: float = setting(1.5e-4, "Fine-tuning peak learning rate.", parse="positive_float")
