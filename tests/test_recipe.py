@@ -27,7 +27,7 @@ def test_recipe_end_to_end_on_a_toy_collection(tmp_path):
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=3)
     cfg = RecipeConfig.of(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "out"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
-                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1, 2),
+                       pretrain_max_seq_length=32, batch_size=4, epochs=1.0, mine_depth=5, stages=(1, 2),
                        head_learning_rate=1e-3, part_loss_weight=0.5, group_size=3, holdout_fraction=0.25,
                        flops_query=0.5, flops_doc=0.25,
                        index_root=str(tmp_path / "indexes"), runs_root=str(tmp_path / "runs"),
@@ -215,7 +215,7 @@ def test_selection_run_reads_no_test_split(tmp_path):
     assert not (toy / "qrels" / "test.tsv").exists()
     cfg = RecipeConfig.of(backbone=str(tiny), corpus=str(toy), output=str(tmp_path / "sel"), doc_max_length=32,
                        eval_doc_max_length=32, query_max_length=16, pretrain_steps=2, pretrain_batch_size=4,
-                       pretrain_max_seq_length=32, batch_size=4, mine_depth=5, stages=(1,), ablation=False,
+                       pretrain_max_seq_length=32, batch_size=4, epochs=1.0, mine_depth=5, stages=(1,), ablation=False,
                        group_size=3, holdout_fraction=0.25, test=False, index_root=str(tmp_path / "indexes"),
                        runs_root=str(tmp_path / "runs"), report_root=str(tmp_path / "eval"))
     recipe = Recipe(cfg, progress=False)
