@@ -13,6 +13,7 @@ import sys
 from typing import Callable
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "DUPMAE_DEBUG"
 
@@ -58,8 +59,8 @@ def _io_error_line(e: OSError) -> str | None:
 
 def run_command(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:
     """Run a command's ``main(argv)``; a :class:`UserError` (or a disk-full/permission error) becomes
-    ``error: <one line>`` on stderr and exit status 2, unless ``--debug``/``DUPMAE_DEBUG`` asks for
-    the traceback."""
+    ``error: <one line>`` on stderr and exit status 2, and Ctrl-C one line and status 130, unless
+    ``--debug``/``DUPMAE_DEBUG`` asks for the traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != DEBUG_FLAG]
@@ -76,4 +77,9 @@ def run_command(main: Callable[[list[str]], int | None], argv: list[str] | None 
             raise
         print(f"error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"interrupted (Ctrl-C); add {DEBUG_FLAG} for the traceback", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return int(code or 0)
