@@ -39,6 +39,7 @@ from pathlib import Path
 
 import _harness
 from _harness import ROOT, Timer
+from scale import build_corpus, du
 
 META = "dupmae_index.json"
 TOPICS = "topics.tsv"
@@ -57,8 +58,6 @@ def child(cmd: list[str], log: Path) -> dict:
 
 def base_shards(work: Path, model: Path, base: int, chunk_size: int, log: Path) -> tuple[list[Path], dict]:
     """The base corpus encoded as two shard folders (their chunk files are what replication copies)."""
-    from scale import build_corpus
-
     from dupmae_ir.modeling.backbone import load_tokenizer
 
     docs, _, _ = build_corpus(work, base, load_tokenizer(model))
@@ -78,8 +77,7 @@ def replicate(shards: list[Path], out: Path, copies: int, noise: float, seed: in
     import numpy as np
 
     base = [(s, json.loads((s / META).read_text())) for s in shards]
-    names = sorted((s, n) for s, m in base for n in m["chunk_names"])
-    names.sort(key=lambda sn: sn[1])
+    names = sorted(((s, n) for s, m in base for n in m["chunk_names"]), key=lambda sn: sn[1])  # corpus order
     per_copy = len(names)
     vectors = np.concatenate([np.load(s / "chunks" / f"{n}.npy") for s, n in names])
     std = vectors.std(axis=0, keepdims=True).astype(np.float32)
@@ -198,9 +196,10 @@ def measure_dense(flat: Path, others: dict[str, Path], topics: Path, efs: list[i
         return {"p50_ms": _harness.percentile(times, 50), "p99_ms": _harness.percentile(times, 99),
                 "batched_qps": len(q) / t.seconds, "ids": ids}
 
-    index = faiss.read_index(str(load_index(flat).dense / "index"))
+    flat_file = load_index(flat).dense / "index"
+    index = faiss.read_index(str(flat_file))
     truth = timed(index)
-    rows = [{"type": "flat", "ef_search": None, "mib": (load_index(flat).dense / "index").stat().st_size / 2**20,
+    rows = [{"type": "flat", "ef_search": None, "mib": flat_file.stat().st_size / 2**20,
              **{k: v for k, v in truth.items() if k != "ids"}, "recall@100": 1.0, "recall@1000": 1.0}]
     del index
 
@@ -229,7 +228,7 @@ def measure_postings(index: Path, topics: Path) -> dict:
 
     queries = resolve(str(topics)).queries(None)
     searcher = DupMAESearcher(index, dtype="fp32")
-    from jnius import autoclass
+    from jnius import autoclass  # after the searcher has started the JVM with the toolkit's options
     from pyserini.index.lucene import LuceneIndexReader
 
     reader = LuceneIndexReader(str(searcher.info.impact)).reader  # Lucene's own: docFreq of the raw term
@@ -266,17 +265,16 @@ def build_size(args, work: Path, shards: list[Path], docs: Path, size: int) -> d
     with Timer() as t:
         folders = replicate(shards, at / "shards", copies, args.noise)
     cost.setdefault("replicate", {"seconds": round(t.seconds, 1)})
-    merge = [sys.executable, "-m", "dupmae_ir.encode", "merge", "--inputs", *folders, "--threads", 2]
     for name in ["flat", *args.types.split(",")]:
         out = at / f"index-{name}"
         if not (out / META).is_file():
             inputs = folders if name == "flat" else dense_only(folders, at / f"shards-{name}")
-            cmd = merge if name == "flat" else [*merge[:5], *inputs, "--threads", 2]
+            cmd = [sys.executable, "-m", "dupmae_ir.encode", "merge", "--inputs", *inputs, "--threads", 2]
             graph = ["--ef-construction", args.ef_construction, "--hnsw-m", args.hnsw_m] if "hnsw" in name else []
             cost[f"merge {name}"] = child([*cmd, "--output", out, "--faiss", name, *graph], at / f"merge-{name}.log")
             cost[f"merge {name}"]["faiss_mib"] = round((out / "dense" / "index").stat().st_size / 2**20)
             if name == "flat":
-                cost[f"merge {name}"]["impact_mib"] = round(_du(out / "impact"))
+                cost[f"merge {name}"]["impact_mib"] = round(du(out / "impact"))
                 cost[f"merge {name}"]["lucene_seconds"] = json.loads((out / META).read_text())["impact"]["seconds"]
         cost_file.write_text(json.dumps(cost, indent=1))
     bm25 = at / "bm25"
@@ -284,14 +282,10 @@ def build_size(args, work: Path, shards: list[Path], docs: Path, size: int) -> d
         texts = replicated_docs(docs, at / "docs.jsonl", copies)
         cost["bm25 index"] = child([sys.executable, "-m", "dupmae_ir.bm25", "--corpus", texts, "--index", bm25,
                                     "--threads", 2], at / "bm25.log")
-        cost["bm25 index"]["mib"] = round(_du(bm25))
+        cost["bm25 index"]["mib"] = round(du(bm25))
         (at / "docs.jsonl").unlink()
     cost_file.write_text(json.dumps(cost, indent=1))
     return cost
-
-
-def _du(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
 def report(args, base: dict, sizes: dict) -> str:
