@@ -7,7 +7,8 @@
 - :func:`markdown_table`, :func:`write_report`, :func:`append_section`, :func:`add_table_row`: Markdown
   written through :func:`dupmae_ir.provenance.atomic_write_text` (a failed write leaves the old report);
 - :func:`percentile`: one convention (nearest rank);
-- :class:`Timer`: wall seconds of a block (``sync`` waits for a GPU first).
+- :class:`Timer`: wall seconds of a block (``sync`` waits for a GPU first);
+- :func:`run_measured`: one command in a child process, its wall seconds, peak RSS and output.
 
 Scripts are run as ``python bench/NAME.py`` from the repository root; importing this module puts the
 checkout's ``dupmae_ir`` first on ``sys.path``.
@@ -15,6 +16,8 @@ checkout's ``dupmae_ir`` first on ``sys.path``.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -128,3 +131,25 @@ class Timer:
         if self.sync:
             self.sync()
         self.seconds = time.perf_counter() - self._start
+
+
+def run_measured(cmd: Sequence, env: dict | None = None, log: str | Path | None = None) -> tuple[float, float, str]:
+    """Run ``cmd`` from the repository root in its own process: (wall seconds, peak RSS MiB of that process,
+    its output). Output goes to ``log`` when given (then returned as ""), else it is captured; stdout and
+    stderr together. A failure exits with the command and the last 3,000 characters of its output."""
+    cmd = [str(c) for c in cmd]
+    env = env if env is not None else {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                                       "PYTHONPATH": str(ROOT)}
+    sink = open(log, "w", encoding="utf-8") if log else subprocess.PIPE
+    try:
+        with Timer() as t:
+            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, text=True)
+            out = proc.stdout.read() if not log else ""
+            _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        if log:
+            sink.close()
+    if status != 0:
+        tail = (Path(log).read_text(encoding="utf-8", errors="replace") if log else out)[-3000:]
+        raise SystemExit(f"failed{f' ({log})' if log else ''}: {' '.join(cmd)}\n{tail}")
+    return t.seconds, usage.ru_maxrss / 1024, out

@@ -22,23 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _harness import ROOT, Timer, add_report_args, header, portable, write_report
-
-
-def run(cmd: list[str], env: dict) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one child process."""
-    with Timer() as t:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{out.decode(errors='replace')[-3000:]}")
-    return t.seconds, usage.ru_maxrss / 1024
+from _harness import ROOT, Timer, add_report_args, header, portable, run_measured, write_report
 
 
 def du(path: Path) -> float:
@@ -132,7 +120,7 @@ def main() -> None:
     ]
     rows, peer_wall, peer_rss, peer_size = [], 0.0, 0.0, 0.0
     for name, cmd, out in steps:
-        wall, rss = run(cmd, env)
+        wall, rss, _ = run_measured(cmd, env)
         peer_wall, peer_rss = peer_wall + wall, max(peer_rss, rss)
         peer_size += du(out) if out else 0.0
         rows.append((f"  {name}", wall, n / wall, None, None, rss, du(out) if out else None))
@@ -140,9 +128,9 @@ def main() -> None:
     rows.append(("**Pyserini, two passes + impact indexing (fp32)**", peer_wall, peer, 1.0, None, peer_rss, peer_size))
     for dtype in args.dtypes.split(","):
         out = tmp / f"dupmae_{dtype}"
-        wall, rss = run([sys.executable, "-m", "dupmae_ir.encode", "--corpus", str(corpus), "--output", str(out),
-                         "--encoder", checkpoint, "--dtype", dtype, "--batch-size", str(args.batch_size),
-                         "--doc-max-length", str(length), "--no-progress"], env)
+        wall, rss, _ = run_measured([sys.executable, "-m", "dupmae_ir.encode", "--corpus", corpus, "--output", out,
+                                     "--encoder", checkpoint, "--dtype", dtype, "--batch-size", args.batch_size,
+                                     "--doc-max-length", length, "--no-progress"], env)
         after = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}  # the same minutes
         peak = {k: max(peak[k], after[k]) for k in peak}  # the higher: the roofline is a ceiling
         roofline = {k: v * 1e9 / flops for k, v in peak.items()}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -234,10 +233,10 @@ def run_child(args, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--child", *extra, "--work", args.work, "--count", str(args.count),
            "--ks", ",".join(map(str, args.ks))]
     print("+", " ".join(cmd[2:]), flush=True)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        raise SystemExit(f"child {extra} failed ({proc.returncode}):\n{proc.stdout[-2000:]}")
+    _, _, out = _harness.run_measured(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise SystemExit(f"child {extra} printed no RESULT line:\n{out[-2000:]}")
     result = json.loads(lines[-1][7:])
     print("  ", result, flush=True)
     return result

@@ -21,11 +21,10 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 from pathlib import Path
 
-from _harness import ROOT, Timer, add_report_args, header, write_report
+from _harness import ROOT, add_report_args, header, run_measured, write_report
 
 PIECES = 60
 VOCAB = 2048
@@ -87,17 +86,6 @@ def build_corpus(work: Path, size: int, tokenizer) -> tuple[Path, Path, Path]:
     return docs, topics, qrels
 
 
-def run(cmd: list[str], env: dict) -> tuple[float, float, str]:
-    """(wall s, peak RSS MiB of the process, stderr) of one command."""
-    with Timer() as t:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        err = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{err[-3000:]}")
-    return t.seconds, usage.ru_maxrss / 1024, err
-
-
 def du(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
@@ -126,14 +114,14 @@ def main() -> int:
             continue
         docs, topics, qrels = build_corpus(work, size, tokenizer)
         index = work / f"index-{size}"
-        wall, rss, _ = run([sys.executable, "-m", "dupmae_ir.encode", "--corpus", str(docs), "--encoder",
-                                       str(model), "--output", str(index), "--dtype", "fp32", "--batch-size", "128",
-                                       "--no-progress", "--overwrite"], env)
+        wall, rss, _ = run_measured([sys.executable, "-m", "dupmae_ir.encode", "--corpus", docs, "--encoder", model,
+                                     "--output", index, "--dtype", "fp32", "--batch-size", 128, "--no-progress",
+                                     "--overwrite"], env)
         meta = json.loads((index / "dupmae_index.json").read_text())
         runs = work / f"runs-{size}"
-        s_wall, s_rss, err = run([sys.executable, "-m", "dupmae_ir.search", "--index", str(index), "--topics",
-                                 str(topics), "--mode", "dense", "impact", "hybrid", "--threads", "2",
-                                 "--output", str(runs / "{mode}.trec"), "--overwrite"], env)
+        s_wall, s_rss, err = run_measured([sys.executable, "-m", "dupmae_ir.search", "--index", index, "--topics",
+                                           topics, "--mode", "dense", "impact", "hybrid", "--threads", 2,
+                                           "--output", runs / "{mode}.trec", "--overwrite"], env)
         qps = re.search(r"\(([\d.]+) q/s; set-up ([\d.]+) s\)", err)
         judged = {}
         for line in qrels.read_text().splitlines():

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,15 +44,10 @@ META = "dupmae_index.json"
 TOPICS = "topics.tsv"
 
 
-def child(cmd: list[str], log: Path) -> dict:
+def child(cmd: list, log: Path) -> dict:
     """Run one command (its output to ``log``); wall seconds and peak RSS (MiB) of that process."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
-    with Timer() as t, open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen([str(c) for c in cmd], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"failed ({log}): {' '.join(map(str, cmd))}\n{log.read_text()[-3000:]}")
-    return {"seconds": round(t.seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+    seconds, rss, _ = _harness.run_measured(cmd, log=log)
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(rss)}
 
 
 def base_shards(work: Path, model: Path, base: int, chunk_size: int, log: Path) -> tuple[list[Path], dict]:

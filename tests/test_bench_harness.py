@@ -65,3 +65,17 @@ def test_a_benchmark_work_folder_is_claimed_like_any_output(tmp_path):
     assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "keep"
     with pytest.raises(SystemExit):
         _harness.claim_work_dir(work, "mining_memory")  # another script's folder
+
+
+def test_run_measured_gives_the_childs_own_peak_memory_and_output(tmp_path):
+    import pytest
+
+    grow = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); print('held', flush=True)"
+    seconds, rss, out = _harness.run_measured([sys.executable, "-c", grow])
+    assert out.strip() == "held" and seconds > 0
+    assert 300 < rss < 600  # the child's 300 MiB (plus an interpreter), not this test process's memory
+    log = tmp_path / "child.log"
+    assert _harness.run_measured([sys.executable, "-c", "print('to the log')"], log=log)[2] == ""
+    assert log.read_text() == "to the log\n"
+    with pytest.raises(SystemExit, match="failed.*boom"):
+        _harness.run_measured([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
