@@ -2,7 +2,7 @@
 
 - :class:`ArgumentParser`: ``transformers.HfArgumentParser`` (dataclass fields become flags, spelled
   ``--max-seq-length`` or ``--max_seq_length``) with each field in the ``--help`` section named by its
-  ``metadata["group"]``; used by ``pretrain`` and ``finetune``.
+  ``metadata["group"]``; used by ``pretrain`` and ``finetune``, which :func:`train_main` runs.
 - Argument groups for the retrieval commands, named as Pyserini names them: :func:`add_encoder_args`
   (``--encoder --batch-size --dtype --device``), :func:`add_search_args` (``--mode --hits --batch-size
   --threads --min-idf``), :func:`add_fusion_args` (``--fusion --alpha --weight-on-dense --depth --rrf-k``),
@@ -87,6 +87,20 @@ def _hf_parser():
 def ArgumentParser(dataclass_type, **kwargs):  # noqa: N802 - a class factory (transformers is imported lazily)
     """An ``HfArgumentParser`` over ``dataclass_type`` with sectioned ``--help`` and ``--debug``."""
     return _hf_parser()(dataclass_type, **{"formatter_class": HelpFormatter, **kwargs})
+
+
+def train_main(parser, run, what: str, argv: list[str] | None) -> int:
+    """``pretrain`` / ``finetune``: parse ``argv`` into the parser's dataclass (its own checks become one
+    line), log at INFO, ``run(args)`` and print the checkpoint it wrote as ``{what} checkpoint: PATH``."""
+    import logging
+
+    try:
+        args = parser.parse_args_into_dataclasses(argv)[0]  # [1]: --debug (run_command reads it)
+    except ValueError as e:  # the dataclass's own checks
+        raise UserError("arguments", str(e), "see --help") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"{what} checkpoint: {run(args)}")
+    return 0
 
 
 def default_threads() -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import UserError, run_command
+from .errors import run_command
 
 
 def build_parser():
@@ -30,18 +30,10 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
+    from .cli import train_main
     from .train.pretraining import run_pretraining
 
-    try:
-        args = build_parser().parse_args_into_dataclasses(argv)[0]  # [1]: --debug (run_command reads it)
-    except ValueError as e:  # the dataclass's own checks
-        raise UserError("arguments", str(e), "see --help") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = run_pretraining(args)
-    print(f"pre-trained checkpoint: {out}")
-    return 0
+    return train_main(build_parser(), run_pretraining, "pre-trained", argv)
 
 
 if __name__ == "__main__":
