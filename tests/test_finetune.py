@@ -462,3 +462,58 @@ def test_torchrun_stage2_encodes_and_mines_together(tiny, toy, tmp_path):
                                 mine_index=str(solo_index)))
     lines = (out / "negatives.tsv").read_text().splitlines()
     assert len(lines) > 16 and lines == (solo / "negatives.tsv").read_text().splitlines()
+
+
+def test_bow_loss_by_hand_and_added_to_the_stage_loss(tiny, toy, tmp_path):
+    """--bow-loss-weight w: loss = stage loss + w * (L_bow(queries) + L_bow(passages)), L_bow of each text
+    against its own pieces (specials and padding out, counts normalised), as pre-training computes it."""
+    import torch.nn.functional as F
+
+    from dupmae_ir.modeling.biencoder import BiEncoderForTraining
+    from dupmae_ir.modeling.losses import own_bag_of_words_loss
+    from dupmae_ir.modeling.model import DupMAEModel
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 0.5, -1.0]])  # V = 6; 0: pad, 1: special
+    special = torch.tensor([True, True, False, False, False, False])
+    ids, mask = torch.tensor([[1, 3, 2, 3, 1, 0]]), torch.tensor([[1, 1, 1, 1, 1, 0]])
+    log_p = F.log_softmax(logits, -1)[0]
+    want = -(log_p[2] / 3 + 2 * log_p[3] / 3)  # piece 3 twice, piece 2 once; [CLS]/[SEP] (1) and pad out
+    assert own_bag_of_words_loss(logits, ids, mask, special).item() == pytest.approx(want.item(), rel=1e-6)
+
+    retriever, tok = DupMAEModel.from_pretrained(tiny)
+    q = tok(["what about alpha", "what about bravo"], return_tensors="pt", padding=True)
+    d = tok(["alpha alpha echo", "golf hotel", "bravo kilo bravo", "lima mike"], return_tensors="pt", padding=True)
+    batch = (q["input_ids"], q["attention_mask"], d["input_ids"], d["attention_mask"])
+    with torch.no_grad():
+        *_, q_mu = retriever(q["input_ids"], q["attention_mask"], with_logits=True)
+        *_, d_mu = retriever(d["input_ids"], d["attention_mask"], with_logits=True)
+        plain = BiEncoderForTraining(retriever, 2).eval()(*batch)
+        kept = BiEncoderForTraining(retriever, 2, bow_loss_weight=0.3).eval()(*batch)
+    q_own = own_bag_of_words_loss(q_mu, q["input_ids"], q["attention_mask"], retriever.special_mask)
+    d_own = own_bag_of_words_loss(d_mu, d["input_ids"], d["attention_mask"], retriever.special_mask)
+    assert kept["bow_loss_query"].item() == pytest.approx(q_own.item(), rel=1e-5)
+    assert kept["loss"].item() == pytest.approx((plain["loss"] + 0.3 * (q_own + d_own)).item(), rel=1e-5)
+    assert "bow_loss_query" not in plain
+
+
+def test_bow_loss_grounds_the_query_expansion(tiny, toy, tmp_path):
+    """Fine-tuning with the bag-of-words loss kept puts more of a query's heaviest terms on its own pieces
+    than the same run without it (grounded share, as bench/bow_grounding.py measures it)."""
+    from dupmae_ir.modeling.bow import grounded_share
+    from dupmae_ir.modeling.model import DupMAEModel
+    from dupmae_ir.train.finetuning import run_finetuning
+
+    queries = [f"what about {w}" for w in WORDS[:16]]
+    shares = {}
+    for w in (0.0, 1.0):
+        out = run_finetuning(_args(tiny, toy, tmp_path / f"w{w}", bow_loss_weight=w, num_train_epochs=3))
+        model, tok = DupMAEModel.from_pretrained(out)
+        enc = tok(queries, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            _, bow = model(enc["input_ids"], enc["attention_mask"])
+        own = [set(row.tolist()) for row in enc["input_ids"]]
+        shares[w] = sum(grounded_share(bow, own)) / len(queries)
+        if w:
+            losses = _losses(out, "bow_loss_query")
+            assert losses[-1] < losses[0]
+    assert shares[1.0] > shares[0.0] + 0.1, shares

@@ -4,14 +4,14 @@ its stage on the combined score ``w_dense * h_q . h_d + w_sparse * mu_q . mu_d``
 Stages 1-2: contrastive loss of each query over its positive, its negatives and every other document
 of the batch (under torchrun: of every process, :func:`gather_with_grad`); stage 3: distillation from
 teacher scores over its own group. Options: part losses (each part also trained alone), FLOPS
-regularisation of the bag-of-words vectors.
+regularisation of the bag-of-words vectors, pre-training's bag-of-words loss kept on every text.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .losses import combined_scores, contrastive_loss, distillation_loss, flops_regularizer
+from .losses import combined_scores, contrastive_loss, distillation_loss, flops_regularizer, own_bag_of_words_loss
 from .model import TRAINING_POOLING
 
 
@@ -32,7 +32,7 @@ class BiEncoderForTraining(nn.Module):
     def __init__(self, retriever, group_size: int, temperature: float = 1.0, teacher_temperature: float = 1.0,
                  distill_loss: str = "kl", dense_weight: float = 1.0, sparse_weight: float = 1.0,
                  part_loss_weight: float = 0.0, flops_query: float = 0.0, flops_doc: float = 0.0,
-                 share_negatives: bool = True, pooling=None):
+                 share_negatives: bool = True, pooling=None, bow_loss_weight: float = 0.0):
         super().__init__()
         self.retriever = retriever
         self.pooling = pooling or TRAINING_POOLING  # the max-pool route (PoolingPlan); the default is fused
@@ -46,17 +46,22 @@ class BiEncoderForTraining(nn.Module):
         self.flops_query = flops_query
         self.flops_doc = flops_doc
         self.share_negatives = share_negatives
-        self.need_sparse = bool(sparse_weight or flops_query or flops_doc)
+        self.bow_loss_weight = bow_loss_weight
+        self.need_sparse = bool(sparse_weight or flops_query or flops_doc or bow_loss_weight)
 
     def encode(self, input_ids, attention_mask):
+        """(dense (n, d), bow (n, V) or None); with the bag-of-words loss on, that loss of these texts too."""
+        if self.bow_loss_weight:
+            dense, bow, logits = self.retriever(input_ids, attention_mask, self.pooling, with_logits=True)
+            return dense, bow, own_bag_of_words_loss(logits, input_ids, attention_mask, self.retriever.special_mask)
         if self.need_sparse:
-            return self.retriever(input_ids, attention_mask, self.pooling)  # (n, d), (n, V)
-        return self.retriever.encode_dense(input_ids, attention_mask), None  # (n, d)
+            return *self.retriever(input_ids, attention_mask, self.pooling), None  # (n, d), (n, V)
+        return self.retriever.encode_dense(input_ids, attention_mask), None, None  # (n, d)
 
     def forward(self, query_input_ids, query_attention_mask, doc_input_ids, doc_attention_mask,
                 teacher_scores=None):
-        q_dense, q_bow = self.encode(query_input_ids, query_attention_mask)  # (B, d), (B, V)
-        d_dense, d_bow = self.encode(doc_input_ids, doc_attention_mask)  # (B*G, d), (B*G, V)
+        q_dense, q_bow, q_own = self.encode(query_input_ids, query_attention_mask)  # (B, d), (B, V)
+        d_dense, d_bow, d_own = self.encode(doc_input_ids, doc_attention_mask)  # (B*G, d), (B*G, V)
         b, g = q_dense.shape[0], self.group_size
         terms, scale = {}, 1.0
         if teacher_scores is not None:  # stage 3: each query against its own group
@@ -102,4 +107,7 @@ class BiEncoderForTraining(nn.Module):
             reg = flops_regularizer(d_bow)
             terms["flops_doc"] = reg.detach()
             loss = loss + self.flops_doc * reg
+        if self.bow_loss_weight:  # this process's own texts: no gather, so no world-size scale
+            terms["bow_loss_query"], terms["bow_loss_doc"] = q_own.detach(), d_own.detach()
+            loss = loss + self.bow_loss_weight * (q_own + d_own)
         return {"loss": loss, **terms}

@@ -68,6 +68,18 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     return per_query.mean()
 
 
+def own_bag_of_words_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          special_mask: torch.Tensor) -> torch.Tensor:
+    """DupMAE's L_bow (pre-training eqs. 7-8) of texts against their own pieces: ``-sum_v t[v] log softmax(mu)[v]``
+    averaged over the batch, with ``t`` each text's word pieces (specials and padding left out) normalised to
+    sum to 1. logits (B, V) max-pooled before the activation; input_ids, attention_mask (B, L); special_mask (V,)."""
+    target = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)  # (B, V)
+    target.scatter_add_(1, input_ids, attention_mask.to(torch.float32))  # piece counts
+    target = target.masked_fill(special_mask, 0.0)
+    target = target / target.sum(-1, keepdim=True).clamp(min=1.0)  # (B, V)
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
 def flops_regularizer(weights: torch.Tensor) -> torch.Tensor:
     """FLOPS: ``sum_v (mean_b |w[b, v]|)^2`` for a batch of bag-of-words weights (B, V) -> scalar."""
     return weights.abs().mean(dim=0).pow(2).sum()

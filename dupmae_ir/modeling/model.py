@@ -123,9 +123,10 @@ class DupMAEModel(nn.Module):
         return self.config.dense_dim or self.mlm.config.hidden_size
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                pooling: PoolingPlan = TRAINING_POOLING) -> tuple[torch.Tensor, torch.Tensor]:
+                pooling: PoolingPlan = TRAINING_POOLING, with_logits: bool = False):
         """input_ids, attention_mask: (B, L) -> dense (B, d'), bow (B, V) activated, before top-k;
-        ``pooling`` picks the max-pool route (:class:`PoolingPlan`)."""
+        ``pooling`` picks the max-pool route (:class:`PoolingPlan`); ``with_logits`` also returns the
+        max-pooled logits before the activation (B, V) (the bag-of-words loss's input)."""
         out = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state  # (B, L, D)
         dense = hidden[:, 0]  # (B, D): h_cls
@@ -142,7 +143,7 @@ class DupMAEModel(nn.Module):
         if pooling.exact_topk and not torch.is_grad_enabled():  # bf16/fp16 inference: kept entries in fp32
             mu = exact_top_entries(mu, hidden, attention_mask, self.mlm.cls, pooling.exact_topk)  # (B, V)
         bow = activate(mu, self.config.activation).masked_fill(self.special_mask, 0.0)  # (B, V)
-        return dense, bow
+        return (dense, bow, mu) if with_logits else (dense, bow)
 
     def encode_dense(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
         """The dense part alone (skips the vocabulary projection): (B, d').

@@ -201,7 +201,8 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     training_args = training_arguments(
         args,
         dataloader_drop_last=True,  # equal batches on every process: the gathered groups line up
-        ddp_find_unused_parameters=not (args.sparse_weight or args.flops_query or args.flops_doc),
+        ddp_find_unused_parameters=not (args.sparse_weight or args.flops_query or args.flops_doc
+                                        or args.bow_loss_weight),
         **({"ddp_timeout": int(WAIT.total_seconds())} if together else {}))
     world = training_args.world_size
     progress = not args.disable_tqdm and training_args.process_index == 0
@@ -241,7 +242,8 @@ def run_finetuning(args: FinetuneArguments, callbacks: list | None = None) -> Pa
     collator = GroupCollator(tokenizer, args.query_max_length, args.doc_max_length)
     model = BiEncoderForTraining(retriever, args.group_size, args.temperature, args.teacher_temperature,
                                  args.distill_loss, args.dense_weight, args.sparse_weight, args.part_loss_weight,
-                                 args.flops_query, args.flops_doc, args.share_negatives)
+                                 args.flops_query, args.flops_doc, args.share_negatives,
+                                 bow_loss_weight=args.bow_loss_weight)
     trainer = _make_trainer_class()(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
                                     callbacks=[_epoch_callback(dataset), *(callbacks or [])],
                                     head_learning_rate=args.head_learning_rate)
@@ -283,7 +285,7 @@ def _save_final(trainer, tokenizer, out, args, examples, seconds, data_seconds, 
         "part_loss_weight": args.part_loss_weight,
         "sparse_weight_folded": folded, "sparse_calibration": args.sparse_calibration,
         "sparse_scale_calibration": sparse_scale,
-        "flops_query": args.flops_query, "flops_doc": args.flops_doc,
+        "flops_query": args.flops_query, "flops_doc": args.flops_doc, "bow_loss_weight": args.bow_loss_weight,
         "query_max_length": args.query_max_length, "doc_max_length": args.doc_max_length,
         "queries": len(examples), "holdout_fraction": args.holdout_fraction, "holdout_seed": args.holdout_seed,
         "steps": trainer.state.global_step, "batch_size": args.batch_size,
