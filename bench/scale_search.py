@@ -285,8 +285,9 @@ def build_size(args, work: Path, shards: list[Path], docs: Path, size: int) -> d
 def report(args, base: dict, sizes: dict) -> str:
     from _harness import markdown_table
 
-    lines = [f"Base: {base['docs']:,} documents encoded by the checkpoint at {base['encode_docs_per_s']} docs/s "
-             "(fp32, this machine). Sizes by replication (what it keeps: the module doc of `bench/scale_search.py`).",
+    lines = [f"Base: {base['docs']:,} documents encoded by the checkpoint (fp32; its rate is not a figure of this "
+             "report: eval/scale.md measures encoding). Sizes by replication (what it keeps: the module doc of "
+             "`bench/scale_search.py`).",
              "", "### Builds", ""]
     rows = []
     for size, s in sizes.items():
