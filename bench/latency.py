@@ -155,6 +155,8 @@ def main() -> int:
     p.add_argument("--query-topk", type=int, default=None, help="query pruning: keep N impact terms (default: index's)")
     p.add_argument("--query-min-weight", type=float, default=None,
                    help="query pruning: minimum weight (default: index's)")
+    p.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch of the index's dense part (default: "
+                   "the index's)")
     p.add_argument("--dtype", default="fp32", choices=TRAINING_DTYPES, help="query encoding precision")
     p.add_argument("--example", default="0-dimensional biomaterials show inductive properties.",
                    help="a query whose largest impact terms are shown")
@@ -175,7 +177,7 @@ def main() -> int:
     torch.set_num_threads(1)
     with Timer() as timer:
         searcher = DupMAESearcher(args.index, threads=1, dtype=args.dtype, query_topk=args.query_topk,
-                                  query_min_weight=args.query_min_weight)
+                                  query_min_weight=args.query_min_weight, ef_search=args.ef_search)
     startup = {"dupmae": timer.seconds}
     with Timer() as timer:
         bm25 = BM25Searcher(args.bm25_index, threads=1)

@@ -41,6 +41,7 @@ from _harness import ROOT, Timer
 from scale import build_corpus, du
 
 META = "dupmae_index.json"
+RECALL = 0.98  # the served HNSW efSearch: the smallest measured whose recall@1000 of flat reaches this
 TOPICS = "topics.tsv"
 
 
@@ -125,6 +126,24 @@ def dense_only(folders: list[Path], out: Path) -> list[Path]:
         meta["settings"]["impact"] = False
         (view / META).write_text(json.dumps(meta, indent=1))
     return views
+
+
+def hybrid_view(at: Path, kind: str) -> Path:
+    """``index-hybrid-KIND``: the flat index's Lucene impact part beside the ``index-KIND`` dense part (the same
+    documents in the same order), linked, not copied: the hybrid a user would serve at that size."""
+    view = at / f"index-hybrid-{kind}"
+    if not (view / META).is_file():
+        flat, dense = at / "index-flat", at / f"index-{kind}"
+        if (flat / "dense" / "docid").read_bytes() != (dense / "dense" / "docid").read_bytes():
+            raise SystemExit(f"{at}: index-flat and index-{kind} list other documents")
+        view.mkdir(exist_ok=True)
+        for part, source in (("impact", flat), ("dense", dense)):
+            if not (view / part).exists():
+                os.symlink((source / part).resolve(), view / part)
+        meta = json.loads((flat / META).read_text())
+        meta["dense"] = json.loads((dense / META).read_text())["dense"]
+        (view / META).write_text(json.dumps(meta, indent=1))
+    return view
 
 
 def replicated_docs(docs: Path, out: Path, copies: int) -> Path:
@@ -380,6 +399,18 @@ def main() -> int:
         results[size] = {"build": build, "latency": latency.read_text(encoding="utf-8"),
                          "postings": run_child(args, "postings", size, at / "postings.json", at / "postings.log"),
                          "dense": run_child(args, "dense", size, at / "dense.json", at / "dense.log")}
+        for kind in (t for t in args.types.split(",") if "hnsw" in t):  # the hybrid served at this size
+            rows = [r for r in results[size]["dense"]["rows"] if r["type"] == kind]
+            ef = next((r["ef_search"] for r in rows if r["recall@1000"] >= RECALL), rows[-1]["ef_search"])
+            served = at / f"latency-{kind}.md"
+            if not served.is_file() or args.fresh:
+                child([sys.executable, ROOT / "bench" / "latency.py", "--index", hybrid_view(at, kind), "--bm25-index",
+                       at / "bm25", "--topics", topics, "--single", args.single, "--ef-search", ef, "--label",
+                       f"{size:,} documents ({kind} FAISS at efSearch {ef}, Lucene impact, BM25)", "--report",
+                       at / f"latency-{kind}-full.md"], at / f"latency-{kind}.log")
+                text = (at / f"latency-{kind}-full.md").read_text(encoding="utf-8")
+                served.write_text(text[text.index("\n### ") + 1:], encoding="utf-8")
+            results[size]["latency"] += "\n\n" + served.read_text(encoding="utf-8")
     if args.build_only:
         return 0
     text = report(args, base, results)

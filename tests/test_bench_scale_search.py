@@ -23,7 +23,7 @@ def test_replicated_shards_merge_into_an_index_of_copies(tmp_path, tiny_checkpoi
                             shard_num=2, dtype="fp32", progress=False) for i in (0, 1)]
     base = merge_shards(shards, tmp_path / "base-index")
     folders = scale_search.replicate(shards, tmp_path / "rep", copies=3, noise=0.1)
-    index = merge_shards(folders, tmp_path / "rep-index")
+    index = merge_shards(folders, tmp_path / "n120" / "index-flat")
 
     meta = json.loads((index / "dupmae_index.json").read_text())
     assert meta["docs"] == 120 and "x3 (bench/scale_search.py replication)" in meta["corpus"]
@@ -46,11 +46,30 @@ def test_replicated_shards_merge_into_an_index_of_copies(tmp_path, tiny_checkpoi
         assert postings[term] == expected, term
 
     dense = scale_search.dense_only(folders, tmp_path / "dense-view")
-    flat8 = merge_shards(dense, tmp_path / "int8-index", faiss="flat-int8")
+    flat8 = merge_shards(dense, tmp_path / "n120" / "index-flat-int8", faiss="flat-int8")
     assert not (flat8 / "impact").exists() and faiss_vectors(flat8)[1] == ids
+
+    from dupmae_ir.search import DupMAESearcher
+
+    view = scale_search.hybrid_view(tmp_path / "n120", "flat-int8")  # flat's impact + the int8 dense part
+    queries = {"q1": docs_text(corpus, 3), "q2": docs_text(corpus, 17)}
+    served, dense8, flat_index = (DupMAESearcher(p) for p in (view, flat8, index))
+    def search(searcher, *modes):
+        return searcher.search_batch(list(queries), list(queries.values()), modes=modes, hits=20)
+
+    runs = search(served, "dense", "impact", "hybrid")
+    assert runs["dense"] == search(dense8, "dense")["dense"]
+    assert runs["impact"] == search(flat_index, "impact")["impact"]
+    assert all(runs["hybrid"][q] for q in queries)
 
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
     texts = scale_search.replicated_docs(corpus, tmp_path / "texts.jsonl", 3)
     rows = [json.loads(line) for line in texts.read_text().splitlines()]
     assert [r["_id"] for r in rows] == ids
     assert rows[45]["text"] == docs[5]["text"]
+
+
+def docs_text(corpus, i: int) -> str:
+    """The first words of the corpus's document ``i`` (a query that finds it)."""
+    doc = json.loads(corpus.read_text().splitlines()[i])
+    return " ".join(doc["text"].split()[:8])
