@@ -155,6 +155,11 @@ class FinetuneSettings:
     flops_doc: float = setting(0.0, "FLOPS regularisation weight on document bag-of-words, every stage (0: the "
                                     "paper's loss; 1.0 won a stage-1 dev study, eval/flops-selection.md).",
                                parse="nonnegative_float")
+    # DupMAE's bag-of-words loss kept in every fine-tuning stage; 0: the paper's fine-tuning
+    bow_loss_weight: float = setting(0.0, "Weight of DupMAE's bag-of-words loss kept in fine-tuning, every stage (0: "
+                                          "the paper's loss; 0.1 grounded more query terms on the dev split without "
+                                          "meeting the rule to become the default, eval/grounding-dev.md).",
+                                     parse="nonnegative_float")
     # the bag-of-words activation set at stage 1 (stage 2 keeps the stage-1 checkpoint's)
     activation: str = setting("plain_relu", "Bag-of-words activation from stage 1 on: plain_relu | log1p_relu | none.",
                               parse=activation_name, stage1_only=True)
