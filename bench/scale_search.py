@@ -402,13 +402,13 @@ def main() -> int:
         for kind in (t for t in args.types.split(",") if "hnsw" in t):  # the hybrid served at this size
             rows = [r for r in results[size]["dense"]["rows"] if r["type"] == kind]
             ef = next((r["ef_search"] for r in rows if r["recall@1000"] >= RECALL), rows[-1]["ef_search"])
-            served = at / f"latency-{kind}.md"
+            served, name = at / f"latency-{kind}-ef{ef}.md", f"latency-{kind}-ef{ef}"
             if not served.is_file() or args.fresh:
                 child([sys.executable, ROOT / "bench" / "latency.py", "--index", hybrid_view(at, kind), "--bm25-index",
                        at / "bm25", "--topics", topics, "--single", args.single, "--ef-search", ef, "--label",
                        f"{size:,} documents ({kind} FAISS at efSearch {ef}, Lucene impact, BM25)", "--report",
-                       at / f"latency-{kind}-full.md"], at / f"latency-{kind}.log")
-                text = (at / f"latency-{kind}-full.md").read_text(encoding="utf-8")
+                       at / f"{name}-full.md"], at / f"{name}.log")
+                text = (at / f"{name}-full.md").read_text(encoding="utf-8")
                 served.write_text(text[text.index("\n### ") + 1:], encoding="utf-8")
             results[size]["latency"] += "\n\n" + served.read_text(encoding="utf-8")
     if args.build_only:
