@@ -466,7 +466,7 @@ def test_torchrun_stage2_encodes_and_mines_together(tiny, toy, tmp_path):
 
 def test_bow_loss_by_hand_and_added_to_the_stage_loss(tiny, toy, tmp_path):
     """--bow-loss-weight w: loss = stage loss + w * (L_bow(queries) + L_bow(passages)), L_bow of each text
-    against its own pieces (specials and padding out, counts normalised), as pre-training computes it."""
+    against its own pieces (specials and padding out, counts normalised to sum to 1)."""
     import torch.nn.functional as F
 
     from dupmae_ir.modeling.biencoder import BiEncoderForTraining

@@ -71,8 +71,9 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 def own_bag_of_words_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                           special_mask: torch.Tensor) -> torch.Tensor:
     """DupMAE's L_bow (pre-training eqs. 7-8) of texts against their own pieces: ``-sum_v t[v] log softmax(mu)[v]``
-    averaged over the batch, with ``t`` each text's word pieces (specials and padding left out) normalised to
-    sum to 1. logits (B, V) max-pooled before the activation; input_ids, attention_mask (B, L); special_mask (V,)."""
+    averaged over the batch, with ``t`` each text's piece counts (specials and padding left out) normalised to
+    sum to 1 (pre-training's collator puts 1/m on each distinct piece instead: the same without repeats).
+    logits (B, V) max-pooled before the activation; input_ids, attention_mask (B, L); special_mask (V,)."""
     target = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)  # (B, V)
     target.scatter_add_(1, input_ids, attention_mask.to(torch.float32))  # piece counts
     target = target.masked_fill(special_mask, 0.0)
