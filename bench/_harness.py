@@ -133,11 +133,38 @@ class Timer:
         self.seconds = time.perf_counter() - self._start
 
 
+# A forked child's ru_maxrss starts at its parent's high-water mark (Linux carries it across exec), so a
+# large benchmark process would inflate every child's peak: a small launcher forks the command and reports it.
+_LAUNCHER = ("import os, sys\n"
+             "pid = os.fork()\n"
+             "if pid == 0:\n"
+             "    try:\n"
+             "        os.execvp(sys.argv[2], sys.argv[2:])\n"
+             "    finally:\n"
+             "        os._exit(127)\n"
+             "_, status, usage = os.wait4(pid, 0)\n"
+             "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+             "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
 def run_measured(cmd: Sequence, env: dict | None = None, log: str | Path | None = None) -> tuple[float, float, str]:
-    """Run ``cmd`` from the repository root in its own process: (wall seconds, peak RSS MiB of that process,
-    its output). Output goes to ``log`` when given (then returned as ""), else it is captured; stdout and
-    stderr together. A failure exits with the command and the last 3,000 characters of its output."""
-    cmd = [str(c) for c in cmd]
+    """Run ``cmd`` from the repository root in its own process: (wall seconds, peak RSS MiB of that process
+    alone, its output). Output goes to ``log`` when given (then returned as ""), else it is captured; stdout
+    and stderr together. A failure exits with the command and the last 3,000 characters of its output."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = Path(tmp) / "maxrss"
+        seconds, status, out = _run([sys.executable, "-c", _LAUNCHER, str(rss_file), *map(str, cmd)], env, log)
+        peak = int(rss_file.read_text()) / 1024 if rss_file.is_file() else float("nan")
+    if status != 0:
+        tail = (Path(log).read_text(encoding="utf-8", errors="replace") if log else out)[-3000:]
+        raise SystemExit(f"failed{f' ({log})' if log else ''}: {' '.join(map(str, cmd))}\n{tail}")
+    return seconds, peak, out
+
+
+def _run(cmd: list[str], env: dict | None, log: str | Path | None) -> tuple[float, int, str]:
+    """(wall seconds, exit status, captured output) of ``cmd`` run from the repository root."""
     env = env if env is not None else {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                                        "PYTHONPATH": str(ROOT)}
     sink = open(log, "w", encoding="utf-8") if log else subprocess.PIPE
@@ -145,11 +172,8 @@ def run_measured(cmd: Sequence, env: dict | None = None, log: str | Path | None 
         with Timer() as t:
             proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, text=True)
             out = proc.stdout.read() if not log else ""
-            _, status, usage = os.wait4(proc.pid, 0)
+            status = proc.wait()
     finally:
         if log:
             sink.close()
-    if status != 0:
-        tail = (Path(log).read_text(encoding="utf-8", errors="replace") if log else out)[-3000:]
-        raise SystemExit(f"failed{f' ({log})' if log else ''}: {' '.join(cmd)}\n{tail}")
-    return t.seconds, usage.ru_maxrss / 1024, out
+    return t.seconds, status, out

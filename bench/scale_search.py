@@ -48,7 +48,7 @@ TOPICS = "topics.tsv"
 def child(cmd: list, log: Path) -> dict:
     """Run one command (its output to ``log``); wall seconds and peak RSS (MiB) of that process."""
     seconds, rss, _ = _harness.run_measured(cmd, log=log)
-    return {"seconds": round(seconds, 1), "peak_rss_mib": round(rss)}
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(rss), "rss": "child alone"}
 
 
 def base_shards(work: Path, model: Path, base: int, chunk_size: int, log: Path) -> tuple[list[Path], dict]:
@@ -311,9 +311,12 @@ def report(args, base: dict, sizes: dict) -> str:
     rows = []
     for size, s in sizes.items():
         for step, c in s["build"].items():
-            extra = ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("seconds", "peak_rss_mib"))
-            rows.append([f"{size:,}", step, c["seconds"], c.get("peak_rss_mib", "-"), extra or "-"])
+            extra = ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("seconds", "peak_rss_mib", "rss"))
+            rss = c["peak_rss_mib"] if c.get("rss") == "child alone" else "-"
+            rows.append([f"{size:,}", step, c["seconds"], rss, extra or "-"])
     lines += markdown_table(["documents", "step", "seconds", "peak RSS MiB", "other"], rows)
+    lines += ["", "Peak RSS: of the build's process alone; '-' for a build measured before the bench measured it "
+                  "so (a forked child's peak then started at the bench's own)."]
     lines += ["", "### Postings a query opens (impact index, the 300 SciFact test queries)", ""]
     lines += markdown_table(["documents", "terms per query", "postings per query: mean", "p50", "p99",
                              "mean / documents"],

@@ -71,9 +71,13 @@ def test_run_measured_gives_the_childs_own_peak_memory_and_output(tmp_path):
     import pytest
 
     grow = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); print('held', flush=True)"
+    big = bytearray(600 * 2**20)  # this process is large: a forked child's ru_maxrss would start at its size
+    big[::4096] = b"x" * len(big[::4096])
     seconds, rss, out = _harness.run_measured([sys.executable, "-c", grow])
     assert out.strip() == "held" and seconds > 0
-    assert 300 < rss < 600  # the child's 300 MiB (plus an interpreter), not this test process's memory
+    idle = _harness.run_measured([sys.executable, "-c", "pass"])[1]  # an interpreter alone
+    assert idle < 100 and 300 < rss < 400, (idle, rss)  # the child's own 300 MiB, not this process's 600
+    del big
     log = tmp_path / "child.log"
     assert _harness.run_measured([sys.executable, "-c", "print('to the log')"], log=log)[2] == ""
     assert log.read_text() == "to the log\n"

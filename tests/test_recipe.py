@@ -179,7 +179,7 @@ def test_every_setting_is_a_flag():
             "--pretrain-decoder-mask", "0.6", "--pretrain-bow-weight", "1", "--activation", "log1p_relu",
             "--epochs", "3", "--batch-size", "3", "--group-size", "4",
             "--learning-rate", "1e-5", "--temperature", "0.5", "--sparse-weight", "0.5", "--part-loss-weight", "0.5",
-            "--flops-query", "1", "--flops-doc", "1", "--sparse-calibration", "0.1", "--no-sparse-scale-calibration",
+            "--flops-query", "1", "--flops-doc", "1", "--bow-loss-weight", "0.2", "--sparse-calibration", "0.1", "--no-sparse-scale-calibration",
             "--mine-depth", "9", "--mine-skip", "1", "--dropout", "0.1", "--doc-max-length", "64",
             "--query-max-length", "16", "--holdout-fraction", "0.5", "--holdout-seed", "1", "--stages", "2",
             "--stage2-epochs", "3", "--no-ablation", "--pretrained", "p", "--stage1", "s1", "--query-topk", "8",
