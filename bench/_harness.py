@@ -8,7 +8,8 @@
   written through :func:`dupmae_ir.provenance.atomic_write_text` (a failed write leaves the old report);
 - :func:`percentile`: one convention (nearest rank);
 - :class:`Timer`: wall seconds of a block (``sync`` waits for a GPU first);
-- :func:`run_measured`: one command in a child process, its wall seconds, peak RSS and output.
+- :func:`run_measured`: one command in a child process, its wall seconds, peak RSS and output;
+- :func:`du`: MiB of the files under a folder.
 
 Scripts are run as ``python bench/NAME.py`` from the repository root; importing this module puts the
 checkout's ``dupmae_ir`` first on ``sys.path``.
@@ -103,6 +104,11 @@ def claim_work_dir(path: str | Path, script: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     write_json(path / kind.marker, provenance(kind=f"bench.{script}"))
     return path
+
+
+def du(path: Path) -> float:
+    """MiB of the files under ``path`` (an index's size on disk)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
 def percentile(values: Sequence[float], q: float) -> float:

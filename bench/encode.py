@@ -26,11 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _harness import ROOT, Timer, add_report_args, header, portable, run_measured, write_report
-
-
-def du(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+from _harness import ROOT, Timer, add_report_args, du, header, portable, run_measured, write_report
 
 
 def matmul_gflops(dtype, n: int = 2048, reps: int = 8) -> float:

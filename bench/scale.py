@@ -24,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from _harness import ROOT, add_report_args, header, run_measured, write_report
+from _harness import ROOT, add_report_args, du, header, run_measured, write_report
 
 PIECES = 60
 VOCAB = 2048
@@ -84,10 +84,6 @@ def build_corpus(work: Path, size: int, tokenizer) -> tuple[Path, Path, Path]:
                 ft.write(f"q{i}\t{sentences[parts[0]]}\n")
                 fq.write(f"q{i} 0 d{i} 1\n")
     return docs, topics, qrels
-
-
-def du(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
 def main() -> int:

@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 
 import _harness
-from _harness import ROOT, Timer
-from scale import build_corpus, du
+from _harness import ROOT, Timer, du
+from scale import build_corpus
 
 META = "dupmae_index.json"
 RECALL = 0.98  # the served HNSW efSearch: the smallest measured whose recall@1000 of flat reaches this
