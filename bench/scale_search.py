@@ -262,11 +262,35 @@ def measure_postings(index: Path, topics: Path) -> dict:
             "postings_p99": _harness.percentile(opened, 99), "postings_share_of_docs": sum(opened) / len(opened) / docs}
 
 
-def run_child(args, kind: str, size: int, out: Path, log: Path) -> dict:
+def measure_searcher(index: Path, topics: Path, ef: int | None) -> dict:
+    """Open the hybrid searcher a user would serve (model, JVM, Lucene impact, FAISS) and search every query
+    in hybrid mode, top 1,000: the process's peak RSS is the figure (taken by :func:`child`)."""
+    from dupmae_ir.data import resolve
+    from dupmae_ir.search import DupMAESearcher
+
+    queries = resolve(str(topics)).queries(None)
+    searcher = DupMAESearcher(index, dtype="fp32", ef_search=ef)
+    runs = searcher.search_all(queries, modes=("hybrid",), hits=1000, progress=False)
+    return {"queries": len(runs["hybrid"]), "dense_search": searcher.dense_search}
+
+
+def served_ef_search(dense: dict, kind: str) -> int | None:
+    """The efSearch a type is served at: the smallest measured whose recall@1000 of flat reaches ``RECALL``, else
+    the largest measured; None for types without one."""
+    rows = [r for r in dense["rows"] if r["type"] == kind and r["ef_search"]]
+    if not rows:
+        return None
+    return next((r["ef_search"] for r in rows if r["recall@1000"] >= RECALL), rows[-1]["ef_search"])
+
+
+def run_child(args, kind: str, size: int, out: Path, log: Path, extra: list | None = None) -> dict:
+    """A measurement in its own process (resumed from ``out``); the process's seconds and peak RSS are kept
+    beside its result as ``process``."""
     if not out.is_file() or args.fresh:
         cmd = [sys.executable, __file__, "--child", kind, "--size", size, "--work", args.work, "--result", out,
-               "--ef-search", args.ef_search, "--types", args.types, "--single", args.single]
-        child(cmd, log)
+               "--ef-search", args.ef_search, "--types", args.types, "--single", args.single, *(extra or [])]
+        cost = child(cmd, log)
+        out.write_text(json.dumps({**json.loads(out.read_text()), "process": cost}, indent=1))
     return json.loads(out.read_text())
 
 
@@ -339,6 +363,17 @@ def report(args, base: dict, sizes: dict) -> str:
                              "recall@1000 of flat"], rows)
     lines += ["", f"Single: {args.single} queries one at a time, 1 thread, top 1,000. Batched: all queries at "
                   "once, 2 threads. Recall: the share of flat's top-k in the type's top-k.", ""]
+    lines += ["### The served searcher's memory", ""]
+    lines += markdown_table(["documents", "dense type", "efSearch", "dense index MiB", "searcher peak RSS MiB",
+                             "seconds (open + 300 hybrid queries)"],
+                            [[f"{size:,}", kind, (r["dense_search"] or {}).get("ef_search") or "-",
+                              f"{next(d['mib'] for d in s['dense']['rows'] if d['type'] == kind):.0f}",
+                              f"{r['process']['peak_rss_mib']:,}", r["process"]["seconds"]]
+                             for size, s in sizes.items() for kind, r in s.get("searchers", {}).items()])
+    lines += ["", "Peak RSS of a process that opens `DupMAESearcher` on the hybrid index (the model in fp32, the JVM "
+                  "with Lucene's impact index, the FAISS index read into memory) and searches every query in hybrid "
+                  "mode, top 1,000, one at a time in batches of 64; the Lucene index is memory-mapped, so its pages "
+                  "count as they are touched.", ""]
     for s in sizes.values():
         lines += [s["latency"].strip(), ""]
     return "\n".join(lines)
@@ -360,8 +395,10 @@ def main() -> int:
     p.add_argument("--fresh", action="store_true", help="measure again (indexes are reused)")
     p.add_argument("--build-only", action="store_true", help="build every size's indexes, measure nothing")
     _harness.add_report_args(p)
-    p.add_argument("--child", choices=("dense", "postings", "latency"), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("dense", "postings", "searcher"), help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--index", help=argparse.SUPPRESS)
+    p.add_argument("--served-ef", type=int, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -372,6 +409,8 @@ def main() -> int:
             others = {t: at / f"index-{t}" for t in args.types.split(",")}
             out = measure_dense(at / "index-flat", others, work / TOPICS, [int(e) for e in args.ef_search.split(",")],
                                 args.single)
+        elif args.child == "searcher":
+            out = measure_searcher(Path(args.index), work / TOPICS, args.served_ef)
         else:
             out = measure_postings(at / "index-flat", work / TOPICS)
         Path(args.result).write_text(json.dumps(out, indent=1))
@@ -404,9 +443,16 @@ def main() -> int:
         results[size] = {"build": build, "latency": latency.read_text(encoding="utf-8"),
                          "postings": run_child(args, "postings", size, at / "postings.json", at / "postings.log"),
                          "dense": run_child(args, "dense", size, at / "dense.json", at / "dense.log")}
+        served_ef = {kind: served_ef_search(results[size]["dense"], kind) for kind in ["flat", *args.types.split(",")]}
+        results[size]["searchers"] = {}
+        for kind, ef in served_ef.items():  # the searcher a user would serve with each type: its peak RSS
+            view = at / "index-flat" if kind == "flat" else hybrid_view(at, kind)
+            name = f"searcher-{kind}" + (f"-ef{ef}" if ef else "")
+            results[size]["searchers"][kind] = run_child(args, "searcher", size, at / f"{name}.json",
+                                                         at / f"{name}.log", ["--index", view] +
+                                                         (["--served-ef", ef] if ef else []))
         for kind in (t for t in args.types.split(",") if "hnsw" in t):  # the hybrid served at this size
-            rows = [r for r in results[size]["dense"]["rows"] if r["type"] == kind]
-            ef = next((r["ef_search"] for r in rows if r["recall@1000"] >= RECALL), rows[-1]["ef_search"])
+            ef = served_ef[kind]
             name = f"latency-{kind}-ef{ef}"
             served = at / f"{name}.md"
             if not served.is_file() or args.fresh:

@@ -61,6 +61,10 @@ def test_replicated_shards_merge_into_an_index_of_copies(tmp_path, tiny_checkpoi
     assert runs["dense"] == search(dense8, "dense")["dense"]
     assert runs["impact"] == search(flat_index, "impact")["impact"]
     assert all(runs["hybrid"][q] for q in queries)
+    topics = tmp_path / "topics.tsv"
+    topics.write_text("".join(f"{q}\t{t}\n" for q, t in queries.items()))
+    opened = scale_search.measure_searcher(view, topics, None)  # the served-memory child, in this process
+    assert opened == {"queries": 2, "dense_search": served.dense_search}
 
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
     texts = scale_search.replicated_docs(corpus, tmp_path / "texts.jsonl", 3)
@@ -73,3 +77,13 @@ def docs_text(corpus, i: int) -> str:
     """The first words of the corpus's document ``i`` (a query that finds it)."""
     doc = json.loads(corpus.read_text().splitlines()[i])
     return " ".join(doc["text"].split()[:8])
+
+
+def test_served_ef_search_is_the_smallest_reaching_the_recall_else_the_largest():
+    rows = [{"type": "flat", "ef_search": None, "recall@1000": 1.0}]
+    rows += [{"type": "hnsw", "ef_search": ef, "recall@1000": r} for ef, r in ((256, 0.9), (1024, 0.985), (2048, 0.99))]
+    rows += [{"type": "hnsw-int8", "ef_search": ef, "recall@1000": r} for ef, r in ((256, 0.9), (2048, 0.95))]
+    dense = {"rows": rows}
+    assert scale_search.served_ef_search(dense, "hnsw") == 1024
+    assert scale_search.served_ef_search(dense, "hnsw-int8") == 2048  # none reaches 0.98: the largest measured
+    assert scale_search.served_ef_search(dense, "flat") is None
