@@ -30,6 +30,11 @@ PIECES = 60
 VOCAB = 2048
 
 
+def _mib(value) -> str:
+    """A MiB figure, '-' where none was measured."""
+    return "-" if value is None else f"{value:.0f}"
+
+
 def build_model(work: Path) -> Path:
     """A 2k WordPiece vocabulary trained on SciFact and a 2-layer, 64-wide random BERT masked LM."""
     out = work / "model"
@@ -141,7 +146,7 @@ def main() -> int:
              "nDCG@10 dense / impact / hybrid |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['size']:,} | {r['encode_docs_s']:.0f} | {r['build_s']:.0f} ({r['lucene_s']:.0f}) | "
-                     f"{r['wall']:.0f} | {r['us_per_doc']:.0f} | {r['rss']:.0f} / {r['child_rss']:.0f} / "
+                     f"{r['wall']:.0f} | {r['us_per_doc']:.0f} | {r['rss']:.0f} / {_mib(r['child_rss'])} / "
                      f"{r['search_rss']:.0f} | {r['dense_mib']:.0f} | {r['impact_mib']:.0f} | {r['qps']} | "
                      f"{r['setup']} | {r['ndcg_dense']:.3f} / {r['ndcg_impact']:.3f} / {r['ndcg_hybrid']:.3f} |")
     text = "\n".join(lines)

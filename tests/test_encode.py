@@ -162,6 +162,7 @@ def test_slice_index_layout_and_ids(slice_index, slice_texts):
     _, docids = faiss_vectors(slice_index)
     assert docids == ids  # corpus order
     assert meta["impact"]["anserini_counters"]["indexed"] == SLICE
+    assert 50 < meta["impact"]["anserini_peak_rss_mib"] < 4096  # the indexer's own peak (JVM inside), measured
     assert not list(slice_index.parent.glob(".slice*"))  # no work or temp folders left
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import subprocess
 import time
 from pathlib import Path
@@ -19,18 +18,17 @@ RETRY_FIX = "free disk space (or raise the file-size limit) and re-run the same 
 def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int, log_path: Path) -> dict:
     """Anserini impact index over a folder of ``JsonVectorCollection`` files (a child process that
     dies with this one). On failure its log is kept at ``log_path`` and named in the error."""
-    from .._child import child_command
+    from .._child import child_command, read_peak_rss
     from ..errors import IndexFormatError
     from ..java import java_env
 
     cmd = child_command("pyserini.index.lucene", "--collection", "JsonVectorCollection", "--input", vector_dir,
                         "--index", out_dir, "--generator", "DefaultLuceneDocumentGenerator", "--threads", threads,
-                        "--impact", "--pretokenized")
+                        "--impact", "--pretokenized", peak_rss=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=java_env(), capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    # largest child waited for so far: Anserini under `dupmae_ir.encode` (in a recipe, maybe an earlier child)
-    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak = read_peak_rss(proc.stderr)  # the indexer's own (the JVM runs inside it)
     log_text = proc.stdout + proc.stderr
     # Anserini prints counters with thousands separators ("indexed: 5,183")
     counters = {k: int(v.replace(",", "")) for k, v in
@@ -43,7 +41,7 @@ def _build_lucene(vector_dir: Path, out_dir: Path, threads: int, expected: int, 
     log_path.unlink(missing_ok=True)  # a failed earlier attempt's log
     return {"path": "impact", "collection": "JsonVectorCollection", "generator": "DefaultLuceneDocumentGenerator",
             "flags": ["--impact", "--pretokenized"], "empty_placeholder_token": EMPTY_TOKEN,
-            "anserini_counters": counters, "seconds": round(seconds, 1), "anserini_peak_rss_mib": round(child_rss)}
+            "anserini_counters": counters, "seconds": round(seconds, 1), "anserini_peak_rss_mib": peak and round(peak)}
 
 
 def build_indexes(chunk_dirs: list[tuple[Path, list[str]]], claim, settings: dict, counts: dict,
