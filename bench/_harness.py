@@ -146,8 +146,9 @@ _LAUNCHER = ("import os, sys\n"
              "if pid == 0:\n"
              "    try:\n"
              "        os.execvp(sys.argv[2], sys.argv[2:])\n"
-             "    finally:\n"
-             "        os._exit(127)\n"
+             "    except OSError as e:\n"
+             "        print(f'cannot run {sys.argv[2]}: {e}', file=sys.stderr, flush=True)\n"
+             "    os._exit(127)\n"
              "_, status, usage = os.wait4(pid, 0)\n"
              "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
              "sys.exit(os.waitstatus_to_exitcode(status))\n")
@@ -176,9 +177,14 @@ def _run(cmd: list[str], env: dict | None, log: str | Path | None) -> tuple[floa
     sink = open(log, "w", encoding="utf-8") if log else subprocess.PIPE
     try:
         with Timer() as t:
-            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, text=True)
-            out = proc.stdout.read() if not log else ""
-            status = proc.wait()
+            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                                    encoding="utf-8", errors="replace")
+            try:
+                out = proc.stdout.read() if not log else ""
+                status = proc.wait()
+            except BaseException:  # interrupted: no measured child outlives the bench
+                proc.kill()
+                raise
     finally:
         if log:
             sink.close()

@@ -139,6 +139,7 @@ def table(label: str, startup: dict, single: dict, batch: dict, terms: float, n_
 
 
 def main() -> int:
+    from dupmae_ir.numbers import positive_int
     from dupmae_ir.precision import TRAINING_DTYPES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,8 +156,8 @@ def main() -> int:
     p.add_argument("--query-topk", type=int, default=None, help="query pruning: keep N impact terms (default: index's)")
     p.add_argument("--query-min-weight", type=float, default=None,
                    help="query pruning: minimum weight (default: index's)")
-    p.add_argument("--ef-search", type=int, default=None, help="HNSW efSearch of the index's dense part (default: "
-                   "the index's)")
+    p.add_argument("--ef-search", type=positive_int, default=None,
+                   help="HNSW efSearch of the index's dense part (default: the index's)")
     p.add_argument("--dtype", default="fp32", choices=TRAINING_DTYPES, help="query encoding precision")
     p.add_argument("--example", default="0-dimensional biomaterials show inductive properties.",
                    help="a query whose largest impact terms are shown")
@@ -166,6 +167,7 @@ def main() -> int:
 
     from dupmae_ir.bm25 import BM25Searcher
     from dupmae_ir.data import resolve
+    from dupmae_ir.errors import UserError
     from dupmae_ir.search import DupMAESearcher
 
     collection = resolve(args.topics)
@@ -175,9 +177,12 @@ def main() -> int:
     except Exception:  # topics without judgements: no nDCG column
         qrels = {}
     torch.set_num_threads(1)
-    with Timer() as timer:
-        searcher = DupMAESearcher(args.index, threads=1, dtype=args.dtype, query_topk=args.query_topk,
-                                  query_min_weight=args.query_min_weight, ef_search=args.ef_search)
+    try:
+        with Timer() as timer:
+            searcher = DupMAESearcher(args.index, threads=1, dtype=args.dtype, query_topk=args.query_topk,
+                                      query_min_weight=args.query_min_weight, ef_search=args.ef_search)
+    except UserError as e:  # e.g. --ef-search on an index without a graph
+        p.error(str(e))
     startup = {"dupmae": timer.seconds}
     with Timer() as timer:
         bm25 = BM25Searcher(args.bm25_index, threads=1)
@@ -193,6 +198,7 @@ def main() -> int:
     searcher.threads = bm25.threads = args.threads
     batch = batched(searcher, bm25, queries, args.hits, args.batch_size, qrels)
     lucene = lucene_only(searcher, queries, enc.impacts, args.hits, args.threads)
+    example += f" Dense index as searched: {searcher.dense_search}."
     text = table(args.label, startup, single, batch, terms, min(args.single, len(queries)), len(queries), lucene,
                  example)
     print(text)

@@ -132,19 +132,26 @@ def dense_only(folders: list[Path], out: Path) -> list[Path]:
 
 def hybrid_view(at: Path, kind: str) -> Path:
     """``index-hybrid-KIND``: the flat index's Lucene impact part beside the ``index-KIND`` dense part (the same
-    documents in the same order), linked, not copied: the hybrid a user would serve at that size."""
+    documents in the same order), linked (relative links), not copied: the hybrid a user would serve at that size.
+    Checked and written again on every call, so a rebuilt part is never served under stale metadata."""
+    from dupmae_ir.provenance import atomic_write_text
+
     view = at / f"index-hybrid-{kind}"
-    if not (view / META).is_file():
-        flat, dense = at / "index-flat", at / f"index-{kind}"
-        if (flat / "dense" / "docid").read_bytes() != (dense / "dense" / "docid").read_bytes():
-            raise SystemExit(f"{at}: index-flat and index-{kind} list other documents")
-        view.mkdir(exist_ok=True)
-        for part, source in (("impact", flat), ("dense", dense)):
-            if not (view / part).exists():
-                os.symlink((source / part).resolve(), view / part)
-        meta = json.loads((flat / META).read_text())
-        meta["dense"] = json.loads((dense / META).read_text())["dense"]
-        (view / META).write_text(json.dumps(meta, indent=1))
+    flat, dense = at / "index-flat", at / f"index-{kind}"
+    if (flat / "dense" / "docid").read_bytes() != (dense / "dense" / "docid").read_bytes():
+        raise SystemExit(f"{at}: index-flat and index-{kind} list other documents")
+    view.mkdir(exist_ok=True)
+    for part, source in (("impact", flat), ("dense", dense)):
+        link, target = view / part, Path("..") / source.name / part
+        if link.is_symlink() and Path(os.readlink(link)) != target:
+            link.unlink()  # this bench's own link, pointing elsewhere (an older layout)
+        if not link.is_symlink():
+            if link.exists():
+                raise SystemExit(f"{link}: not a link made by this bench; move it away")
+            os.symlink(target, link)
+    meta = json.loads((flat / META).read_text())
+    meta["dense"] = json.loads((dense / META).read_text())["dense"]
+    atomic_write_text(view / META, json.dumps(meta, indent=1))
     return view
 
 
@@ -263,35 +270,50 @@ def measure_postings(index: Path, topics: Path) -> dict:
 
 
 def measure_searcher(index: Path, topics: Path, ef: int | None) -> dict:
-    """Open the hybrid searcher a user would serve (model, JVM, Lucene impact, FAISS) and search every query
-    in hybrid mode, top 1,000: the process's peak RSS is the figure (taken by :func:`child`)."""
+    """Open the hybrid searcher a user would serve (model, JVM, Lucene impact, FAISS) and search every query in
+    hybrid mode, top 1,000, in batches of 64: the process's peak RSS is the figure (taken by :func:`child`)."""
     from dupmae_ir.data import resolve
     from dupmae_ir.search import DupMAESearcher
 
     queries = resolve(str(topics)).queries(None)
-    searcher = DupMAESearcher(index, dtype="fp32", ef_search=ef)
-    runs = searcher.search_all(queries, modes=("hybrid",), hits=1000, progress=False)
-    return {"queries": len(runs["hybrid"]), "dense_search": searcher.dense_search}
+    with Timer() as opened:
+        searcher = DupMAESearcher(index, dtype="fp32", ef_search=ef)
+    with Timer() as searched:
+        runs = searcher.search_all(queries, modes=("hybrid",), hits=1000, progress=False)
+    return {"queries": len(runs["hybrid"]), "dense_search": searcher.dense_search,
+            "open_seconds": round(opened.seconds, 1), "search_seconds": round(searched.seconds, 1)}
 
 
 def served_ef_search(dense: dict, kind: str) -> int | None:
     """The efSearch a type is served at: the smallest measured whose recall@1000 of flat reaches ``RECALL``, else
     the largest measured; None for types without one."""
-    rows = [r for r in dense["rows"] if r["type"] == kind and r["ef_search"]]
+    rows = sorted((r for r in dense["rows"] if r["type"] == kind and r["ef_search"]), key=lambda r: r["ef_search"])
     if not rows:
         return None
     return next((r["ef_search"] for r in rows if r["recall@1000"] >= RECALL), rows[-1]["ef_search"])
 
 
 def run_child(args, kind: str, size: int, out: Path, log: Path, extra: list | None = None) -> dict:
-    """A measurement in its own process (resumed from ``out``); the process's seconds and peak RSS are kept
-    beside its result as ``process``."""
-    if not out.is_file() or args.fresh:
-        cmd = [sys.executable, __file__, "--child", kind, "--size", size, "--work", args.work, "--result", out,
-               "--ef-search", args.ef_search, "--types", args.types, "--single", args.single, *(extra or [])]
-        cost = child(cmd, log)
-        out.write_text(json.dumps({**json.loads(out.read_text()), "process": cost}, indent=1))
-    return json.loads(out.read_text())
+    """A measurement in its own process, reused from ``out`` only if it was taken with the same parameters
+    (types, efSearch values, query count, ``extra``); the process's seconds and peak RSS are kept beside the
+    result as ``process``. The child writes ``out``'s ``.part``; ``out`` appears whole or not at all."""
+    from dupmae_ir.provenance import atomic_write_text
+
+    params = {"types": args.types, "ef_search": args.ef_search, "single": args.single,
+              "extra": [str(e) for e in extra or []]}
+    if out.is_file() and not args.fresh:
+        done = json.loads(out.read_text())
+        if done.get("params") == params:
+            return done
+    part = out.with_name(out.name + ".part")
+    cmd = [sys.executable, __file__, "--child", kind, "--size", size, "--work", Path(args.work).resolve(),
+           "--result", part, "--ef-search", args.ef_search, "--types", args.types, "--single", args.single,
+           *(extra or [])]
+    cost = child(cmd, log)
+    result = {**json.loads(part.read_text()), "params": params, "process": cost}
+    atomic_write_text(out, json.dumps(result, indent=1))
+    part.unlink()
+    return result
 
 
 def build_size(args, work: Path, shards: list[Path], docs: Path, size: int) -> dict:
@@ -341,8 +363,9 @@ def report(args, base: dict, sizes: dict) -> str:
             rss = c["peak_rss_mib"] if c.get("rss") == "child alone" else "-"
             rows.append([f"{size:,}", step, c["seconds"], rss, extra or "-"])
     lines += markdown_table(["documents", "step", "seconds", "peak RSS MiB", "other"], rows)
-    lines += ["", "Peak RSS: of the build's process alone; '-' for a build measured before the bench measured it "
-                  "so (a forked child's peak then started at the bench's own)."]
+    lines += ["", "Peak RSS: of the build's process and the children it waited for (the Anserini indexer of the flat "
+                  "merge, Pyserini's for BM25), not of this bench; '-' for a build measured before the bench measured "
+                  "it so (a forked child's peak then started at the bench's own)."]
     lines += ["", "### Postings a query opens (impact index, the 300 SciFact test queries)", ""]
     lines += markdown_table(["documents", "terms per query", "postings per query: mean", "p50", "p99",
                              "mean / documents"],
@@ -365,15 +388,16 @@ def report(args, base: dict, sizes: dict) -> str:
                   "once, 2 threads. Recall: the share of flat's top-k in the type's top-k.", ""]
     lines += ["### The served searcher's memory", ""]
     lines += markdown_table(["documents", "dense type", "efSearch", "dense index MiB", "searcher peak RSS MiB",
-                             "seconds (open + 300 hybrid queries)"],
+                             "open s", "hybrid search s (queries)"],
                             [[f"{size:,}", kind, (r["dense_search"] or {}).get("ef_search") or "-",
                               f"{next(d['mib'] for d in s['dense']['rows'] if d['type'] == kind):.0f}",
-                              f"{r['process']['peak_rss_mib']:,}", r["process"]["seconds"]]
+                              f"{r['process']['peak_rss_mib']:,}", r["open_seconds"],
+                              f"{r['search_seconds']} ({r['queries']})"]
                              for size, s in sizes.items() for kind, r in s.get("searchers", {}).items()])
-    lines += ["", "Peak RSS of a process that opens `DupMAESearcher` on the hybrid index (the model in fp32, the JVM "
-                  "with Lucene's impact index, the FAISS index read into memory) and searches every query in hybrid "
-                  "mode, top 1,000, one at a time in batches of 64; the Lucene index is memory-mapped, so its pages "
-                  "count as they are touched.", ""]
+    lines += ["", "Peak RSS of a process (and any child it waited for) that opens `DupMAESearcher` on the hybrid index "
+                  "(the model in fp32, the JVM with Lucene's impact index, the FAISS index read into memory) and "
+                  "searches every query in hybrid mode, top 1,000, in batches of 64; the Lucene index is "
+                  "memory-mapped, so its pages count as they are touched.", ""]
     for s in sizes.values():
         lines += [s["latency"].strip(), ""]
     return "\n".join(lines)

@@ -83,3 +83,7 @@ def test_run_measured_gives_the_childs_own_peak_memory_and_output(tmp_path):
     assert log.read_text() == "to the log\n"
     with pytest.raises(SystemExit, match="failed.*boom"):
         _harness.run_measured([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
+    with pytest.raises(SystemExit, match="cannot run no-such-program"):
+        _harness.run_measured(["no-such-program"])
+    raw = "import sys; sys.stdout.buffer.write(b'a\\xffb')"  # not UTF-8: replaced, not a crash
+    assert _harness.run_measured([sys.executable, "-c", raw])[2] == "a\ufffdb"

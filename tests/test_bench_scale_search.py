@@ -64,7 +64,14 @@ def test_replicated_shards_merge_into_an_index_of_copies(tmp_path, tiny_checkpoi
     topics = tmp_path / "topics.tsv"
     topics.write_text("".join(f"{q}\t{t}\n" for q, t in queries.items()))
     opened = scale_search.measure_searcher(view, topics, None)  # the served-memory child, in this process
-    assert opened == {"queries": 2, "dense_search": served.dense_search}
+    assert opened["queries"] == 2 and opened["dense_search"] == served.dense_search == {"faiss": "flat-int8"}
+    merge_shards(dense, tmp_path / "n120" / "index-hnsw", faiss="hnsw", hnsw_m=8)
+    graph = scale_search.hybrid_view(tmp_path / "n120", "hnsw")
+    assert scale_search.measure_searcher(graph, topics, 64)["dense_search"] == {"faiss": "hnsw", "ef_search": 64}
+    moved = tmp_path / "moved"  # relative links: the work folder can move
+    (tmp_path / "n120").rename(moved)
+    assert (moved / "index-hybrid-hnsw" / "impact").resolve() == (moved / "index-flat" / "impact").resolve()
+    assert scale_search.hybrid_view(moved, "hnsw") == moved / "index-hybrid-hnsw"
 
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
     texts = scale_search.replicated_docs(corpus, tmp_path / "texts.jsonl", 3)
@@ -85,5 +92,6 @@ def test_served_ef_search_is_the_smallest_reaching_the_recall_else_the_largest()
     rows += [{"type": "hnsw-int8", "ef_search": ef, "recall@1000": r} for ef, r in ((256, 0.9), (2048, 0.95))]
     dense = {"rows": rows}
     assert scale_search.served_ef_search(dense, "hnsw") == 1024
+    assert scale_search.served_ef_search({"rows": rows[::-1]}, "hnsw") == 1024  # in whatever order measured
     assert scale_search.served_ef_search(dense, "hnsw-int8") == 2048  # none reaches 0.98: the largest measured
     assert scale_search.served_ef_search(dense, "flat") is None
