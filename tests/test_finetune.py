@@ -464,7 +464,7 @@ def test_torchrun_stage2_encodes_and_mines_together(tiny, toy, tmp_path):
     assert len(lines) > 16 and lines == (solo / "negatives.tsv").read_text().splitlines()
 
 
-def test_bow_loss_by_hand_and_added_to_the_stage_loss(tiny, toy, tmp_path):
+def test_bow_loss_by_hand_and_added_to_the_stage_loss(tiny):
     """--bow-loss-weight w: loss = stage loss + w * (L_bow(queries) + L_bow(passages)), L_bow of each text
     against its own pieces (specials and padding out, counts normalised to sum to 1)."""
     import torch.nn.functional as F
@@ -475,10 +475,13 @@ def test_bow_loss_by_hand_and_added_to_the_stage_loss(tiny, toy, tmp_path):
 
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0, 0.5, -1.0]])  # V = 6; 0: pad, 1: special
     special = torch.tensor([True, True, False, False, False, False])
-    ids, mask = torch.tensor([[1, 3, 2, 3, 1, 0]]), torch.tensor([[1, 1, 1, 1, 1, 0]])
+    ids, mask = torch.tensor([[1, 3, 2, 3, 1, 4]]), torch.tensor([[1, 1, 1, 1, 1, 0]])  # piece 4 under padding
     log_p = F.log_softmax(logits, -1)[0]
-    want = -(log_p[2] / 3 + 2 * log_p[3] / 3)  # piece 3 twice, piece 2 once; [CLS]/[SEP] (1) and pad out
+    want = -(log_p[2] / 3 + 2 * log_p[3] / 3)  # piece 3 twice, piece 2 once; [CLS]/[SEP] (1) and padding out
     assert own_bag_of_words_loss(logits, ids, mask, special).item() == pytest.approx(want.item(), rel=1e-6)
+    empty = (torch.tensor([[1, 1, 0, 0, 0, 0]]), torch.tensor([[1, 1, 0, 0, 0, 0]]))  # specials only: left out
+    both = own_bag_of_words_loss(logits.repeat(2, 1), torch.cat([ids, empty[0]]), torch.cat([mask, empty[1]]), special)
+    assert both.item() == pytest.approx(want.item(), rel=1e-6)
 
     retriever, tok = DupMAEModel.from_pretrained(tiny)
     q = tok(["what about alpha", "what about bravo"], return_tensors="pt", padding=True)

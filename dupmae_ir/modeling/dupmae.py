@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bow import max_pool_linear_with_mlm
+from .losses import bag_of_words_loss
 
 PRESETS = ("code", "paper")
 
@@ -157,7 +158,7 @@ class DupMAEForPretraining(nn.Module):
         mu, mlm_loss = max_pool_linear_with_mlm(transformed, head.decoder.weight, head.decoder.bias, pool_mask,
                                                 encoder_labels, self.chunk_elements)  # (B, V), ()
         target = bag_word_weight if opts.bow_normalize else (bag_word_weight > 0).to(mu.dtype)  # (B, V)
-        bow_loss = -(target * torch.log_softmax(_upcast(mu), dim=-1)).sum(-1).mean()  # one softmax over V
+        bow_loss = bag_of_words_loss(mu, target).mean()  # one softmax over V
 
         # L_dec (eqs. 4-6): query stream from h_cls + positions, key/value stream from the unmasked text
         B, L = decoder_input_ids.shape

@@ -68,17 +68,26 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     return per_query.mean()
 
 
+def bag_of_words_loss(mu: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DupMAE's L_bow per text (eqs. 7-8): ``-sum_v target[v] log softmax(mu)[v]``, one softmax over the vocabulary
+    (fp16/bf16 logits upcast to fp32). mu, target (B, V) -> (B,)."""
+    logits = mu.float() if mu.dtype in (torch.float16, torch.bfloat16) else mu
+    return -(target * F.log_softmax(logits, dim=-1)).sum(-1)
+
+
 def own_bag_of_words_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                           special_mask: torch.Tensor) -> torch.Tensor:
-    """DupMAE's L_bow (pre-training eqs. 7-8) of texts against their own pieces: ``-sum_v t[v] log softmax(mu)[v]``
-    averaged over the batch, with ``t`` each text's piece counts (specials and padding left out) normalised to
-    sum to 1 (pre-training's collator puts 1/m on each distinct piece instead: the same without repeats).
+    """:func:`bag_of_words_loss` of texts against their own visible pieces, averaged over the texts that have any:
+    ``t`` is each text's piece counts (specials and padding left out) normalised to sum to 1. Not pre-training's
+    target (1/m on each distinct piece of a 30%-masked input, summing below 1), so its weight is not comparable.
     logits (B, V) max-pooled before the activation; input_ids, attention_mask (B, L); special_mask (V,)."""
     target = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)  # (B, V)
     target.scatter_add_(1, input_ids, attention_mask.to(torch.float32))  # piece counts
     target = target.masked_fill(special_mask, 0.0)
-    target = target / target.sum(-1, keepdim=True).clamp(min=1.0)  # (B, V)
-    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+    total = target.sum(-1, keepdim=True)  # (B, 1)
+    per_text = bag_of_words_loss(logits, target / total.clamp(min=1.0))  # (B,)
+    content = total.squeeze(-1) > 0
+    return per_text[content].mean() if content.any() else per_text.sum() * 0.0  # * 0.0: keeps the graph
 
 
 def flops_regularizer(weights: torch.Tensor) -> torch.Tensor:
