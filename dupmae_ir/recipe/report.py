@@ -109,7 +109,8 @@ def write(out: Path, ctx, overwrite: bool) -> Path:
               f"{'+'.join(map(str, plan.stages))}, "
               f"group {ft.group_size}, lr {ft.learning_rate:g}, {_epochs(cfg)}, sparse scale "
               f"calibration {'on' if ft.sparse_scale_calibration else 'off'}, FLOPS query/document "
-              f"{ft.flops_query:g}/{ft.flops_doc:g}, query top-k {plan.query_topk}, "
+              f"{ft.flops_query:g}/{ft.flops_doc:g}, bag-of-words loss {ft.bow_loss_weight:g}, "
+              f"query top-k {plan.query_topk}, "
               f"query minimum weight {plan.query_min_weight:g}, query terms {plan.query_terms}, "
               f"seed {cfg.training.seed}"
               + (f", {ft.holdout_fraction:.0%} of the training queries held out as dev" if ft.holdout_fraction else

@@ -222,9 +222,10 @@ class FinetuneArguments(TrainArguments):
     flops_query: float = arg(0.0, "FLOPS regularisation weight on query bag-of-words vectors.", "loss")
     flops_doc: float = arg(0.0, "FLOPS regularisation weight on document bag-of-words vectors.", "loss")
     bow_loss_weight: float = arg(0.0, "Keep DupMAE's bag-of-words loss while fine-tuning: add this weight times "
-                                      "pre-training's L_bow (softmax of the max-pooled logits against the text's own "
-                                      "normalised word pieces) of every query and passage, to ground the expansion "
-                                      "in the text. 0: the paper's fine-tuning.", "loss")
+                                      "L_bow (softmax of the max-pooled logits against the text's own normalised "
+                                      "word pieces, all visible: not pre-training's masked 1/m target) of every "
+                                      "query and passage, to ground the expansion in the text. 0: the paper's "
+                                      "fine-tuning.", "loss")
     share_negatives: bool = arg(True, "Under torchrun, score every query against the documents of all processes.",
                                 "loss")
     dropout: float | None = arg(None, "Set every backbone dropout (hidden and attention) to this rate while training "
