@@ -15,20 +15,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _harness import ROOT, Timer, add_report_args, header, markdown_table, portable, write_report
+from _harness import ROOT, Timer, add_report_args, header, markdown_table, portable, run_measured, write_report
 
 
 def timed(cmd: list[str], env: dict) -> float:
-    with Timer() as t:
-        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    return t.seconds
+    """Wall seconds of ``cmd`` in its own process (a failure exits with its output)."""
+    return run_measured(cmd, env=env)[0]
 
 
 def agreement(a: dict, b: dict, k: int = 10) -> float:
