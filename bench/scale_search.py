@@ -19,7 +19,8 @@
    a query's terms open, and each dense type's single-query p50/p99, batched q/s and recall@100/@1000
    against flat at each ``--ef-search``; then ``bench/latency.py`` again on the hybrid served with each HNSW
    type (flat's Lucene impact index beside its dense part) at the smallest efSearch whose recall@1000 of
-   flat reaches 0.98 (else the largest measured).
+   flat reaches 0.98 (else the largest measured); and per dense type the peak RSS of a process serving that
+   hybrid (``DupMAESearcher`` opened, every query searched).
 
 What replication keeps: each term's weight distribution and the share of documents holding it (document
 frequency grows with N, so posting lists grow as they would), the vectors' distribution, BM25's idf
